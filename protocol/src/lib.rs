@@ -1,0 +1,1 @@
+//! Host↔agent protocol of rvm: message types and framing shared by both ends.

@@ -1,0 +1,3 @@
+//! Host side of rvm shared by the `rvm` command line and the containerd shim.
+
+pub mod host;
