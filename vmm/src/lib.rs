@@ -1,1 +1,18 @@
 //! rvm's virtual machine monitor: boots a Linux guest on KVM with virtio-mmio devices.
+//!
+//! [`config`] validates what to boot; [`machine::Machine`] builds the VM (memory in
+//! [`vstate::memory`], irqchip and PIT in [`vstate::vm`], legacy devices in [`devices`]),
+//! loads the kernel ([`loader`], boot tables in [`arch::x86_64`]) or raw code, and runs the
+//! vCPU threads ([`vstate::vcpu`]) under the [`event_loop`] until the guest stops.
+
+pub mod arch;
+pub mod config;
+pub mod devices;
+pub mod error;
+pub mod event_loop;
+pub mod loader;
+pub mod machine;
+pub mod vstate;
+
+pub use error::Error;
+pub use machine::{ExitReason, Machine, RunOutcome};

@@ -1,6 +1,99 @@
 //! `rvm-vmm`: command-line entry point of the VMM.
+//!
+//! Exit status: 0 when the guest resets, powers off or triple-faults (a kernel panic with
+//! `panic=-1` is a reset too; it is logged as a warning); 2 for invalid input; 1 for a VMM or
+//! KVM failure; 128 + N when stopped by signal N (130 for SIGINT, 143 for SIGTERM).
 
-fn main() {
-    eprintln!("rvm-vmm: not built yet");
-    std::process::exit(1);
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use rvm_vmm::config::{self, Args};
+use rvm_vmm::event_loop::StopSignals;
+use rvm_vmm::loader::BootFiles;
+use rvm_vmm::machine::{self, ExitReason, Machine, RunOutcome};
+
+fn main() -> ExitCode {
+    init_logging();
+    let args = Args::parse();
+    match run(&args) {
+        Ok(outcome) => exit_code(&outcome),
+        Err(e) => {
+            eprintln!("rvm-vmm: {}", describe(&e));
+            let code = e
+                .downcast_ref::<rvm_vmm::Error>()
+                .map_or(rvm_vmm::error::EXIT_FAILURE, rvm_vmm::Error::exit_code);
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The error and its causes, skipping causes that an outer message already quotes.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(args: &Args) -> anyhow::Result<RunOutcome> {
+    // Before any thread starts, so that every thread inherits the blocked stop signals.
+    let signals = StopSignals::new().context("setting up signal handling")?;
+    let host_mib = config::host_memory_mib().context("reading /proc/meminfo")?;
+    let config = config::validate(args, host_mib).map_err(rvm_vmm::Error::from)?;
+    let console = machine::open_console(&config.console).map_err(rvm_vmm::Error::from)?;
+    let machine =
+        Machine::new(config.memory_bytes(), config.vcpus, console).map_err(rvm_vmm::Error::from)?;
+    let files = BootFiles {
+        kernel: &config.kernel,
+        format: config.kernel_format,
+        initrd: config.initrd.as_deref(),
+        cmdline: &config.cmdline,
+        pvh: config.pvh,
+    };
+    let entry = machine
+        .load_boot_files(&files)
+        .map_err(rvm_vmm::Error::from)?;
+    let outcome = machine
+        .run(entry, Some(&signals))
+        .map_err(rvm_vmm::Error::from)?;
+    Ok(outcome)
+}
+
+fn exit_code(outcome: &RunOutcome) -> ExitCode {
+    if outcome.kernel_panic {
+        tracing::warn!(
+            "the guest kernel panicked, then {:?}; exiting 0 as for a reboot",
+            outcome.reason
+        );
+    }
+    match outcome.reason {
+        ExitReason::Signal(signo) => ExitCode::from(128u8.saturating_add(signo as u8)),
+        ExitReason::SystemEvent(3) => {
+            tracing::warn!("the guest reported a crash (system event 3)");
+            ExitCode::SUCCESS
+        }
+        reason => {
+            tracing::info!("guest stopped: {reason:?} after {:?}", outcome.run_time);
+            ExitCode::SUCCESS
+        }
+    }
 }

@@ -1,0 +1,529 @@
+//! The VM configuration: command-line arguments, parsed and validated before anything is built.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::Parser;
+use linux_loader::cmdline::Cmdline;
+
+use crate::arch::x86_64::layout::CMDLINE_MAX_SIZE;
+
+/// Fewest MiB of guest RAM we boot.
+pub const MIN_MEMORY_MIB: u64 = 32;
+/// Most vCPUs a VM may have.
+pub const MAX_VCPUS: u32 = 32;
+/// Kernel command line used when none is given.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
+
+/// Invalid input: every variant names the flag or file and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The kernel cannot be opened.
+    #[error("--kernel {path}: cannot open: {source}")]
+    KernelUnreadable {
+        /// The path given.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The kernel is neither ELF nor bzImage.
+    #[error("--kernel {0}: not an ELF vmlinux or a bzImage")]
+    KernelFormat(PathBuf),
+    /// The initrd cannot be opened.
+    #[error("--initrd {path}: cannot open: {source}")]
+    InitrdUnreadable {
+        /// The path given.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The initrd is not a regular file.
+    #[error("--initrd {0}: not a regular file")]
+    InitrdNotFile(PathBuf),
+    /// Too little memory.
+    #[error("--memory {0}: at least {MIN_MEMORY_MIB} MiB are needed")]
+    MemoryTooSmall(u64),
+    /// More memory than the host has.
+    #[error("--memory {asked}: more than the host's {host} MiB")]
+    MemoryTooLarge {
+        /// MiB asked for.
+        asked: u64,
+        /// MiB the host has.
+        host: u64,
+    },
+    /// Bad vCPU count.
+    #[error("--vcpus {0}: must be between 1 and {MAX_VCPUS}")]
+    Vcpus(u32),
+    /// Command line too long.
+    #[error("--cmdline: {len} bytes, but at most {} fit (boot protocol limit)", CMDLINE_MAX_SIZE - 1)]
+    CmdlineTooLong {
+        /// Its length.
+        len: usize,
+    },
+    /// Command line refused for another reason.
+    #[error("--cmdline: {0:?}")]
+    CmdlineInvalid(linux_loader::cmdline::Error),
+    /// The console log cannot be opened.
+    #[error("--console-log {path}: cannot open: {source}")]
+    ConsoleLog {
+        /// The path given.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A device flag that the VMM parses but cannot provide yet.
+    #[error("{0}: not supported yet (virtio devices come later)")]
+    NotSupportedYet(&'static str),
+}
+
+/// Kernel image formats we load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelFormat {
+    /// Uncompressed ELF `vmlinux`.
+    Elf,
+    /// bzImage with a 64-bit entry point.
+    BzImage,
+}
+
+/// `--disk PATH[,ro]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskSpec {
+    /// Backing file.
+    pub path: PathBuf,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+impl FromStr for DiskSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (path, read_only) = match s.rsplit_once(',') {
+            Some((path, "ro")) => (path, true),
+            Some((_, option)) => return Err(format!("unknown disk option {option:?}")),
+            None => (s, false),
+        };
+        if path.is_empty() {
+            return Err("empty disk path".into());
+        }
+        Ok(DiskSpec {
+            path: path.into(),
+            read_only,
+        })
+    }
+}
+
+/// `--net tap=NAME[,mac=MAC]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetSpec {
+    /// TAP device name.
+    pub tap: String,
+    /// Guest MAC address.
+    pub mac: Option<[u8; 6]>,
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return Err(format!(
+            "MAC {s:?}: expected 6 bytes like 02:00:00:00:00:01"
+        ));
+    }
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        *byte =
+            u8::from_str_radix(part, 16).map_err(|_| format!("MAC {s:?}: bad byte {part:?}"))?;
+    }
+    Ok(mac)
+}
+
+/// Splits `key=value,key=value` into pairs.
+fn key_values(s: &str) -> Result<Vec<(&str, &str)>, String> {
+    s.split(',')
+        .map(|pair| {
+            pair.split_once('=')
+                .ok_or_else(|| format!("{pair:?}: expected key=value"))
+        })
+        .collect()
+}
+
+impl FromStr for NetSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut tap = None;
+        let mut mac = None;
+        for (key, value) in key_values(s)? {
+            match key {
+                "tap" if !value.is_empty() && value.len() < 16 => tap = Some(value.to_string()),
+                "tap" => return Err(format!("TAP name {value:?}: 1 to 15 characters")),
+                "mac" => mac = Some(parse_mac(value)?),
+                _ => return Err(format!("unknown key {key:?}")),
+            }
+        }
+        let tap = tap.ok_or("tap=NAME is required")?;
+        Ok(NetSpec { tap, mac })
+    }
+}
+
+/// `--vsock cid=N,uds=PATH`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VsockSpec {
+    /// Guest context ID (3 or more).
+    pub cid: u32,
+    /// Host Unix socket of the hybrid vsock.
+    pub uds: PathBuf,
+}
+
+impl FromStr for VsockSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut cid = None;
+        let mut uds = None;
+        for (key, value) in key_values(s)? {
+            match key {
+                "cid" => {
+                    let n: u32 = value
+                        .parse()
+                        .map_err(|_| format!("cid {value:?}: not a number"))?;
+                    if n < 3 {
+                        return Err(format!("cid {n}: 0-2 are reserved, use 3 or more"));
+                    }
+                    cid = Some(n);
+                }
+                "uds" if !value.is_empty() => uds = Some(PathBuf::from(value)),
+                _ => return Err(format!("unknown or empty key {key:?}")),
+            }
+        }
+        Ok(VsockSpec {
+            cid: cid.ok_or("cid=N is required")?,
+            uds: uds.ok_or("uds=PATH is required")?,
+        })
+    }
+}
+
+/// The command line of `rvm-vmm`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rvm-vmm",
+    version,
+    about = "Boot a Linux guest in a KVM microVM"
+)]
+pub struct Args {
+    /// Guest kernel: ELF vmlinux (PVH or 64-bit entry) or bzImage.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: PathBuf,
+    /// Initial ramdisk.
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, value_name = "STR", default_value = DEFAULT_CMDLINE)]
+    pub cmdline: String,
+    /// Guest RAM in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 128)]
+    pub memory: u64,
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub vcpus: u32,
+    /// Block device backed by PATH; `,ro` makes it read-only. Repeatable.
+    #[arg(long = "disk", value_name = "PATH[,ro]")]
+    pub disks: Vec<DiskSpec>,
+    /// Network device on a TAP interface.
+    #[arg(long, value_name = "tap=NAME[,mac=MAC]")]
+    pub net: Option<NetSpec>,
+    /// vsock device with a hybrid Unix socket on the host.
+    #[arg(long, value_name = "cid=N,uds=PATH")]
+    pub vsock: Option<VsockSpec>,
+    /// Copy the guest's serial console to stdout.
+    #[arg(long)]
+    pub console: bool,
+    /// Also append the guest's serial console to this file.
+    #[arg(long, value_name = "PATH")]
+    pub console_log: Option<PathBuf>,
+    /// Enter an ELF kernel in 64-bit mode even if it has a PVH entry point.
+    #[arg(long)]
+    pub no_pvh: bool,
+}
+
+/// Where the guest's serial output goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    /// Copy to stdout.
+    pub stdout: bool,
+    /// Append to this file.
+    pub log: Option<PathBuf>,
+}
+
+/// A validated VM configuration.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// Kernel path.
+    pub kernel: PathBuf,
+    /// Its format, checked from its header.
+    pub kernel_format: KernelFormat,
+    /// Initrd path, known readable.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line, known to fit.
+    pub cmdline: Cmdline,
+    /// Guest RAM in MiB.
+    pub memory_mib: u64,
+    /// vCPU count, 1 to [`MAX_VCPUS`].
+    pub vcpus: u8,
+    /// Serial console destinations.
+    pub console: ConsoleConfig,
+    /// Use the PVH entry point when the kernel has one.
+    pub pvh: bool,
+}
+
+impl VmConfig {
+    /// Guest RAM in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_mib << 20
+    }
+}
+
+/// Validates `args` against the files and the host; `host_mib` is the host's RAM.
+pub fn validate(args: &Args, host_mib: u64) -> Result<VmConfig, ConfigError> {
+    let kernel_format = kernel_format(&args.kernel)?;
+    if let Some(initrd) = &args.initrd {
+        check_initrd(initrd)?;
+    }
+    check_memory(args.memory, host_mib)?;
+    let vcpus = check_vcpus(args.vcpus)?;
+    let cmdline = parse_cmdline(&args.cmdline)?;
+    check_devices(args)?;
+    Ok(VmConfig {
+        kernel: args.kernel.clone(),
+        kernel_format,
+        initrd: args.initrd.clone(),
+        cmdline,
+        memory_mib: args.memory,
+        vcpus,
+        console: ConsoleConfig {
+            stdout: args.console,
+            log: args.console_log.clone(),
+        },
+        pvh: !args.no_pvh,
+    })
+}
+
+/// Reads the first bytes of the kernel to tell its format.
+pub fn kernel_format(path: &Path) -> Result<KernelFormat, ConfigError> {
+    let unreadable = |source| ConfigError::KernelUnreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(unreadable)?;
+    let mut header = vec![0u8; 0x206];
+    let len = read_up_to(&mut file, &mut header).map_err(unreadable)?;
+    header.truncate(len);
+    if header.starts_with(b"\x7fELF") {
+        return Ok(KernelFormat::Elf);
+    }
+    if header.get(0x202..0x206) == Some(b"HdrS") {
+        return Ok(KernelFormat::BzImage);
+    }
+    Err(ConfigError::KernelFormat(path.to_path_buf()))
+}
+
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+fn check_initrd(path: &Path) -> Result<(), ConfigError> {
+    let file = File::open(path).map_err(|source| ConfigError::InitrdUnreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|source| ConfigError::InitrdUnreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if !meta.is_file() {
+        return Err(ConfigError::InitrdNotFile(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// Checks the guest RAM size against our minimum and the host's RAM.
+pub fn check_memory(mib: u64, host_mib: u64) -> Result<(), ConfigError> {
+    if mib < MIN_MEMORY_MIB {
+        return Err(ConfigError::MemoryTooSmall(mib));
+    }
+    if mib > host_mib {
+        return Err(ConfigError::MemoryTooLarge {
+            asked: mib,
+            host: host_mib,
+        });
+    }
+    Ok(())
+}
+
+/// Checks the vCPU count.
+pub fn check_vcpus(n: u32) -> Result<u8, ConfigError> {
+    match u8::try_from(n) {
+        Ok(count) if (1..=MAX_VCPUS).contains(&n) => Ok(count),
+        _ => Err(ConfigError::Vcpus(n)),
+    }
+}
+
+/// Parses the command line with the boot protocol's capacity.
+pub fn parse_cmdline(s: &str) -> Result<Cmdline, ConfigError> {
+    if s.len() >= CMDLINE_MAX_SIZE {
+        return Err(ConfigError::CmdlineTooLong { len: s.len() });
+    }
+    Cmdline::try_from(s, CMDLINE_MAX_SIZE).map_err(|e| match e {
+        linux_loader::cmdline::Error::TooLarge => ConfigError::CmdlineTooLong { len: s.len() },
+        other => ConfigError::CmdlineInvalid(other),
+    })
+}
+
+fn check_devices(args: &Args) -> Result<(), ConfigError> {
+    if !args.disks.is_empty() {
+        return Err(ConfigError::NotSupportedYet("--disk"));
+    }
+    if args.net.is_some() {
+        return Err(ConfigError::NotSupportedYet("--net"));
+    }
+    if args.vsock.is_some() {
+        return Err(ConfigError::NotSupportedYet("--vsock"));
+    }
+    Ok(())
+}
+
+/// The host's RAM in MiB, from `MemTotal` in /proc/meminfo.
+pub fn host_memory_mib() -> std::io::Result<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
+    parse_mem_total_kib(&meminfo)
+        .map(|kib| kib / 1024)
+        .ok_or_else(|| std::io::Error::other("no MemTotal line in /proc/meminfo"))
+}
+
+fn parse_mem_total_kib(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["rvm-vmm", "--kernel", "/k"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let a = args(&[]);
+        assert_eq!((a.memory, a.vcpus, a.console), (128, 1, false));
+        assert_eq!(a.cmdline, DEFAULT_CMDLINE);
+    }
+
+    #[test]
+    fn device_flags_parse() {
+        let a = args(&[
+            "--disk",
+            "/a.img,ro",
+            "--disk",
+            "/b.img",
+            "--net",
+            "tap=tap0,mac=02:00:00:00:00:0a",
+            "--vsock",
+            "cid=3,uds=/run/v.sock",
+        ]);
+        assert_eq!(a.disks.len(), 2);
+        assert!(a.disks[0].read_only && !a.disks[1].read_only);
+        let net = a.net.unwrap();
+        assert_eq!(net.mac, Some([2, 0, 0, 0, 0, 0xa]));
+        assert_eq!(a.vsock.unwrap().cid, 3);
+    }
+
+    #[test]
+    fn bad_device_flags_are_rejected() {
+        for bad in [
+            ["--disk", "/a.img,rw"],
+            ["--net", "mac=02:00:00:00:00:01"],
+            ["--net", "tap=t,mac=zz"],
+            ["--vsock", "cid=2,uds=/x"],
+            ["--vsock", "cid=3"],
+        ] {
+            let mut argv = vec!["rvm-vmm", "--kernel", "/k"];
+            argv.extend_from_slice(&bad);
+            assert!(Args::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn memory_limits() {
+        assert!(matches!(
+            check_memory(31, 1024),
+            Err(ConfigError::MemoryTooSmall(31))
+        ));
+        assert!(matches!(
+            check_memory(2048, 1024),
+            Err(ConfigError::MemoryTooLarge { .. })
+        ));
+        assert!(check_memory(32, 1024).is_ok());
+    }
+
+    #[test]
+    fn vcpu_limits() {
+        assert!(check_vcpus(0).is_err());
+        assert!(check_vcpus(33).is_err());
+        assert!(check_vcpus(300).is_err());
+        assert_eq!(check_vcpus(32).unwrap(), 32);
+    }
+
+    #[test]
+    fn cmdline_limit_counts_the_nul() {
+        assert!(parse_cmdline(&"a".repeat(2047)).is_ok());
+        assert!(matches!(
+            parse_cmdline(&"a".repeat(2048)),
+            Err(ConfigError::CmdlineTooLong { len: 2048 })
+        ));
+        let cmdline = parse_cmdline("console=ttyS0 -- init arg").unwrap();
+        assert_eq!(
+            cmdline.as_cstring().unwrap().as_bytes(),
+            b"console=ttyS0 -- init arg"
+        );
+    }
+
+    #[test]
+    fn kernel_format_from_header() {
+        let dir = std::env::temp_dir().join(format!("rvm-vmm-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let elf = dir.join("vmlinux");
+        std::fs::write(&elf, b"\x7fELF\x02\x01\x01").unwrap();
+        assert_eq!(kernel_format(&elf).unwrap(), KernelFormat::Elf);
+        let text = dir.join("text");
+        std::fs::write(&text, b"#!/bin/sh\n").unwrap();
+        let err = kernel_format(&text).unwrap_err().to_string();
+        assert!(err.contains("text") && err.contains("not an ELF"), "{err}");
+        let missing = kernel_format(Path::new("/nonexistent"))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("/nonexistent"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn meminfo_parsing() {
+        let text = "MemTotal:       24684376 kB\nMemFree: 1 kB\n";
+        assert_eq!(parse_mem_total_kib(text), Some(24_684_376));
+        assert!(host_memory_mib().unwrap() > 0);
+    }
+}

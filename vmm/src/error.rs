@@ -1,0 +1,48 @@
+//! The crate's top-level error and the exit status each kind of failure maps to.
+
+use crate::config::ConfigError;
+use crate::loader::LoadError;
+use crate::machine::MachineError;
+
+/// Exit status for invalid input (flags, files, sizes), like a usage error.
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit status for a failure of the VMM or of KVM.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Anything that stops the VMM before the guest does.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The boot files could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Building or running the VM failed.
+    #[error(transparent)]
+    Machine(#[from] MachineError),
+}
+
+impl Error {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) => EXIT_BAD_INPUT,
+            Error::Load(LoadError::BootParams(_)) => EXIT_FAILURE,
+            Error::Load(_) => EXIT_BAD_INPUT,
+            Error::Machine(_) => EXIT_FAILURE,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_input_exits_2() {
+        assert_eq!(Error::from(ConfigError::Vcpus(0)).exit_code(), 2);
+        let stuck = MachineError::Stuck(std::time::Duration::from_secs(1));
+        assert_eq!(Error::from(stuck).exit_code(), 1);
+    }
+}
