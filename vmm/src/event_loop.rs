@@ -27,6 +27,8 @@ pub enum Token {
     VcpuReport,
     /// SIGINT or SIGTERM is pending on the stop-signal fd.
     StopSignal,
+    /// The embedding program asked the VM to stop.
+    StopRequest,
 }
 
 impl Token {
@@ -34,6 +36,7 @@ impl Token {
         match self {
             Token::VcpuReport => 1,
             Token::StopSignal => 2,
+            Token::StopRequest => 3,
         }
     }
 
@@ -41,6 +44,7 @@ impl Token {
         match data {
             1 => Some(Token::VcpuReport),
             2 => Some(Token::StopSignal),
+            3 => Some(Token::StopRequest),
             _ => None,
         }
     }

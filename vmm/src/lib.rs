@@ -15,4 +15,4 @@ pub mod machine;
 pub mod vstate;
 
 pub use error::Error;
-pub use machine::{ExitReason, Machine, RunOutcome};
+pub use machine::{ExitReason, Machine, RunOutcome, StopSources};

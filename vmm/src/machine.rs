@@ -68,6 +68,17 @@ pub enum ExitReason {
     SystemEvent(u32),
     /// The VMM got this stop signal.
     Signal(i32),
+    /// The embedding program asked through [`StopSources::request`].
+    Requested,
+}
+
+/// What, besides the guest, may stop a run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StopSources<'a> {
+    /// SIGINT/SIGTERM, for the `rvm-vmm` binary.
+    pub signals: Option<&'a StopSignals>,
+    /// An eventfd that stops the VM when written, for programs and tests embedding the VMM.
+    pub request: Option<&'a EventFd>,
 }
 
 /// How a run ended.
@@ -166,12 +177,8 @@ impl Machine {
         loader::load_raw_code(&self.mem, GuestAddress(addr), code).map_err(MachineError::Code)
     }
 
-    /// Runs the guest from `entry` until it stops; `signals`, if given, stop it too.
-    pub fn run(
-        self,
-        entry: BootEntry,
-        signals: Option<&StopSignals>,
-    ) -> Result<RunOutcome, MachineError> {
+    /// Runs the guest from `entry` until it stops, or one of `stop` fires.
+    pub fn run(self, entry: BootEntry, stop: StopSources<'_>) -> Result<RunOutcome, MachineError> {
         x86_64::write_boot_tables(&self.mem, self.vcpu_count)?;
         vcpu::install_kick_handler()?;
         let vcpus = self.create_vcpus(&entry)?;
@@ -179,8 +186,11 @@ impl Machine {
         let event_loop = EventLoop::new()?;
         let report_event = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(MachineError::EventFd)?);
         event_loop.add(report_event.as_raw_fd(), Token::VcpuReport)?;
-        if let Some(signals) = signals {
+        if let Some(signals) = stop.signals {
             event_loop.add(signals.as_raw_fd(), Token::StopSignal)?;
+        }
+        if let Some(request) = stop.request {
+            event_loop.add(request.as_raw_fd(), Token::StopRequest)?;
         }
         let (reports_tx, reports) = mpsc::channel();
         let shared = VcpuShared {
@@ -204,7 +214,7 @@ impl Machine {
         }
         tracing::info!("{} vCPU(s) started", threads.len());
         if matches!(cause, Ok(None)) {
-            cause = wait_for_stop(&event_loop, &reports, &report_event, signals);
+            cause = wait_for_stop(&event_loop, &reports, &report_event, stop.signals);
         }
         shared.stop.store(true, Ordering::Release);
         stop_threads(threads)?;
@@ -248,6 +258,10 @@ fn wait_for_stop(
                     if let Ok(report) = reports.try_recv() {
                         return exit_reason(report).map(Some);
                     }
+                }
+                Token::StopRequest => {
+                    tracing::info!("stop requested");
+                    return Ok(Some(ExitReason::Requested));
                 }
                 Token::StopSignal => {
                     if let Some(signo) = signals.map(StopSignals::read).transpose()?.flatten() {

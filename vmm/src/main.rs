@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 use rvm_vmm::config::{self, Args};
 use rvm_vmm::event_loop::StopSignals;
 use rvm_vmm::loader::BootFiles;
-use rvm_vmm::machine::{self, ExitReason, Machine, RunOutcome};
+use rvm_vmm::machine::{self, ExitReason, Machine, RunOutcome, StopSources};
 
 fn main() -> ExitCode {
     init_logging();
@@ -73,7 +73,13 @@ fn run(args: &Args) -> anyhow::Result<RunOutcome> {
         .load_boot_files(&files)
         .map_err(rvm_vmm::Error::from)?;
     let outcome = machine
-        .run(entry, Some(&signals))
+        .run(
+            entry,
+            StopSources {
+                signals: Some(&signals),
+                request: None,
+            },
+        )
         .map_err(rvm_vmm::Error::from)?;
     Ok(outcome)
 }
@@ -86,7 +92,9 @@ fn exit_code(outcome: &RunOutcome) -> ExitCode {
         );
     }
     match outcome.reason {
-        ExitReason::Signal(signo) => ExitCode::from(128u8.saturating_add(signo as u8)),
+        ExitReason::Signal(signo) => {
+            ExitCode::from(u8::try_from(128 + signo).unwrap_or(rvm_vmm::error::EXIT_FAILURE))
+        }
         ExitReason::SystemEvent(3) => {
             tracing::warn!("the guest reported a crash (system event 3)");
             ExitCode::SUCCESS
