@@ -4,6 +4,7 @@
 //! `panic=-1` is a reset too; it is logged as a warning); 2 for invalid input; 1 for a VMM or
 //! KVM failure; 128 + N when stopped by signal N (130 for SIGINT, 143 for SIGTERM).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -51,6 +52,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
