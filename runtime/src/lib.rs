@@ -1,3 +1,4 @@
 //! Host side of rvm shared by the `rvm` command line and the containerd shim.
 
 pub mod host;
+pub mod image;

@@ -1,0 +1,89 @@
+//! Crash-safe file writing shared by the image modules: unique temporary names, fsync, rename.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A name no other writer (thread or process) uses at the same time: `.tmp-<pid>-<n>-<nanos><suffix>`.
+pub(crate) fn temp_name(suffix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(".tmp-{}-{n}-{nanos}{suffix}", std::process::id())
+}
+
+/// Creates a new file that must not exist yet, readable by everyone.
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+}
+
+/// Makes a rename or creation inside `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Replaces `path` with `bytes` atomically: a crash leaves either the old or the new content.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = parent(path);
+    let temp = dir.join(temp_name(""));
+    let result = write_synced(&temp, bytes).and_then(|()| fs::rename(&temp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result?;
+    sync_dir(&dir)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = create_new(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// The directory holding `path` (`.` for a bare name).
+pub(crate) fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Removes a directory tree on drop unless it was kept: cleans up after a failed step.
+#[derive(Debug)]
+pub(crate) struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates a fresh directory `<parent>/.tmp-...<suffix>`.
+    pub(crate) fn new_in(parent: &Path, suffix: &str) -> io::Result<Self> {
+        let path = parent.join(temp_name(suffix));
+        fs::create_dir(&path)?;
+        Ok(Self { path })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(err) = fs::remove_dir_all(&self.path) {
+            if err.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.path.display(), %err, "cannot remove temporary directory");
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Container images on the host: the content-addressed store, references, manifests, archive
+//! import, safe layer unpacking and the erofs layer disks built from the layers.
+
+pub mod compression;
+pub mod digest;
+pub mod manifest;
+pub mod reference;
+pub mod store;
+
+mod fsutil;
+
+pub use digest::Digest;
+pub use manifest::{ImageConfig, Platform, ResolvedImage};
+pub use reference::Reference;
+pub use store::Store;
