@@ -7,6 +7,8 @@
 
 pub mod client;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod generated;
 pub mod hybrid_vsock;
 pub mod messages;

@@ -13,6 +13,10 @@ use crate::generated::agent::*;
 /// The ttrpc service name of `proto/agent.proto`.
 pub const SERVICE: &str = "rvm.agent.v1.Agent";
 
+/// The most data one `ReadStdout`/`ReadStderr` answer or `WriteStdin` request carries: well
+/// under the 4 MiB frame limit, so a chunk and its envelope always fit in one frame.
+pub const MAX_IO_CHUNK: u32 = 1 << 20;
+
 #[derive(Debug, Error)]
 pub enum DecodeError {
     #[error("request for service {service:?}, expected {SERVICE:?}")]
@@ -161,6 +165,18 @@ mod tests {
             decode_agent_request(&request),
             Err(DecodeError::UnknownService { .. })
         ));
+    }
+
+    #[test]
+    fn io_chunk_fits_in_a_frame() {
+        let request = AgentRequest::WriteStdin(WriteStdinRequest {
+            container_id: "c".repeat(64),
+            exec_id: "e".repeat(64),
+            data: vec![0xff; MAX_IO_CHUNK as usize],
+            ..Default::default()
+        });
+        let frame = crate::frame::encode_request(1, &encode_agent_request(&request).unwrap());
+        assert!(frame.is_ok());
     }
 
     #[test]

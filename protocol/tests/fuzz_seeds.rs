@@ -1,0 +1,248 @@
+//! Replays the committed seed corpus of each fuzz target (`fuzz/seeds/<target>/`) through the
+//! very functions the fuzzer drives, so `cargo test` on stable covers them.
+//!
+//! The seeds are written by `cargo test -p rvm-protocol --test fuzz_seeds -- --ignored`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rvm_protocol::agent::*;
+use rvm_protocol::frame::{encode_header, encode_request, FrameHeader, FrameType, MAX_DATA_LEN};
+use rvm_protocol::fuzzing;
+use rvm_protocol::messages::{encode_agent_request, AgentRequest};
+
+fn seed_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/seeds")
+        .join(target)
+}
+
+/// Feeds every seed of `target` to `run`; returns how many there were.
+fn replay(target: &str, run: fn(&[u8])) -> std::io::Result<usize> {
+    let mut count = 0;
+    for entry in fs::read_dir(seed_dir(target))? {
+        let path = entry?.path();
+        println!("{}", path.display());
+        run(&fs::read(&path)?);
+        count += 1;
+    }
+    Ok(count)
+}
+
+#[test]
+fn replay_frame_header_seeds() {
+    assert!(replay("frame_header", fuzzing::frame_header).unwrap() >= 5);
+}
+
+#[test]
+fn replay_request_decode_seeds() {
+    assert!(
+        replay("request_decode", fuzzing::request_decode).unwrap() >= AgentRequest::METHODS.len()
+    );
+}
+
+fn header(length: u32, frame_type: FrameType) -> [u8; 10] {
+    encode_header(&FrameHeader {
+        length,
+        stream_id: 1,
+        frame_type,
+        flags: 0,
+    })
+}
+
+fn frame_header_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut unknown_type = header(0, FrameType::Request).to_vec();
+    unknown_type[8] = 0x7f;
+    vec![
+        ("zero-length", header(0, FrameType::Data).to_vec()),
+        (
+            "max-length",
+            header(MAX_DATA_LEN, FrameType::Request).to_vec(),
+        ),
+        (
+            "oversize",
+            header(MAX_DATA_LEN + 1, FrameType::Request).to_vec(),
+        ),
+        ("truncated", header(16, FrameType::Response)[..7].to_vec()),
+        ("unknown-type", unknown_type),
+    ]
+}
+
+/// One representative message per RPC, with the fields that shape decoding filled in.
+fn sample_requests() -> Vec<AgentRequest> {
+    let container_id = "c1".to_owned();
+    let exec_id = "e1".to_owned();
+    vec![
+        AgentRequest::Version(rvm_protocol::version::version_request("rvm 0.1.0")),
+        AgentRequest::Ping(PingRequest::default()),
+        AgentRequest::ConfigureNetwork(ConfigureNetworkRequest {
+            interfaces: vec![Interface {
+                name: "eth0".into(),
+                mac: "02:00:00:00:00:01".into(),
+                mtu: 1500,
+                addresses: vec!["10.88.0.2/16".into(), "fd00::2/64".into()],
+                ..Default::default()
+            }],
+            routes: vec![Route {
+                gateway: "10.88.0.1".into(),
+                device: "eth0".into(),
+                ..Default::default()
+            }],
+            dns: Some(Dns {
+                servers: vec!["10.88.0.1".into()],
+                searches: vec!["example.test".into()],
+                ..Default::default()
+            })
+            .into(),
+            hostname: "box".into(),
+            hosts: vec![HostEntry {
+                ip: "10.88.0.2".into(),
+                names: vec!["box".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        AgentRequest::CreateContainer(CreateContainerRequest {
+            container_id: container_id.clone(),
+            sandbox_id: container_id.clone(),
+            oci_spec_json: br#"{"ociVersion":"1.0.2","process":{"args":["sh"],"cwd":"/"}}"#
+                .to_vec(),
+            layers: vec![LayerDisk {
+                serial: "layer0".into(),
+                diff_id: format!("sha256:{}", "ab".repeat(32)),
+                ..Default::default()
+            }],
+            scratch_disk_serial: "scratch".into(),
+            volumes: vec![VolumeDisk {
+                serial: "vol0".into(),
+                destination: "/data".into(),
+                read_only: true,
+                ..Default::default()
+            }],
+            terminal: true,
+            stdin: true,
+            ..Default::default()
+        }),
+        AgentRequest::StartContainer(StartContainerRequest {
+            container_id: container_id.clone(),
+            ..Default::default()
+        }),
+        AgentRequest::Pause(PauseRequest {
+            container_id: container_id.clone(),
+            ..Default::default()
+        }),
+        AgentRequest::Resume(ResumeRequest {
+            container_id: container_id.clone(),
+            ..Default::default()
+        }),
+        AgentRequest::RemoveContainer(RemoveContainerRequest {
+            container_id: container_id.clone(),
+            ..Default::default()
+        }),
+        AgentRequest::ExecProcess(ExecProcessRequest {
+            container_id: container_id.clone(),
+            exec_id: exec_id.clone(),
+            oci_process_json: br#"{"args":["ls","-l"],"cwd":"/","terminal":false}"#.to_vec(),
+            stdin: true,
+            ..Default::default()
+        }),
+        AgentRequest::SignalProcess(SignalProcessRequest {
+            container_id: container_id.clone(),
+            exec_id: exec_id.clone(),
+            signal: 9,
+            all: true,
+            ..Default::default()
+        }),
+        AgentRequest::WaitProcess(WaitProcessRequest {
+            container_id: container_id.clone(),
+            exec_id: exec_id.clone(),
+            ..Default::default()
+        }),
+        AgentRequest::ListProcesses(ListProcessesRequest {
+            container_id: container_id.clone(),
+            ..Default::default()
+        }),
+        AgentRequest::WriteStdin(WriteStdinRequest {
+            container_id: container_id.clone(),
+            exec_id: exec_id.clone(),
+            data: b"echo hi\n".to_vec(),
+            ..Default::default()
+        }),
+        AgentRequest::CloseStdin(CloseStdinRequest {
+            container_id: container_id.clone(),
+            exec_id: exec_id.clone(),
+            ..Default::default()
+        }),
+        AgentRequest::ReadStdout(ReadOutputRequest {
+            container_id: container_id.clone(),
+            exec_id: exec_id.clone(),
+            max_bytes: 65536,
+            ..Default::default()
+        }),
+        AgentRequest::ReadStderr(ReadOutputRequest {
+            container_id: container_id.clone(),
+            max_bytes: 65536,
+            ..Default::default()
+        }),
+        AgentRequest::ResizePty(ResizePtyRequest {
+            container_id: container_id.clone(),
+            exec_id,
+            rows: 24,
+            columns: 80,
+            ..Default::default()
+        }),
+        AgentRequest::Stats(StatsRequest {
+            container_id: container_id.clone(),
+            ..Default::default()
+        }),
+        AgentRequest::UpdateResources(UpdateResourcesRequest {
+            container_id,
+            oci_resources_json: br#"{"memory":{"limit":268435456},"cpu":{"quota":50000}}"#.to_vec(),
+            ..Default::default()
+        }),
+        AgentRequest::Shutdown(ShutdownRequest::default()),
+    ]
+}
+
+/// A seed file: its name and its bytes.
+type Seed = (String, Vec<u8>);
+
+/// For each sample: the whole request frame, and the bare message payload.
+fn request_decode_seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error>> {
+    let mut seeds = Vec::new();
+    // ttrpc clients number their streams 1, 3, 5...
+    for (sample, stream_id) in sample_requests().iter().zip((1..).step_by(2)) {
+        let request = encode_agent_request(sample)?;
+        seeds.push((
+            format!("frame-{}", sample.method()),
+            encode_request(stream_id, &request)?,
+        ));
+        seeds.push((
+            format!("payload-{}", sample.method()),
+            sample.encode_payload()?,
+        ));
+    }
+    Ok(seeds)
+}
+
+#[test]
+fn samples_cover_every_method() {
+    let methods: Vec<&str> = sample_requests().iter().map(AgentRequest::method).collect();
+    assert_eq!(methods, AgentRequest::METHODS);
+}
+
+#[test]
+#[ignore = "writes the seed corpus; run by hand after changing the protocol"]
+fn write_seeds() {
+    let write = |target: &str, name: &str, data: &[u8]| {
+        let dir = seed_dir(target);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(name), data).unwrap();
+    };
+    for (name, data) in frame_header_seeds() {
+        write("frame_header", name, &data);
+    }
+    for (name, data) in request_decode_seeds().unwrap() {
+        write("request_decode", &name, &data);
+    }
+}
