@@ -1,8 +1,11 @@
 //! Container images on the host: the content-addressed store, references, manifests, archive
 //! import, safe layer unpacking and the erofs layer disks built from the layers.
 
+pub mod archive;
 pub mod compression;
 pub mod digest;
+pub mod disk;
+pub mod layer;
 pub mod manifest;
 pub mod reference;
 pub mod store;

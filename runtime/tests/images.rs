@@ -1,0 +1,372 @@
+//! Loading docker-archive and OCI archives into the store, and building layer disks that stack
+//! as overlay lowerdirs into the merged view the layers mean.
+
+// Test helpers panic on broken fixtures, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../tests/fixtures/images.rs"]
+mod images;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use images::Compression;
+use rvm_runtime::image::archive::{self, ArchiveError};
+use rvm_runtime::image::disk::{self, DiskError};
+use rvm_runtime::image::manifest::{self, Platform};
+use rvm_runtime::image::{Digest, Reference, Store};
+
+fn digest(text: &str) -> Digest {
+    Digest::parse(text).unwrap()
+}
+
+fn new_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("root")).unwrap();
+    (dir, store)
+}
+
+fn resolve(store: &Store, name: &str) -> manifest::ResolvedImage {
+    let reference = Reference::parse(name).unwrap();
+    let top = store.resolve(&reference).unwrap().expect("image is tagged");
+    manifest::resolve(store, &top, &Platform::host()).unwrap()
+}
+
+/// Files left anywhere under `dir`, as paths relative to it.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(next) = stack.pop() {
+        for entry in fs::read_dir(&next).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn oci_archive_of_busybox_loads_with_its_digests_and_config() {
+    let (dir, store) = new_store();
+    let image = images::busybox_image(Compression::Gzip);
+    let path = dir.path().join("busybox-oci.tar");
+    images::write_oci_archive(&image, &path, "docker.io/library/busybox:latest");
+
+    let loaded = archive::load(&store, &path).unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(
+        loaded[0].reference.as_ref().unwrap().to_string(),
+        "docker.io/library/busybox:latest"
+    );
+    assert_eq!(loaded[0].digest, digest(&image.manifest_digest));
+    let mut expected = vec![
+        digest(&image.manifest_digest),
+        digest(&image.config_digest),
+        digest(&image.layers[0].digest),
+    ];
+    expected.sort();
+    assert_eq!(store.blobs().unwrap(), expected);
+    for blob in &expected {
+        store.verify_blob(blob).unwrap();
+    }
+
+    let resolved = resolve(&store, "busybox");
+    assert_eq!(resolved.config_digest, digest(&image.config_digest));
+    assert_eq!(resolved.config.cmd, ["sh"]);
+    assert_eq!(resolved.config.env, [images::PATH_ENV]);
+    assert_eq!(resolved.config.working_dir.as_deref(), Some("/"));
+    assert_eq!(resolved.layers[0].diff_id, digest(&image.layers[0].diff_id));
+    assert!(tree(&store.tmp_dir()).is_empty(), "staging left behind");
+}
+
+#[test]
+fn docker_archive_of_busybox_loads_with_its_digests_and_config() {
+    let (dir, store) = new_store();
+    let image = images::as_docker_layers(&images::busybox_image(Compression::None));
+    let path = dir.path().join("busybox-docker.tar");
+    images::write_docker_archive(&image, &path, "busybox:1.36");
+
+    let loaded = archive::load(&store, &path).unwrap();
+    assert_eq!(loaded.len(), 1);
+    let reference = loaded[0].reference.as_ref().unwrap();
+    assert_eq!(reference.to_string(), "docker.io/library/busybox:1.36");
+    let resolved = resolve(&store, "busybox:1.36");
+    assert_eq!(resolved.manifest, loaded[0].digest);
+    assert_eq!(resolved.config_digest, digest(&image.config_digest));
+    assert_eq!(resolved.layers.len(), 1);
+    assert_eq!(resolved.layers[0].digest, digest(&image.layers[0].diff_id));
+    assert_eq!(resolved.layers[0].media_type, manifest::OCI_LAYER);
+    assert_eq!(resolved.config.cmd, ["sh"]);
+    assert_eq!(
+        resolved
+            .config
+            .labels
+            .get("org.opencontainers.image.title")
+            .map(String::as_str),
+        Some("rvm busybox fixture")
+    );
+    // manifest + config + layer, nothing else.
+    assert_eq!(store.blobs().unwrap().len(), 3);
+}
+
+#[test]
+fn corrupt_blob_in_oci_archive_is_refused_and_leaves_nothing() {
+    let (dir, store) = new_store();
+    let mut image = images::three_layer_image();
+    // The layer file no longer matches the digest it is stored under.
+    image.layers[1].blob[20] ^= 0xff;
+    let path = dir.path().join("corrupt.tar");
+    images::write_oci_archive(&image, &path, "corrupt:latest");
+
+    let err = archive::load(&store, &path).unwrap_err();
+    assert!(matches!(err, ArchiveError::BlobMismatch { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains(images::hex(&image.layers[1].digest)),
+        "{message}"
+    );
+    assert!(store.blobs().unwrap().is_empty());
+    assert!(store.images().unwrap().is_empty());
+    assert!(tree(&store.tmp_dir()).is_empty(), "staging left behind");
+}
+
+#[test]
+fn corrupt_config_in_docker_archive_is_refused_and_leaves_nothing() {
+    let (dir, store) = new_store();
+    let mut image = images::as_docker_layers(&images::three_layer_image());
+    image.config.push(b' ');
+    let path = dir.path().join("corrupt-docker.tar");
+    images::write_docker_archive(&image, &path, "corrupt:latest");
+
+    let err = archive::load(&store, &path).unwrap_err();
+    assert!(matches!(err, ArchiveError::BlobMismatch { .. }), "{err}");
+    assert!(store.blobs().unwrap().is_empty());
+    assert!(store.images().unwrap().is_empty());
+}
+
+#[test]
+fn missing_layer_is_refused() {
+    let (dir, store) = new_store();
+    let image = images::three_layer_image();
+    let mut partial = image.clone();
+    partial.layers.pop();
+    // The manifest still lists three layers; only two blobs are written.
+    let path = dir.path().join("partial.tar");
+    let mut with_manifest = partial;
+    with_manifest.manifest = image.manifest.clone();
+    with_manifest.manifest_digest = image.manifest_digest.clone();
+    images::write_oci_archive(&with_manifest, &path, "partial:latest");
+
+    let err = archive::load(&store, &path).unwrap_err();
+    assert!(matches!(err, ArchiveError::MissingBlob { .. }), "{err}");
+    assert!(err.to_string().contains(&image.layers[2].digest), "{err}");
+    assert!(store.blobs().unwrap().is_empty());
+}
+
+#[test]
+fn tampered_layer_blob_builds_no_disk() {
+    let (dir, store) = new_store();
+    let image = images::three_layer_image();
+    let path = dir.path().join("three.tar");
+    images::write_oci_archive(&image, &path, "three:latest");
+    archive::load(&store, &path).unwrap();
+    let resolved = resolve(&store, "three");
+    let layer = &resolved.layers[0];
+    let mut bytes = fs::read(store.blob_path(&layer.digest)).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(store.blob_path(&layer.digest), bytes).unwrap();
+
+    let err = disk::ensure_layer_disk(&store, layer).unwrap_err();
+    assert!(matches!(err, DiskError::DigestMismatch { .. }), "{err}");
+    assert!(err.to_string().contains(&layer.digest.to_string()), "{err}");
+    assert!(
+        tree(&store.layers_dir()).is_empty(),
+        "{:?}",
+        tree(&store.layers_dir())
+    );
+}
+
+#[test]
+fn wrong_diff_id_builds_no_disk() {
+    let (_dir, store) = new_store();
+    let layer = images::Layer::new(&[images::file("x", b"x")], Compression::Gzip);
+    let stored = store.put_bytes(&layer.blob).unwrap();
+    let wrong = manifest::Layer {
+        digest: stored,
+        diff_id: Digest::of(b"something else"),
+        media_type: manifest::OCI_LAYER_GZIP.to_owned(),
+        size: layer.blob.len() as u64,
+    };
+    let err = disk::ensure_layer_disk(&store, &wrong).unwrap_err();
+    assert!(matches!(err, DiskError::DiffIdMismatch { .. }), "{err}");
+    assert!(tree(&store.layers_dir()).is_empty());
+}
+
+/// Unmounts what it mounted, topmost first, even when an assertion fails.
+struct Mounts(Vec<PathBuf>);
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        for target in self.0.iter().rev() {
+            let _ = Command::new("umount").arg(target).status();
+        }
+    }
+}
+
+impl Mounts {
+    fn mount(&mut self, args: &[&str], target: &Path) -> Result<(), String> {
+        fs::create_dir_all(target).unwrap();
+        let output = Command::new("mount")
+            .args(args)
+            .arg(target)
+            .output()
+            .unwrap();
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        self.0.push(target.to_path_buf());
+        Ok(())
+    }
+}
+
+/// Why layer disks cannot be mounted here, if they cannot.
+fn cannot_mount() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("not running as root".into());
+    }
+    let _ = Command::new("modprobe").arg("erofs").status();
+    let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    for needed in ["erofs", "overlay"] {
+        if !filesystems.contains(needed) {
+            return Some(format!("the kernel has no {needed} file system"));
+        }
+    }
+    None
+}
+
+#[test]
+fn layer_disks_stack_into_the_merged_view_and_are_shared() {
+    let (dir, store) = new_store();
+    let image = images::three_layer_image();
+    let oci = dir.path().join("three-oci.tar");
+    images::write_oci_archive(&image, &oci, "three:latest");
+    archive::load(&store, &oci).unwrap();
+    let resolved = resolve(&store, "three");
+    let disks = disk::ensure_image_disks(&store, &resolved).unwrap();
+    assert_eq!(disks.len(), 3);
+    assert!(disks.iter().all(|d| d.created));
+    for (disk, layer) in disks.iter().zip(&image.layers) {
+        let name = format!("{}.erofs", images::hex(&layer.diff_id));
+        assert_eq!(disk.path, store.layers_dir().join(name));
+    }
+
+    // The same layers, shipped uncompressed by `docker save` under another name and config:
+    // same diff_ids, so nothing is converted again.
+    let docker = images::as_docker_layers(&image);
+    let docker_path = dir.path().join("three-docker.tar");
+    images::write_docker_archive(&docker, &docker_path, "other:v2");
+    archive::load(&store, &docker_path).unwrap();
+    let second = resolve(&store, "other:v2");
+    let again = disk::ensure_image_disks(&store, &second).unwrap();
+    assert!(again.iter().all(|d| !d.created), "{again:?}");
+    assert_eq!(
+        again.iter().map(|d| &d.path).collect::<Vec<_>>(),
+        disks.iter().map(|d| &d.path).collect::<Vec<_>>()
+    );
+    let names = tree(&store.layers_dir());
+    assert_eq!(names.len(), 3, "{names:?}");
+
+    if let Some(reason) = cannot_mount() {
+        println!("SKIPPED overlay check: {reason}");
+        return;
+    }
+    let mut mounts = Mounts(Vec::new());
+    let mut lowers = Vec::new();
+    for (i, disk) in disks.iter().enumerate() {
+        let target = dir.path().join(format!("layer{i}"));
+        let options = ["-t", "erofs", "-o", "loop,ro", disk.path.to_str().unwrap()];
+        if let Err(err) = mounts.mount(&options, &target) {
+            println!("SKIPPED overlay check: cannot mount erofs: {err}");
+            return;
+        }
+        lowers.push(target.display().to_string());
+    }
+    lowers.reverse();
+    let merged = dir.path().join("merged");
+    let lowerdir = format!("lowerdir={}", lowers.join(":"));
+    mounts
+        .mount(&["-t", "overlay", "overlay", "-o", &lowerdir], &merged)
+        .unwrap();
+
+    assert_eq!(
+        fs::read_to_string(merged.join("etc/keep")).unwrap(),
+        "keep\n"
+    );
+    assert!(
+        !merged.join("etc/remove-me").exists(),
+        "whiteout did not hide the file"
+    );
+    assert_eq!(
+        tree(&merged.join("data")),
+        ["new1"],
+        "opaque directory shows lower entries"
+    );
+    assert_eq!(
+        fs::read_to_string(merged.join("etc/added")).unwrap(),
+        "added\n"
+    );
+    assert_eq!(
+        fs::read_link(merged.join("etc/link")).unwrap(),
+        Path::new("keep")
+    );
+    assert_eq!(
+        fs::read_to_string(merged.join("etc/hard")).unwrap(),
+        "added\n"
+    );
+}
+
+#[test]
+fn busybox_layer_disk_holds_a_working_busybox() {
+    let (dir, store) = new_store();
+    let image = images::busybox_image(Compression::Zstd);
+    let path = dir.path().join("busybox.tar");
+    images::write_oci_archive(&image, &path, "busybox:latest");
+    archive::load(&store, &path).unwrap();
+    let disks = disk::ensure_image_disks(&store, &resolve(&store, "busybox")).unwrap();
+    if let Some(reason) = cannot_mount() {
+        println!("SKIPPED busybox check: {reason}");
+        return;
+    }
+    let mut mounts = Mounts(Vec::new());
+    let root = dir.path().join("rootfs");
+    let options = [
+        "-t",
+        "erofs",
+        "-o",
+        "loop,ro",
+        disks[0].path.to_str().unwrap(),
+    ];
+    if let Err(err) = mounts.mount(&options, &root) {
+        println!("SKIPPED busybox check: cannot mount erofs: {err}");
+        return;
+    }
+    assert_eq!(
+        fs::read_link(root.join("bin/sh")).unwrap(),
+        Path::new("busybox")
+    );
+    let output = Command::new(root.join("bin/echo"))
+        .arg("hello")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hello\n");
+    let tmp = fs::symlink_metadata(root.join("tmp")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(tmp.permissions().mode() & 0o7777, 0o1777);
+}
