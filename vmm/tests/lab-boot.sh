@@ -11,7 +11,8 @@
 #   - boot-to-marker time of rvm-vmm and of `qemu-system-x86_64 -M microvm -enable-kvm` on the
 #     same kernel and initramfs, RVM_BENCH_RUNS runs each (default 3), medians and their ratio.
 # Needs a /dev/kvm that boots Linux (the lab's), a prebuilt rvm-vmm (RVM_VMM, else
-# target/release/rvm-vmm, else target/debug/rvm-vmm) and the guest kernel.
+# target/release/rvm-vmm, else target/debug/rvm-vmm) and the guest kernel (RVM_GUEST_KERNEL, else
+# target/rvm-guest/vmlinux).
 #
 # Exit status 0 when every check passed, 1 naming each failure otherwise.
 set -euo pipefail
@@ -20,9 +21,9 @@ export LC_ALL=C
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 target=${CARGO_TARGET_DIR:-$repo/target}
 case $target in /*) ;; *) target=$PWD/$target ;; esac
-vmlinux=$target/rvm-guest/vmlinux
+vmlinux=${RVM_GUEST_KERNEL:-$target/rvm-guest/vmlinux}
 runs=${RVM_BENCH_RUNS:-3}
-boot_timeout=${RVM_BOOT_TIMEOUT:-120}
+boot_timeout=${RVM_BOOT_TIMEOUT:-300}
 exit_timeout=${RVM_EXIT_TIMEOUT:-20}
 memory=256
 qemu=${QEMU:-qemu-system-x86_64}
@@ -52,7 +53,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/lab-boot.XXXXXX")
 vm_pid=""
 cleanup() {
     if [ -n "$vm_pid" ] && kill -0 "$vm_pid" 2>/dev/null; then
-        kill -KILL "$vm_pid" 2>/dev/null || true
+        kill -TERM "$vm_pid" 2>/dev/null || true
     fi
     rm -rf "$tmp"
 }
@@ -74,12 +75,15 @@ trap cleanup EXIT
     echo 'echo "RVM-INIT reboot -f failed"'
 } >"$tmp/init"
 say "building the initramfs"
+# busybox-initramfs uses process substitution, which needs /dev/fd; the lab's /dev may lack it.
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 "$repo/tests/guest/busybox-initramfs" "$tmp/initramfs.img" "$tmp/init"
 
 failures=()
 fail() { failures+=("$*"); say "FAIL: $*"; }
 
-# boot NAME KILL_AT_END CMD...: runs CMD with the console on its stdout, and sets
+# boot NAME KILL_AT_END CMD...: runs CMD with the console on its stdout (under `timeout` as a
+# backstop; stopping it with SIGTERM, which `timeout` forwards to CMD), and sets
 #   marker_us        time from start to the marker ("" if never)
 #   nproc memtotal   what /init reported
 #   exit_after_us    time from the end marker to CMD's exit ("" if killed or never)
@@ -100,8 +104,8 @@ boot() {
     while :; do
         left=$((deadline - $(now_us)))
         if [ "$left" -le 0 ]; then
-            fail "$name: deadline passed (marker: ${marker_us:-none}); killing it"
-            kill -KILL "$vm_pid" 2>/dev/null || true
+            fail "$name: deadline passed (marker: ${marker_us:-none}); stopping it"
+            kill -TERM "$vm_pid" 2>/dev/null || true
             break
         fi
         [ "$left" -ge 10000 ] || left=10000
@@ -118,7 +122,7 @@ boot() {
                     end_us=$(now_us)
                     deadline=$((end_us + exit_timeout * 1000000))
                     if [ "$kill_at_end" = yes ]; then
-                        kill -KILL "$vm_pid" 2>/dev/null || true
+                        kill -TERM "$vm_pid" 2>/dev/null || true
                         break
                     fi ;;
             esac
