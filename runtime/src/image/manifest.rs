@@ -8,6 +8,7 @@ use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest}
 use serde_json::Value;
 
 use super::digest::{Digest, DigestError};
+use super::reference::Reference;
 use super::store::{Store, StoreError};
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -75,6 +76,8 @@ pub enum ManifestError {
     BadDigest { what: String, source: DigestError },
     #[error("index {0} nests indexes too deeply")]
     TooDeep(Digest),
+    #[error("image {0} is not in the image store")]
+    NotFound(String),
 }
 
 type Result<T> = std::result::Result<T, ManifestError>;
@@ -315,6 +318,18 @@ pub struct ResolvedImage {
     pub layers: Vec<Layer>,
 }
 
+/// Looks an image up by name (or digest) in the store and resolves it for `platform`.
+pub fn resolve_reference(
+    store: &Store,
+    reference: &Reference,
+    platform: &Platform,
+) -> Result<ResolvedImage> {
+    let top = store
+        .resolve(reference)?
+        .ok_or_else(|| ManifestError::NotFound(reference.familiar()))?;
+    resolve(store, &top, platform)
+}
+
 /// Follows `top` (an index or a manifest in `store`) to the image for `platform`.
 pub fn resolve(store: &Store, top: &Digest, platform: &Platform) -> Result<ResolvedImage> {
     let mut digest = top.clone();
@@ -543,6 +558,15 @@ mod tests {
         );
         let image = resolve(&store, &manifest, &Platform::host()).unwrap();
         assert_eq!(image.config_digest, config_digest);
+        let name = Reference::parse("example.com/app").unwrap();
+        let missing = resolve_reference(&store, &name, &Platform::host()).unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "image example.com/app:latest is not in the image store"
+        );
+        store.tag(&name, &manifest).unwrap();
+        let by_name = resolve_reference(&store, &name, &Platform::host()).unwrap();
+        assert_eq!(by_name.manifest, manifest);
         assert_eq!(image.layers[0].media_type, OCI_LAYER);
     }
 }
