@@ -400,3 +400,47 @@ fn write_fixture_archives() {
     );
     println!("fixture archives written to {}", out.display());
 }
+
+/// Older `docker save` stores a layer that appears twice once, and links the second path to it.
+#[test]
+fn docker_archive_with_symlinked_duplicate_layer_loads() {
+    let (dir, store) = new_store();
+    let layer = images::Layer::new(&[images::file("same", b"same\n")], Compression::None);
+    let image = images::Image::new(vec![layer.clone(), layer.clone()], serde_json::json!({}));
+    let config_name = format!("{}.json", images::hex(&image.config_digest));
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": ["dup:latest"],
+        "Layers": ["first/layer.tar", "second/layer.tar"],
+    }]);
+    let path = dir.path().join("dup.tar");
+    let mut builder = tar::Builder::new(fs::File::create(&path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut header = tar::Header::new_ustar();
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_size(data.len() as u64);
+        builder.append_data(&mut header, name, data).unwrap();
+    };
+    add("first/layer.tar", &layer.tar);
+    add(&config_name, &image.config);
+    add("manifest.json", manifest.to_string().as_bytes());
+    let mut link = tar::Header::new_ustar();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_mode(0o777);
+    link.set_uid(0);
+    link.set_gid(0);
+    link.set_mtime(0);
+    link.set_size(0);
+    builder
+        .append_link(&mut link, "second/layer.tar", "../first/layer.tar")
+        .unwrap();
+    builder.into_inner().unwrap();
+
+    archive::load(&store, &path).unwrap();
+    let resolved = resolve(&store, "dup");
+    assert_eq!(resolved.layers.len(), 2);
+    assert_eq!(resolved.layers[0].digest, resolved.layers[1].digest);
+}
