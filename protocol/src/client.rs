@@ -1,4 +1,8 @@
 //! The host's ttrpc client to the agent: connection over hybrid vsock and the version handshake.
+//!
+//! Calls take a `ttrpc::context::Context`: `context::with_duration(d)` for ordinary calls, and
+//! `context::with_timeout(0)` (no deadline) for the long polls ReadStdout, ReadStderr and
+//! WaitProcess.
 
 use std::path::Path;
 use std::time::Duration;

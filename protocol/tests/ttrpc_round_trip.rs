@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
 use ttrpc::r#async::transport::Listener;
 use ttrpc::r#async::{Server, TtrpcContext};
 
@@ -13,7 +14,8 @@ use rvm_protocol::agent::{
     VersionResponse,
 };
 use rvm_protocol::agent_ttrpc::{create_agent, Agent, AgentClient};
-use rvm_protocol::client::{agent_client, handshake, HandshakeError};
+use rvm_protocol::client::{agent_client, connect_agent, handshake, HandshakeError};
+use rvm_protocol::ports::AGENT_PORT;
 use rvm_protocol::version::{self, PROTOCOL_MAJOR};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,17 +57,37 @@ impl Agent for TestAgent {
     }
 }
 
-/// Serves `agent` on one end of a socket pair and returns a client on the other. The server is
-/// returned too: dropping it would end the connection.
-async fn serve(agent: TestAgent) -> Result<(Server, AgentClient), Box<dyn std::error::Error>> {
-    let (server_end, client_end) = UnixStream::pair()?;
+type TestResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Starts a ttrpc server of `agent` on one accepted `connection`. Dropping the server ends it.
+async fn serve_connection(agent: TestAgent, connection: UnixStream) -> TestResult<Server> {
     // One connection, then a listener that never yields another nor ends.
-    let listener = Listener::new(stream::iter([Ok(server_end)]).chain(stream::pending()));
+    let listener = Listener::new(stream::iter([Ok(connection)]).chain(stream::pending()));
     let mut server = Server::new()
         .add_listener(listener)
         .register_service(create_agent(Arc::new(agent)));
     server.start().await?;
+    Ok(server)
+}
+
+/// Serves `agent` on one end of a socket pair and returns a client on the other.
+async fn serve(agent: TestAgent) -> TestResult<(Server, AgentClient)> {
+    let (server_end, client_end) = UnixStream::pair()?;
+    let server = serve_connection(agent, server_end).await?;
     Ok((server, agent_client(client_end)))
+}
+
+/// Plays the VMM's hybrid vsock on `listener`: takes one `CONNECT 1024` and answers OK, then
+/// hands the connection to an agent's ttrpc server.
+async fn serve_behind_fake_vmm(agent: TestAgent, listener: UnixListener) -> TestResult<Server> {
+    let (mut connection, _) = listener.accept().await?;
+    let mut line = Vec::new();
+    while line.last() != Some(&b'\n') {
+        line.push(connection.read_u8().await?);
+    }
+    assert_eq!(line, format!("CONNECT {AGENT_PORT}\n").as_bytes());
+    connection.write_all(b"OK 1073741824\n").await?;
+    serve_connection(agent, connection).await
 }
 
 #[tokio::test]
@@ -143,4 +165,25 @@ async fn unimplemented_rpc_is_an_error_status() {
         .await
         .unwrap_err();
     assert!(matches!(error, ttrpc::Error::RpcStatus(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn connects_through_hybrid_vsock_and_handshakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vsock.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let vmm = tokio::spawn(async move {
+        serve_behind_fake_vmm(
+            TestAgent {
+                major: PROTOCOL_MAJOR,
+            },
+            listener,
+        )
+        .await
+        .map_err(|error| error.to_string())
+    });
+    let client = connect_agent(&path, TIMEOUT).await.unwrap();
+    let response = handshake(&client, "host 2", TIMEOUT).await.unwrap();
+    assert_eq!(response.agent_version, "agent for host 2");
+    let _server = vmm.await.unwrap().unwrap();
 }
