@@ -202,10 +202,11 @@ pub fn load_boot_files(
         BootProtocol::Linux64 => boot_params::write_zero_page(mem, &info)?,
         BootProtocol::Pvh => boot_params::write_pvh_start_info(mem, &info)?,
     };
-    tracing::debug!(
-        "kernel entry {:#x} ({:?}), initrd {:?}",
-        kernel.entry.0,
+    tracing::info!(
+        "{}: {:?} entry at {:#x}, initrd {:?}",
+        files.kernel.display(),
         kernel.protocol,
+        kernel.entry.0,
         initrd
     );
     Ok(BootEntry {

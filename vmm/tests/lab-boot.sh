@@ -4,7 +4,7 @@
 #   cargo build --release -p rvm-vmm && tests/lab/run -- vmm/tests/lab-boot.sh
 #
 # Boots target/rvm-guest/vmlinux with a busybox initramfs under rvm-vmm --console and checks:
-#   - 1 and 2 vCPUs: /init prints its marker, `nproc` equals --vcpus, MemTotal fits --memory,
+#   - 1 and 2 vCPUs (PVH entry), 2 vCPUs (64-bit entry, --no-pvh): /init prints its marker, `nproc` equals --vcpus, MemTotal fits --memory,
 #     and `reboot -f` (reboot=k) makes rvm-vmm exit 0 promptly;
 #   - /init exiting (kernel panic, panic=-1) makes rvm-vmm exit 0 promptly, with the
 #     "kernel panicked" warning on stderr;
@@ -147,14 +147,23 @@ show_tail() {
 }
 
 cmdline="console=ttyS0 reboot=k panic=-1"
+# rvm NAME VCPUS CMDLINE [RVM-VMM FLAGS...]
 rvm() {
-    boot "$1" no "$vmm" --kernel "$vmlinux" --initrd "$tmp/initramfs.img" \
-        --memory "$memory" --vcpus "$2" --cmdline "$3" --console
+    local name=$1 vcpus=$2 append=$3
+    shift 3
+    boot "$name" no "$vmm" --kernel "$vmlinux" --initrd "$tmp/initramfs.img" \
+        --memory "$memory" --vcpus "$vcpus" --cmdline "$append" --console "$@"
 }
 
-for vcpus in 1 2; do
-    name=rvm-${vcpus}cpu
-    rvm "$name" "$vcpus" "$cmdline"
+# 1 and 2 vCPUs through the kernel's PVH entry, then 2 vCPUs through the 64-bit entry.
+for run in 1:pvh 2:pvh 2:linux64; do
+    vcpus=${run%:*} entry=${run#*:}
+    name=rvm-${vcpus}cpu-$entry
+    if [ "$entry" = linux64 ]; then
+        rvm "$name" "$vcpus" "$cmdline" --no-pvh
+    else
+        rvm "$name" "$vcpus" "$cmdline"
+    fi
     if [ -z "$marker_us" ]; then
         fail "$name: no marker (status $status)"
         show_tail "$name"
@@ -172,6 +181,8 @@ for vcpus in 1 2; do
         say "$name: nproc $nproc, MemTotal $memtotal kB, exit $status $(secs "$exit_after_us") s after reboot -f"
     fi
 done
+echo "--- guest console of rvm-2cpu-pvh"
+sed 's/^/guest| /' "$tmp/rvm-2cpu-pvh.console" 2>/dev/null || true
 
 rvm rvm-panic 1 "$cmdline rvmtest=panic"
 if [ -z "$marker_us" ]; then
