@@ -234,6 +234,7 @@ impl Machine {
                 let topology = VcpuTopology {
                     index,
                     count: self.vcpu_count,
+                    tsc_deadline: self.vm.has_tsc_deadline_timer(),
                 };
                 x86_64::configure_vcpu(&fd, self.vm.supported_cpuid(), topology, entry)?;
                 Ok(Vcpu::new(index, fd))

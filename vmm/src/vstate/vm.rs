@@ -36,6 +36,7 @@ pub enum VmError {
 pub struct Vm {
     fd: VmFd,
     supported_cpuid: CpuId,
+    tsc_deadline: bool,
 }
 
 fn kvm_error(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmError {
@@ -76,12 +77,18 @@ impl Vm {
         Ok(Vm {
             fd,
             supported_cpuid,
+            tsc_deadline: kvm.check_extension(Cap::TscDeadlineTimer),
         })
     }
 
     /// CPUID as KVM can provide it, before per-vCPU normalisation.
     pub fn supported_cpuid(&self) -> &CpuId {
         &self.supported_cpuid
+    }
+
+    /// Whether the in-kernel local APIC emulates the TSC-deadline timer.
+    pub fn has_tsc_deadline_timer(&self) -> bool {
+        self.tsc_deadline
     }
 
     /// Lets `event` raise interrupt line `gsi`.

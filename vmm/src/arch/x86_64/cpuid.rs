@@ -26,18 +26,22 @@ const LEAF_AMD_SIZE: u32 = 0x8000_0008;
 const LEAF_AMD_EXT_APIC: u32 = 0x8000_001e;
 
 const ECX_HYPERVISOR: u32 = 1 << 31;
+const ECX_TSC_DEADLINE: u32 = 1 << 24;
 const EDX_HTT: u32 = 1 << 28;
 /// Topology level types of leaves 0xB/0x1F.
 const LEVEL_SMT: u32 = 1;
 const LEVEL_CORE: u32 = 2;
 
-/// Where this vCPU sits in the VM.
+/// Where this vCPU sits in the VM, and what KVM emulates beyond its supported CPUID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VcpuTopology {
     /// Index of the vCPU, also its APIC ID.
     pub index: u8,
     /// Number of vCPUs in the VM.
     pub count: u8,
+    /// The in-kernel local APIC emulates the TSC-deadline timer (KVM_CAP_TSC_DEADLINE_TIMER),
+    /// which KVM_GET_SUPPORTED_CPUID does not announce by itself.
+    pub tsc_deadline: bool,
 }
 
 impl VcpuTopology {
@@ -88,6 +92,9 @@ fn set_features(entry: &mut kvm_cpuid_entry2, topology: VcpuTopology) {
     let clflush = entry.ebx & 0xff00;
     entry.ebx = apic_id | logical_count | clflush;
     entry.ecx |= ECX_HYPERVISOR;
+    if topology.tsc_deadline {
+        entry.ecx |= ECX_TSC_DEADLINE;
+    }
     if topology.count > 1 {
         entry.edx |= EDX_HTT;
     } else {
@@ -172,7 +179,12 @@ mod tests {
             leaf(0x1f, 1),
             leaf(0x8000_0008, 0),
         ];
-        normalize(&mut entries, VcpuTopology { index, count });
+        let topology = VcpuTopology {
+            index,
+            count,
+            tsc_deadline: true,
+        };
+        normalize(&mut entries, topology);
         entries
     }
 
@@ -184,6 +196,7 @@ mod tests {
         assert_eq!((features.ebx >> 16) & 0xff, 4);
         assert_eq!(features.ebx & 0xff00, 0x0800);
         assert_ne!(features.ecx & ECX_HYPERVISOR, 0);
+        assert_ne!(features.ecx & ECX_TSC_DEADLINE, 0);
         assert_ne!(features.edx & EDX_HTT, 0);
         assert_eq!(find(&normalized(0, 1), 1, 0).edx & EDX_HTT, 0);
     }
