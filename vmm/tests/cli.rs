@@ -5,6 +5,9 @@
 // Test helpers panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::kvm_available;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -19,20 +22,6 @@ fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rvm-vmm-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn kvm_available() -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("SKIPPED: cannot open /dev/kvm: {e}");
-            false
-        }
-    }
 }
 
 /// A minimal x86_64 ELF executable: one PT_LOAD segment holding `code` at `LOAD_ADDR`,

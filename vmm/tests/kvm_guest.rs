@@ -5,6 +5,9 @@
 // Test helpers panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::kvm_available;
+
 use std::time::{Duration, Instant};
 
 use rvm_vmm::devices::legacy::serial::{ConsoleOutput, SharedBuffer};
@@ -13,20 +16,6 @@ use vmm_sys_util::eventfd::EventFd;
 
 const CODE_ADDR: u64 = 0x10_0000;
 const MEMORY: u64 = 64 << 20;
-
-fn kvm_available() -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("SKIPPED: cannot open /dev/kvm: {e}");
-            false
-        }
-    }
-}
 
 /// Runs `code` on `vcpus` vCPUs; returns the outcome and the serial output.
 fn run_code(code: &[u8], vcpus: u8, stop: StopSources<'_>) -> (RunOutcome, Vec<u8>) {

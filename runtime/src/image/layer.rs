@@ -406,6 +406,28 @@ impl Unpacker {
         self.set_attributes(meta, &file)
     }
 
+    /// Gives the entry `name` in `dir` the layer's owner (without following a symlink), when
+    /// unpacking as root; otherwise the entry keeps the unpacker's owner.
+    fn set_owner(
+        &self,
+        meta: &Meta,
+        dir: &OwnedFd,
+        name: &OsStr,
+        what: &'static str,
+    ) -> Result<()> {
+        if !self.as_root {
+            return Ok(());
+        }
+        rustix::fs::chownat(
+            dir,
+            name,
+            Some(Uid::from_raw(meta.uid)),
+            Some(Gid::from_raw(meta.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|err| io_error(meta, what)(err.into()))
+    }
+
     fn make_symlink(&self, meta: &Meta, dir: &OwnedFd, name: &OsStr) -> Result<()> {
         let target = meta.link.as_deref().unwrap_or_default();
         remove_existing(meta, dir, name)?;
@@ -413,16 +435,7 @@ impl Unpacker {
         // inside the container's root.
         rustix::fs::symlinkat(OsStr::from_bytes(target), dir, name)
             .map_err(|err| io_error(meta, "create symlink")(err.into()))?;
-        if self.as_root {
-            rustix::fs::chownat(
-                dir,
-                name,
-                Some(Uid::from_raw(meta.uid)),
-                Some(Gid::from_raw(meta.gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|err| io_error(meta, "set symlink owner")(err.into()))?;
-        }
+        self.set_owner(meta, dir, name, "set symlink owner")?;
         rustix::fs::utimensat(
             dir,
             name,
@@ -472,16 +485,7 @@ impl Unpacker {
             Dev::default(),
         )
         .map_err(|err| io_error(meta, "create fifo")(err.into()))?;
-        if self.as_root {
-            rustix::fs::chownat(
-                dir,
-                name,
-                Some(Uid::from_raw(meta.uid)),
-                Some(Gid::from_raw(meta.gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|err| io_error(meta, "set fifo owner")(err.into()))?;
-        }
+        self.set_owner(meta, dir, name, "set fifo owner")?;
         rustix::fs::chmodat(
             dir,
             name,
