@@ -2,7 +2,7 @@
 //! guest memory slots and the CPUID KVM supports.
 
 use kvm_bindings::{kvm_pit_config, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -50,6 +50,7 @@ impl Vm {
         for (cap, name) in [
             (Cap::Irqchip, "IRQCHIP"),
             (Cap::Irqfd, "IRQFD"),
+            (Cap::Ioeventfd, "IOEVENTFD"),
             (Cap::Pit2, "PIT2"),
             (Cap::ImmediateExit, "IMMEDIATE_EXIT"),
             (Cap::UserMemory, "USER_MEMORY"),
@@ -96,6 +97,19 @@ impl Vm {
         self.fd
             .register_irqfd(event, gsi)
             .map_err(kvm_error("register an irqfd"))
+    }
+
+    /// Lets a 4-byte guest write of `value` to MMIO address `addr` signal `event` inside KVM,
+    /// without an exit to the VMM.
+    pub fn register_mmio_notifier(
+        &self,
+        event: &EventFd,
+        addr: u64,
+        value: u32,
+    ) -> Result<(), VmError> {
+        self.fd
+            .register_ioevent(event, &IoEventAddress::Mmio(addr), value)
+            .map_err(kvm_error("register an ioeventfd"))
     }
 
     /// Creates vCPU `index`.
