@@ -9,6 +9,7 @@ use clap::Parser;
 use linux_loader::cmdline::Cmdline;
 
 use crate::arch::x86_64::layout::CMDLINE_MAX_SIZE;
+use crate::devices::virtio::block::{DiskError, DiskImage};
 
 /// Fewest MiB of guest RAM we boot.
 pub const MIN_MEMORY_MIB: u64 = 32;
@@ -73,6 +74,9 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
+    /// A disk image cannot be used.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
     /// A device flag that the VMM parses but cannot provide yet.
     #[error("{0}: not supported yet (virtio devices come later)")]
     NotSupportedYet(&'static str),
@@ -300,6 +304,8 @@ pub struct VmConfig {
     pub console: ConsoleConfig,
     /// Use the PVH entry point when the kernel has one.
     pub pvh: bool,
+    /// Disk images, opened, in the order given.
+    pub disks: Vec<DiskImage>,
 }
 
 impl VmConfig {
@@ -319,6 +325,11 @@ pub fn validate(args: &Args, host_mib: u64) -> Result<VmConfig, ConfigError> {
     let vcpus = check_vcpus(args.vcpus)?;
     let cmdline = parse_cmdline(&args.cmdline)?;
     check_devices(args)?;
+    let disks = args
+        .disks
+        .iter()
+        .map(DiskImage::open)
+        .collect::<Result<_, _>>()?;
     Ok(VmConfig {
         kernel: args.kernel.clone(),
         kernel_format,
@@ -331,6 +342,7 @@ pub fn validate(args: &Args, host_mib: u64) -> Result<VmConfig, ConfigError> {
             log: args.console_log.clone(),
         },
         pvh: !args.no_pvh,
+        disks,
     })
 }
 
@@ -415,9 +427,6 @@ pub fn parse_cmdline(s: &str) -> Result<Cmdline, ConfigError> {
 }
 
 fn check_devices(args: &Args) -> Result<(), ConfigError> {
-    if !args.disks.is_empty() {
-        return Err(ConfigError::NotSupportedYet("--disk"));
-    }
     if args.net.is_some() {
         return Err(ConfigError::NotSupportedYet("--net"));
     }

@@ -7,6 +7,7 @@ use vm_memory::GuestAddress;
 
 use crate::arch::x86_64::layout::MMIO_DEVICE_SIZE;
 use crate::config::VmConfig;
+use crate::devices::virtio::block::Block;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::VirtioDevice;
 use crate::machine::{Machine, MachineError};
@@ -26,6 +27,9 @@ pub enum DeviceError {
 pub fn add_devices(machine: &mut Machine, config: &VmConfig) -> Result<Cmdline, DeviceError> {
     let mut cmdline = config.cmdline.clone();
     add(machine, &mut cmdline, Box::new(Rng::new()))?;
+    for disk in &config.disks {
+        add(machine, &mut cmdline, Box::new(Block::new(disk.clone())))?;
+    }
     Ok(cmdline)
 }
 

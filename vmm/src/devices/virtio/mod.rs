@@ -6,6 +6,7 @@
 //! memory, its configured queues, the queues' notification eventfds and the interrupt, and the
 //! device starts a worker. A driver reset stops the worker and takes everything back.
 
+pub mod block;
 pub mod mmio;
 pub mod rng;
 pub mod worker;
