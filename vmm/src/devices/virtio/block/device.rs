@@ -462,6 +462,29 @@ mod tests {
     }
 
     #[test]
+    fn header_may_be_split_and_share_a_descriptor_with_write_data() {
+        let img = image("split-header", false, None);
+        let mem = memory();
+        // Header in two pieces, the second followed by the data in the same buffer.
+        let mut bytes = vec![0u8; 16 + 512];
+        bytes[..4].copy_from_slice(&VIRTIO_BLK_T_OUT.to_le_bytes());
+        bytes[8..16].copy_from_slice(&9u64.to_le_bytes());
+        bytes[16..].fill(0xcd);
+        mem.write_slice(&bytes[..5], GuestAddress(HEADER)).unwrap();
+        mem.write_slice(&bytes[5..], GuestAddress(DATA)).unwrap();
+        let (lens, _) = run(
+            &mem,
+            &img.disk,
+            &[&[(HEADER, 5, R), (DATA, 11 + 512, R), (STATUS, 1, W)]],
+        );
+        assert_eq!(lens, [1]);
+        assert_eq!(status(&mem, STATUS), 0);
+        let file = file_bytes(&img.disk.path);
+        assert!(file[9 * 512..10 * 512].iter().all(|&b| b == 0xcd));
+        assert_eq!(file[10 * 512], pattern(10 * 512));
+    }
+
+    #[test]
     fn writes_reach_the_file_and_flush_succeeds() {
         let img = image("write", false, None);
         let mem = memory();
