@@ -1,8 +1,11 @@
 //! The backing file of a virtio-blk device: opened once at start-up (read-only disks with
-//! O_RDONLY), sized in 512-byte sectors, shared with the device's worker thread.
+//! O_RDONLY), locked (shared for read-only disks, exclusive for read-write ones, so two VMs
+//! never write one image or read one another is writing), sized in 512-byte sectors, shared
+//! with the device's worker thread.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -27,6 +30,16 @@ pub enum DiskError {
     Size {
         /// The path given.
         path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another process holds a conflicting lock on the image.
+    #[error("--disk {path}: in use by another process (cannot lock it {mode}): {source}")]
+    Locked {
+        /// The path given.
+        path: PathBuf,
+        /// "read-only" or "read-write".
+        mode: &'static str,
         /// Why.
         source: std::io::Error,
     },
@@ -79,6 +92,11 @@ impl DiskImage {
                 return Err(DiskError::NotAFile(path));
             }
         }
+        lock(&file, spec.read_only).map_err(|source| DiskError::Locked {
+            path: path.clone(),
+            mode,
+            source,
+        })?;
         // Seeking to the end sizes block devices too, whose metadata says 0.
         let bytes = file.seek(SeekFrom::End(0)).map_err(size_error)?;
         if bytes % SECTOR_SIZE != 0 {
@@ -95,6 +113,23 @@ impl DiskImage {
             read_only: spec.read_only,
             serial: spec.serial.clone(),
         })
+    }
+}
+
+/// Takes a shared (read-only) or exclusive lock on the whole file, without waiting. The lock
+/// lives as long as the open file.
+fn lock(file: &File, read_only: bool) -> std::io::Result<()> {
+    let operation = if read_only {
+        libc::LOCK_SH
+    } else {
+        libc::LOCK_EX
+    };
+    // SAFETY: flock only acts on our own open descriptor; no memory is passed.
+    let result = unsafe { libc::flock(file.as_raw_fd(), operation | libc::LOCK_NB) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -128,6 +163,26 @@ mod tests {
         );
         let not_file = DiskImage::open(&spec(&dir, true)).unwrap_err().to_string();
         assert!(not_file.contains("not a regular file"), "{not_file}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn read_write_images_are_locked() {
+        let dir = std::env::temp_dir().join(format!("rvm-disk-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("disk.img");
+        std::fs::write(&path, vec![0u8; 4096]).unwrap();
+        let reader = DiskImage::open(&spec(&path, true)).unwrap();
+        let second_reader = DiskImage::open(&spec(&path, true)).unwrap();
+        let writer = DiskImage::open(&spec(&path, false))
+            .unwrap_err()
+            .to_string();
+        assert!(writer.contains("in use by another process"), "{writer}");
+        drop((reader, second_reader));
+        let writer = DiskImage::open(&spec(&path, false)).unwrap();
+        let reader = DiskImage::open(&spec(&path, true)).unwrap_err().to_string();
+        assert!(reader.contains("in use"), "{reader}");
+        drop(writer);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
