@@ -300,6 +300,8 @@ pub struct VmConfig {
     pub console: ConsoleConfig,
     /// Use the PVH entry point when the kernel has one.
     pub pvh: bool,
+    /// The network card, if any (its TAP is opened when the device is created).
+    pub net: Option<NetSpec>,
 }
 
 impl VmConfig {
@@ -331,6 +333,7 @@ pub fn validate(args: &Args, host_mib: u64) -> Result<VmConfig, ConfigError> {
             log: args.console_log.clone(),
         },
         pvh: !args.no_pvh,
+        net: args.net.clone(),
     })
 }
 
@@ -417,9 +420,6 @@ pub fn parse_cmdline(s: &str) -> Result<Cmdline, ConfigError> {
 fn check_devices(args: &Args) -> Result<(), ConfigError> {
     if !args.disks.is_empty() {
         return Err(ConfigError::NotSupportedYet("--disk"));
-    }
-    if args.net.is_some() {
-        return Err(ConfigError::NotSupportedYet("--net"));
     }
     if args.vsock.is_some() {
         return Err(ConfigError::NotSupportedYet("--vsock"));
