@@ -33,7 +33,7 @@ fn replay_virtio_net_seeds() {
 fn input(selector: u8, rx_len: u16, descs: &[(u64, u32, u16, u16)], heads: &[u16]) -> Vec<u8> {
     let mut out = vec![selector];
     out.extend_from_slice(&rx_len.to_le_bytes());
-    out.push(u8::try_from(heads.len()).unwrap());
+    out.push(u8::try_from(heads.len()).unwrap_or(u8::MAX));
     let mut table = vec![0u8; usize::from(QUEUE_SIZE) * DESC_BYTES];
     for (i, &(addr, len, flags, next)) in descs.iter().enumerate() {
         let d = &mut table[i * DESC_BYTES..(i + 1) * DESC_BYTES];

@@ -75,9 +75,12 @@ wait_console() {
 }
 
 # Guest → host receiver, ready before the guest boots. Its stdin is a FIFO that never ends.
-mkfifo "$tmp/hold"
-exec 9<>"$tmp/hold"
-in_ns "$bb" nc -l -p 5001 <"$tmp/hold" >"$tmp/g2h.bin" &
+# (The FIFO lives in the lab's own /tmp: the repository's 9p share cannot hold one.)
+hold=$(mktemp -u /tmp/lab-net-hold.XXXXXX)
+mkfifo "$hold"
+cleanup_hooks+=("rm -f $hold")
+exec 9<>"$hold"
+in_ns "$bb" nc -l -p 5001 <"$hold" >"$tmp/g2h.bin" &
 receiver_pid=$!
 cleanup_hooks+=("kill $receiver_pid 2>/dev/null")
 head -c "$bytes" /dev/urandom >"$tmp/h2g.bin"

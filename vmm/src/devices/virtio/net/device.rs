@@ -154,6 +154,8 @@ pub struct NetHandler {
     rx_pending: Option<usize>,
     /// Whether the TAP is in the epoll set: not while a frame waits for guest buffers.
     tap_watched: bool,
+    /// The TAP reported an error or hang-up: it is not watched again.
+    tap_failed: bool,
     iovecs: IoVecs,
 }
 
@@ -177,6 +179,7 @@ impl NetHandler {
             rx_frame: vec![0u8; MAX_FRAME_LEN],
             rx_pending: None,
             tap_watched: false,
+            tap_failed: false,
             iovecs: IoVecs::default(),
         }
     }
@@ -254,6 +257,7 @@ impl NetHandler {
     }
 
     fn update_tap_watch(&mut self, poller: &Poller, watch: bool) {
+        let watch = watch && !self.tap_failed;
         if watch == self.tap_watched {
             return;
         }
@@ -319,6 +323,7 @@ impl QueueHandler for NetHandler {
         }
         if events.intersects(EventSet::ERROR | EventSet::HANG_UP) {
             tracing::error!("net: TAP {} failed; receiving stops", self.tap.name());
+            self.tap_failed = true;
             self.update_tap_watch(poller, false);
             return;
         }
