@@ -13,8 +13,8 @@ tap=rvmtap0
 mac=02:12:34:56:78:9a
 host_ip=10.0.2.1
 guest_ip=10.0.2.2
-guest_timeout=${RVM_GUEST_TIMEOUT:-900}
-deadline_s=${RVM_NET_DEADLINE:-600}
+guest_timeout=${RVM_GUEST_TIMEOUT:-1800}
+deadline_s=${RVM_NET_DEADLINE:-1200}
 
 command -v ip >/dev/null || die "ip (iproute2) is needed on the host side"
 # Host-side tools come from the host's busybox, like the guest's.
