@@ -306,6 +306,8 @@ pub struct VmConfig {
     pub pvh: bool,
     /// Disk images, opened, in the order given.
     pub disks: Vec<DiskImage>,
+    /// The network card, if any (its TAP is opened when the device is created).
+    pub net: Option<NetSpec>,
 }
 
 impl VmConfig {
@@ -343,6 +345,7 @@ pub fn validate(args: &Args, host_mib: u64) -> Result<VmConfig, ConfigError> {
         },
         pvh: !args.no_pvh,
         disks,
+        net: args.net.clone(),
     })
 }
 
@@ -427,9 +430,6 @@ pub fn parse_cmdline(s: &str) -> Result<Cmdline, ConfigError> {
 }
 
 fn check_devices(args: &Args) -> Result<(), ConfigError> {
-    if args.net.is_some() {
-        return Err(ConfigError::NotSupportedYet("--net"));
-    }
     if args.vsock.is_some() {
         return Err(ConfigError::NotSupportedYet("--vsock"));
     }

@@ -8,6 +8,7 @@ use vm_memory::GuestAddress;
 use crate::arch::x86_64::layout::MMIO_DEVICE_SIZE;
 use crate::config::VmConfig;
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::net::{generated_mac, Net, Tap, TapError};
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::VirtioDevice;
 use crate::machine::{Machine, MachineError};
@@ -21,6 +22,9 @@ pub enum DeviceError {
     /// The command line has no room for the device entries.
     #[error("the kernel command line has no room for the virtio device entries: {0:?}")]
     Cmdline(linux_loader::cmdline::Error),
+    /// The `--net` TAP cannot be used.
+    #[error(transparent)]
+    Tap(#[from] TapError),
 }
 
 /// Adds every configured device to `machine`; returns the command line with their entries.
@@ -29,6 +33,11 @@ pub fn add_devices(machine: &mut Machine, config: &VmConfig) -> Result<Cmdline, 
     add(machine, &mut cmdline, Box::new(Rng::new()))?;
     for disk in &config.disks {
         add(machine, &mut cmdline, Box::new(Block::new(disk.clone())))?;
+    }
+    if let Some(net) = &config.net {
+        let tap = Tap::open(&net.tap)?;
+        let mac = net.mac.unwrap_or_else(generated_mac);
+        add(machine, &mut cmdline, Box::new(Net::new(tap, mac)))?;
     }
     Ok(cmdline)
 }
