@@ -92,6 +92,7 @@ class Vmm:
         self.pid = pid
         self.argv = argv
         self.status = None
+        self.signalled = False
         self._stderr = err_r
         self._pending = b""
         self.log = []
@@ -158,10 +159,16 @@ class Vmm:
             time.sleep(0.002)
         return self.status
 
+    def terminate(self):
+        """Sends SIGTERM once, if still running."""
+        if self.status is None and not self.signalled:
+            os.kill(self.pid, signal.SIGTERM)
+            self.signalled = True
+
     def stop(self, deadline_s=10):
         """SIGTERM, then wait; SIGKILL if it does not end within `deadline_s`. Its exit code."""
         if self.status is None:
-            os.kill(self.pid, signal.SIGTERM)
+            self.terminate()
             if self.wait(deadline_s) is None:
                 os.kill(self.pid, signal.SIGKILL)
                 self.wait(deadline_s)
@@ -171,6 +178,14 @@ class Vmm:
         self.drain()
         os.close(self._stderr)
         return self.status
+
+
+def main_thread_cpu_ns(pid):
+    """CPU time of the main thread of `pid` (ns), from /proc/PID/task/PID/schedstat. Read once
+    the thread waits in its event loop, this is the CPU time the start-up cost, whatever the
+    host's load."""
+    with open(f"/proc/{pid}/task/{pid}/schedstat") as schedstat:
+        return int(schedstat.read().split()[0])
 
 
 def smaps_mappings(pid):
@@ -237,12 +252,13 @@ def dumps(result):
 
 
 def start_run(vmm, kernel, memory_mib, vcpus):
-    """One rvm-vmm run without initrd: (start-up ms, memory_without_guest dict)."""
+    """One rvm-vmm run without initrd: (start-up ms, main thread CPU ms, memory dict)."""
     proc = Vmm([vmm, "--kernel", kernel, "--memory", str(memory_mib), "--vcpus", str(vcpus),
                 "--cmdline", "console=ttyS0 reboot=k panic=-1"])
     try:
         first_run = proc.first_run_ns()
         time.sleep(SETTLE_S)
+        cpu_ns = main_thread_cpu_ns(proc.pid)
         if not proc.alive():
             raise BenchError(f"{vmm} ended {SETTLE_S} s after its first KVM_RUN "
                              f"(status {proc.wait(1)})")
@@ -253,17 +269,18 @@ def start_run(vmm, kernel, memory_mib, vcpus):
     if status not in (143, 0):
         raise BenchError(f"{vmm} exited {status} after SIGTERM, expected 143; stderr:\n"
                          + "\n".join(proc.log[-5:]))
-    return (first_run - proc.start_ns) / 1e6, memory
+    return (first_run - proc.start_ns) / 1e6, cpu_ns / 1e6, memory
 
 
 def measure_start(runs, memory_mib=128, vcpus=1):
     """Start-up latency and memory overhead over `runs` runs after a warm-up, as a JSON object."""
     vmm, kernel = find_vmm(), find_kernel()
     start_run(vmm, kernel, memory_mib, vcpus)  # warm-up
-    start_ms, rss, pss, guest = [], [], [], []
+    start_ms, cpu_ms, rss, pss, guest = [], [], [], [], []
     for _ in range(runs):
-        ms, memory = start_run(vmm, kernel, memory_mib, vcpus)
+        ms, cpu, memory = start_run(vmm, kernel, memory_mib, vcpus)
         start_ms.append(ms)
+        cpu_ms.append(cpu)
         rss.append(memory["rss"] / MIB)
         pss.append(memory["pss"] / MIB)
         guest.append(memory["guest_rss"] / MIB)
@@ -272,6 +289,7 @@ def measure_start(runs, memory_mib=128, vcpus=1):
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "vmm": vmm, "kernel": kernel, "memory_mib": memory_mib, "vcpus": vcpus, "runs": runs,
         "start_to_first_kvm_run_ms": summary(start_ms, 2),
+        "main_thread_cpu_ms": summary(cpu_ms, 2),
         "rss_without_guest_mib": summary(rss, 2),
         "pss_without_guest_mib": summary(pss, 2),
         "guest_rss_mib": summary(guest, 1),
