@@ -60,6 +60,9 @@ impl Vm {
             }
         }
         let fd = kvm.create_vm().map_err(kvm_error("create a VM"))?;
+        // Memory slots before the irqchip: once the irqchip exists, every slot change waits
+        // for an SRCU grace period (7 ms instead of 0.2 ms on our development host).
+        memory::register_with_kvm(&fd, mem)?;
         let tss = usize::try_from(layout::KVM_TSS_ADDRESS)
             .map_err(|_| VmError::MissingCapability("64-bit host"))?;
         fd.set_tss_address(tss)
@@ -71,7 +74,6 @@ impl Vm {
             ..Default::default()
         };
         fd.create_pit2(pit).map_err(kvm_error("create the PIT"))?;
-        memory::register_with_kvm(&fd, mem)?;
         let supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_error("read the supported CPUID"))?;
