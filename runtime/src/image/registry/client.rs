@@ -220,7 +220,7 @@ impl Registry {
             match attempt().await {
                 Err(err) if err.is_transient() && tried < self.retry.attempts => {
                     let delay = self.retry.delay(tried - 1);
-                    tracing::warn!(registry = %self.registry, what, attempt = tried, %err, ?delay, "retrying");
+                    tracing::debug!(registry = %self.registry, what, attempt = tried, %err, ?delay, "retrying");
                     progress.retrying(what, tried, &err);
                     tokio::time::sleep(delay).await;
                 }
@@ -318,7 +318,7 @@ impl Registry {
             {
                 Err(err) if err.is_transient() && tried < self.retry.attempts => {
                     let delay = self.retry.delay(tried - 1);
-                    tracing::warn!(registry = %self.registry, %digest, attempt = tried, %err, "retrying download");
+                    tracing::debug!(registry = %self.registry, %digest, attempt = tried, %err, "retrying download");
                     progress.retrying("blob download", tried, &err);
                     tokio::time::sleep(delay).await;
                 }

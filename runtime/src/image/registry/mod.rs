@@ -137,8 +137,14 @@ pub async fn pull(
         &errors,
     )
     .await?;
-    staged.sort_by(|a: &StagedBlob, b| a.digest.cmp(&b.digest));
 
+    let mut layers = Vec::new();
+    for layer in manifest.layers() {
+        let digest =
+            manifest::descriptor_digest(layer, &manifest_digest).map_err(|e| errors.manifest(e))?;
+        layers.push((digest, layer.size()));
+    }
+    progress.resolved(&manifest_digest, &layers);
     let config_digest = manifest::descriptor_digest(manifest.config(), &manifest_digest)
         .map_err(|e| errors.manifest(e))?;
     let config = fetch_config(
@@ -160,13 +166,6 @@ pub async fn pull(
             diff_ids: config.diff_ids.len(),
         }));
     }
-    let mut layers = Vec::new();
-    for layer in manifest.layers() {
-        let digest =
-            manifest::descriptor_digest(layer, &manifest_digest).map_err(|e| errors.manifest(e))?;
-        layers.push((digest, layer.size()));
-    }
-    progress.resolved(&manifest_digest, &layers);
     let downloaded_layers = download_layers(
         store,
         &registry,
@@ -202,8 +201,8 @@ pub async fn pull(
         detail: err.to_string(),
     })??;
     let (installed, top) = installed;
-    for disk in &installed.disks {
-        progress.layer_ready(&disk.diff_id, disk.created);
+    for (layer, disk) in installed.image.layers.iter().zip(&installed.disks) {
+        progress.layer_ready(&layer.digest, disk.created);
     }
     tracing::info!(image = %reference, digest = %top, downloaded, "pulled");
     Ok(PulledImage {

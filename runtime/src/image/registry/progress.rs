@@ -5,7 +5,8 @@ use crate::image::digest::Digest;
 
 /// Receives pull progress; called from the pull's tasks, hence `Send + Sync`.
 pub trait Progress: Send + Sync {
-    /// The manifest was resolved to the image `digest` with these layer blobs.
+    /// The manifest was resolved to the image `digest` with these layer blobs (digest, size);
+    /// the config is fetched next, then the layers.
     fn resolved(&self, _manifest: &Digest, _layers: &[(Digest, u64)]) {}
     /// A blob is already in the store and will not be downloaded.
     fn blob_present(&self, _digest: &Digest) {}
@@ -19,7 +20,7 @@ pub trait Progress: Send + Sync {
     fn blob_finished(&self, _digest: &Digest) {}
     /// A transient failure; the step is tried again.
     fn retrying(&self, _what: &str, _attempt: u32, _error: &RegistryError) {}
-    /// The layer disk of a layer is ready (`created`: built by this pull).
+    /// The disk of the layer blob `digest` is ready (`created`: built by this pull).
     fn layer_ready(&self, _digest: &Digest, _created: bool) {}
 }
 
