@@ -366,3 +366,78 @@ fn prune_reclaims_unreferenced_content() {
     );
     rvm.assert_empty();
 }
+
+/// Non-empty files in staging directories under `images/tmp`.
+fn staged_files(rvm: &Rvm) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for stage in std::fs::read_dir(rvm.root.join("images/tmp"))
+        .into_iter()
+        .flatten()
+    {
+        let stage = stage.unwrap().path();
+        for file in std::fs::read_dir(&stage).into_iter().flatten() {
+            let file = file.unwrap().path();
+            if std::fs::metadata(&file)
+                .map(|m| m.len() > 0)
+                .unwrap_or(false)
+            {
+                found.push(file);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_killed_pull_leaves_only_temporary_files_which_are_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let rvm = Rvm::new(dir.path());
+    let image = images::busybox_image(Compression::Gzip);
+    let layer = image.layers[0].digest.clone();
+    let mut script = registry::Script::image(&image, "rvm/stalls", "v1");
+    script.fault = Some((layer, registry::BlobFault::Stall));
+    let server = registry::ScriptedRegistry::start(script);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rvm"))
+        .args(["pull", &format!("{}/rvm/stalls:v1", server.host())])
+        .env("RVM_ROOT", &rvm.root)
+        .env("DOCKER_CONFIG", &rvm.docker_config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait, with a deadline, until manifest, config and half the layer sit in staging files,
+    // then kill -9.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while staged_files(&rvm).len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pull never staged the layer"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the pull ended on its own"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !rvm.files("images/tmp").is_empty(),
+        "the killed pull left no staging directory"
+    );
+    assert!(
+        rvm.files("images/blobs/sha256").is_empty(),
+        "a half-pulled blob reached the store"
+    );
+    assert!(rvm.ok(&["images", "-q"]).is_empty());
+
+    let out = rvm.ok(&["system", "prune", "-f"]);
+    let half_layer = image.layers[0].blob.len() / 2;
+    let reclaimed = out.trim().strip_prefix("Total reclaimed space: ").unwrap();
+    assert!(
+        reclaimed.ends_with("kB") || reclaimed.ends_with("MB"),
+        "{out} (half the layer is {half_layer} bytes)"
+    );
+    rvm.assert_empty();
+}

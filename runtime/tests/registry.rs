@@ -501,3 +501,73 @@ fn prune_removes_what_no_name_uses_and_temp_files_of_dead_processes() {
     assert!(removed.bytes > busybox.layers[0].blob.len() as u64);
     assert_store_empty(&s.store);
 }
+
+#[test]
+fn bearer_token_auth_through_the_token_endpoint() {
+    let s = setup();
+    let image = images::three_layer_image();
+    let mut script = registry::Script::image(&image, "rvm/tokened", "v1");
+    script.bearer_token = Some("tok-123".to_owned());
+    let server = registry::ScriptedRegistry::start(script);
+    let pulled = pull_image(
+        &s.store,
+        &format!("{}/rvm/tokened:v1", server.host()),
+        &PullOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(pulled.digest, digest(&image.manifest_digest));
+    let requests = server.requests();
+    let token = requests
+        .iter()
+        .position(|r| r.starts_with("GET /token?"))
+        .expect("no token request");
+    assert!(
+        requests[token].contains("scope=repository%3Arvm%2Ftokened%3Apull"),
+        "{requests:#?}"
+    );
+    let blob_requests: Vec<_> = requests.iter().filter(|r| r.contains("/blobs/")).collect();
+    assert_eq!(
+        blob_requests.len(),
+        4,
+        "config and three layers: {requests:#?}"
+    );
+    assert!(
+        blob_requests
+            .iter()
+            .all(|r| r.ends_with("auth=Bearer tok-123")),
+        "{requests:#?}"
+    );
+}
+
+#[test]
+fn a_broken_download_resumes_where_it_stopped() {
+    let s = setup();
+    let image = images::busybox_image(Compression::Gzip);
+    let layer = image.layers[0].digest.clone();
+    let mut script = registry::Script::image(&image, "rvm/flaky", "v1");
+    script.fault = Some((layer.clone(), registry::BlobFault::BreakOnce));
+    let server = registry::ScriptedRegistry::start(script);
+    let options = PullOptions {
+        retry: quick_retries(),
+        ..PullOptions::default()
+    };
+    let pulled = pull_image(
+        &s.store,
+        &format!("{}/rvm/flaky:v1", server.host()),
+        &options,
+    )
+    .unwrap();
+    assert_eq!(pulled.installed.image.layers[0].digest, digest(&layer));
+    s.store.verify_blob(&digest(&layer)).unwrap();
+    let half = image.layers[0].blob.len() / 2;
+    let layer_requests: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains(&format!("/blobs/{layer}")))
+        .collect();
+    assert_eq!(layer_requests.len(), 2, "{layer_requests:#?}");
+    assert!(
+        layer_requests[1].contains(&format!("range=bytes={half}-")),
+        "{layer_requests:#?}"
+    );
+}

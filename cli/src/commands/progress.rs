@@ -62,6 +62,13 @@ impl Display {
         }
     }
 
+    /// Removes the bars (their final state was reported as lines).
+    pub fn finish(&self) {
+        if let Some(bars) = &self.bars {
+            let _ = bars.multi.clear();
+        }
+    }
+
     fn is_layer(&self, digest: &Digest) -> bool {
         self.layers
             .lock()

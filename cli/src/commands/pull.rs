@@ -20,6 +20,12 @@ use super::progress::Display;
 pub const INSECURE_ENV: &str = "RVM_INSECURE_REGISTRIES";
 
 #[derive(Debug, ClapArgs)]
+#[command(
+    after_help = "Credentials are read from the Docker config ($DOCKER_CONFIG/config.json, \
+else ~/.docker/config.json: `auths` entries with `auth` or `username`/`password`, as `docker login` \
+writes them; credential helpers are not run). Loopback registries are reached over plain HTTP, \
+others over HTTPS unless listed in RVM_INSECURE_REGISTRIES (comma-separated host:port)."
+)]
 pub struct Args {
     /// Only print the image name.
     #[arg(short, long)]
@@ -48,7 +54,9 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<ExitCode> {
             pulled = registry::pull(&store, &reference, &options, &display) => pulled.map_err(anyhow::Error::from),
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("pull {}: interrupted", reference.familiar())),
         }
-    })?;
+    });
+    display.finish();
+    let pulled = pulled?;
     display.line(&format!("Digest: {}", pulled.digest));
     let status = if pulled.downloaded == 0 && before.as_ref() == Some(&pulled.digest) {
         "Image is up to date for"

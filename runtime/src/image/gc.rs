@@ -148,8 +148,10 @@ pub fn remove_images(store: &Store, names: &[Reference]) -> Result<Removed> {
 /// Removes every blob and layer disk no name uses, and leftovers of interrupted processes.
 pub fn prune(store: &Store) -> Result<Removed> {
     let _lock = store.lock_exclusive()?;
+    let (temp_entries, bytes) = store.sweep_temp()?;
     let mut removed = Removed {
-        temp_entries: store.sweep_temp()?,
+        temp_entries,
+        bytes,
         ..Removed::default()
     };
     let kept = reachable(store)?;

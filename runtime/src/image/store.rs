@@ -228,12 +228,15 @@ impl Store {
     }
 
     /// Removes temporary files and staging directories left by rvm processes that no longer
-    /// run (a pull or load killed half-way). Returns how many entries were removed.
-    pub fn sweep_temp(&self) -> Result<usize> {
-        let mut removed = 0;
+    /// run (a pull or load killed half-way). Returns how many entries were removed and the
+    /// bytes they held.
+    pub fn sweep_temp(&self) -> Result<(usize, u64)> {
+        let (mut removed, mut bytes) = (0, 0);
         for dir in [self.tmp_dir(), self.blobs_dir(), self.layers_dir()] {
-            removed +=
+            let (count, size) =
                 fsutil::sweep_dead_temp(&dir).map_err(io_err("sweep temporary files in", &dir))?;
+            removed += count;
+            bytes += size;
         }
         if removed > 0 {
             tracing::info!(
@@ -241,7 +244,7 @@ impl Store {
                 "removed temporary files of interrupted rvm processes"
             );
         }
-        Ok(removed)
+        Ok((removed, bytes))
     }
 
     /// Shared lock held while content is committed but not yet named (a pull or load between
