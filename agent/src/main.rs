@@ -54,8 +54,8 @@ fn parse_options(args: &[String]) -> (Options, Vec<String>) {
 fn run(options: Options) -> anyhow::Result<()> {
     let pid1 = std::process::id() == 1;
     if !options.no_init {
-        init::ensure_standard_fds();
         init::init_guest().context("prepare the guest")?;
+        init::ensure_standard_fds();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

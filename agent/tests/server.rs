@@ -204,4 +204,43 @@ async fn containers_run_in_namespaces() {
     scenarios::bad_specs_are_refused(&client, &rootfs).await;
     scenarios::isolation(&client, &rootfs).await;
     scenarios::exec_signal_list(&client, &rootfs).await;
+    drop(client);
+    shutdown_on_exit(agent, &rootfs).await;
+}
+
+/// A container created with shutdown_on_exit ends the agent (natively: the process exits 0)
+/// once its exit and its output have been reported.
+async fn shutdown_on_exit(mut agent: Agent, rootfs: &Rootfs) {
+    let client = connect(&agent).await;
+    let mut request = create_request(
+        "last",
+        rootfs,
+        &spec(rootfs, &["echo", "bye"], "", "/", &[]),
+    );
+    request.shutdown_on_exit = true;
+    client.create_container(ctx(), &request).await.unwrap();
+    let start = rvm_protocol::agent::StartContainerRequest {
+        container_id: "last".into(),
+        ..Default::default()
+    };
+    client.start_container(ctx(), &start).await.unwrap();
+    assert_eq!(read_all(&client, "last", "", false).await, b"bye\n");
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the agent ended before stderr and the exit were read"
+    );
+    read_all(&client, "last", "", true).await;
+    assert_eq!(wait(&client, "last", "").await.exit_status, 0);
+    let deadline = Instant::now() + READY;
+    let status = loop {
+        if let Some(status) = agent.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not end after the last container was reported"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
 }

@@ -277,3 +277,27 @@ pub async fn exec_signal_list(client: &AgentClient, rootfs: &Rootfs) {
     assert_eq!((waited.exit_status, waited.signal), (137, 9));
     remove(client, id).await;
 }
+
+/// (Needs the memory controller: lab only.) A 32 MiB limit exceeded is reported as an OOM kill.
+pub async fn oom_is_reported(client: &AgentClient, rootfs: &Rootfs) {
+    let mut spec = spec(
+        rootfs,
+        &["sh", "-c", "x=aaaaaaaa; while true; do x=$x$x; done"],
+        "",
+        "/",
+        &[],
+    );
+    let resources: oci_spec::runtime::LinuxResources =
+        serde_json::from_str(r#"{"memory":{"limit":33554432},"pids":{"limit":64}}"#).unwrap();
+    spec.linux_mut()
+        .as_mut()
+        .unwrap()
+        .set_resources(Some(resources));
+    let outcome = run(client, "oom", rootfs, &spec).await;
+    assert!(outcome.wait.oom_killed, "{outcome:?}");
+    assert_eq!(
+        (outcome.wait.exit_status, outcome.wait.signal),
+        (137, 9),
+        "{outcome:?}"
+    );
+}
