@@ -15,6 +15,9 @@ use thiserror::Error;
 /// only a safety margin).
 const DISK_WAIT: Duration = Duration::from_secs(5);
 
+/// virtio-blk serials hold at most 20 bytes (VIRTIO_BLK_ID_BYTES); longer ones are cut off.
+pub const MAX_SERIAL_LEN: usize = 20;
+
 #[derive(Debug, Error)]
 pub enum DiskError {
     #[error("no virtio-blk disk has serial {serial:?} (looked in {sys_block})")]
@@ -172,6 +175,7 @@ impl Disks {
 /// Serials become directory names: refuse anything that could escape or be empty.
 fn check_serial(serial: &str) -> Result<(), DiskError> {
     let valid = !serial.is_empty()
+        && serial.len() <= MAX_SERIAL_LEN
         && serial != "."
         && serial != ".."
         && serial
@@ -264,7 +268,7 @@ mod tests {
 
     #[test]
     fn bad_serials_are_refused() {
-        for serial in ["", "..", "a/b", "x y"] {
+        for serial in ["", "..", "a/b", "x y", "sha256-0123456789abcdef"] {
             assert!(
                 matches!(check_serial(serial), Err(DiskError::BadSerial { .. })),
                 "{serial:?}"

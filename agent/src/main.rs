@@ -57,6 +57,9 @@ fn run(options: Options) -> anyhow::Result<()> {
         init::init_guest().context("prepare the guest")?;
         init::ensure_standard_fds();
     }
+    if !options.no_init {
+        log_block_devices();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -89,6 +92,23 @@ fn run(options: Options) -> anyhow::Result<()> {
     })
 }
 
+/// Logs the block devices the guest sees with their serials (what CreateContainer refers to).
+fn log_block_devices() {
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return;
+    };
+    let mut disks: Vec<String> = entries
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let serial = std::fs::read_to_string(e.path().join("serial")).unwrap_or_default();
+            format!("{name}={}", serial.trim())
+        })
+        .collect();
+    disks.sort();
+    tracing::info!(?disks, "block devices");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(HELPER_ARG) {
@@ -96,6 +116,11 @@ fn main() {
     }
     let (options, ignored) = parse_options(&args);
     logging::init_logging(!options.no_init);
+    if !options.no_init && init::switch_root::needed() {
+        // Returns only on failure; containers then cannot pivot_root, but the agent still serves.
+        let error = init::switch_root::switch_root();
+        tracing::error!(%error, "staying on the initramfs");
+    }
     if !ignored.is_empty() {
         tracing::warn!(?ignored, "ignoring unknown arguments");
     }

@@ -65,9 +65,9 @@ mkfs.ext4 -F -q "$tmp/scratch.img"
 say "disks ready: layer $(stat -c %s "$tmp/layer.img") bytes"
 
 # --- boot -------------------------------------------------------------------------------------
-cmdline="console=ttyS0 reboot=k panic=-1 quiet"
+cmdline="console=ttyS0 reboot=k panic=-1${RVM_AGENT_LAB_QUIET- quiet}"
 # -device i8042: reboot=k's reset must reach a keyboard controller for QEMU to exit at once.
-qemu_cmd=("$qemu" -M microvm -enable-kvm -cpu host -m 512 -smp 2
+qemu_cmd=("$qemu" -M microvm,acpi=off -enable-kvm -cpu host -m 512 -smp 2
     -nodefaults -no-user-config -nographic -serial stdio -device i8042
     -kernel "$vmlinux" -initrd "$initramfs" -append "$cmdline" -no-reboot
     -device "vhost-vsock-device,guest-cid=$cid"

@@ -5,6 +5,7 @@ pub mod logging;
 pub mod mounts;
 pub mod network;
 pub mod power;
+pub mod switch_root;
 
 use thiserror::Error;
 
