@@ -1,0 +1,56 @@
+//! One container: its rootfs, cgroup, init process, execs, and the pipes that hold its init
+//! helper between create and start.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use super::cgroups::Cgroup;
+use super::process::Process;
+
+/// The init helper's pipes until start: the start byte goes to `start`, the exec result comes on
+/// `status`.
+#[derive(Debug)]
+pub struct PendingStart {
+    pub start: File,
+    pub status: BufReader<File>,
+}
+
+#[derive(Debug)]
+pub struct Container {
+    pub id: String,
+    /// The agent's directory for this container (helper configs, rootfs mount point).
+    pub dir: PathBuf,
+    pub rootfs: PathBuf,
+    /// The rootfs is an overlay the agent mounted (and unmounts on removal).
+    pub overlay: bool,
+    /// The overlay's upper and work directories on the scratch disk.
+    pub scratch_dirs: Vec<PathBuf>,
+    pub cgroup: Cgroup,
+    pub init: Arc<Process>,
+    pub execs: Mutex<HashMap<String, Arc<Process>>>,
+    pub pending_start: Mutex<Option<PendingStart>>,
+    pub started: AtomicBool,
+    pub shutdown_on_exit: bool,
+    pub seccomp: bool,
+}
+
+impl Container {
+    pub fn execs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Process>>> {
+        self.execs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The init process ("") or the named exec.
+    pub fn process(&self, exec_id: &str) -> Option<Arc<Process>> {
+        if exec_id.is_empty() {
+            Some(self.init.clone())
+        } else {
+            self.execs().get(exec_id).cloned()
+        }
+    }
+}

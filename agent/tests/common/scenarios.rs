@@ -1,0 +1,303 @@
+//! Container scenarios run through a live agent, natively (Unix socket) and in the lab (vsock).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use rvm_protocol::agent::*;
+use rvm_protocol::agent_ttrpc::AgentClient;
+use rvm_protocol::ttrpc;
+
+use super::*;
+
+fn code_of(error: &ttrpc::Error) -> Option<ttrpc::Code> {
+    match error {
+        ttrpc::Error::RpcStatus(status) => Some(status.code()),
+        _ => None,
+    }
+}
+
+pub async fn echo_hello(client: &AgentClient, rootfs: &Rootfs) {
+    let outcome = run(
+        client,
+        "echo",
+        rootfs,
+        &spec(rootfs, &["echo", "hello"], "", "/", &[]),
+    )
+    .await;
+    assert_eq!(outcome.stdout, "hello\n", "{outcome:?}");
+    assert_eq!(outcome.wait.exit_status, 0, "{outcome:?}");
+    assert!(outcome.start.exec_failure.is_none(), "{outcome:?}");
+}
+
+pub async fn exit_code(client: &AgentClient, rootfs: &Rootfs) {
+    let outcome = run(
+        client,
+        "exit3",
+        rootfs,
+        &spec(rootfs, &["sh", "-c", "echo oops >&2; exit 3"], "", "/", &[]),
+    )
+    .await;
+    assert_eq!(outcome.wait.exit_status, 3, "{outcome:?}");
+    assert_eq!(outcome.stderr, "oops\n", "{outcome:?}");
+}
+
+pub async fn not_found_is_127(client: &AgentClient, rootfs: &Rootfs) {
+    let outcome = run(
+        client,
+        "nosuch",
+        rootfs,
+        &spec(rootfs, &["nosuchcmd"], "", "/", &[]),
+    )
+    .await;
+    let failure = outcome.start.exec_failure.as_ref().expect("exec_failure");
+    assert_eq!(failure.exit_status, 127, "{outcome:?}");
+    assert_eq!(
+        failure.message,
+        "exec: \"nosuchcmd\": executable file not found in $PATH"
+    );
+    assert_eq!(outcome.wait.exit_status, 127, "{outcome:?}");
+}
+
+pub async fn not_executable_is_126(client: &AgentClient, rootfs: &Rootfs) {
+    let outcome = run(
+        client,
+        "noexec",
+        rootfs,
+        &spec(rootfs, &["/etc/not-executable"], "", "/", &[]),
+    )
+    .await;
+    let failure = outcome.start.exec_failure.as_ref().expect("exec_failure");
+    assert_eq!(failure.exit_status, 126, "{outcome:?}");
+    assert!(failure.message.contains("permission denied"), "{outcome:?}");
+    assert_eq!(outcome.wait.exit_status, 126, "{outcome:?}");
+}
+
+pub async fn user_cwd_env(client: &AgentClient, rootfs: &Rootfs) {
+    let script = "id -u; id -g; id -G; pwd; echo $FOO; echo $HOME";
+    let outcome = run(
+        client,
+        "user",
+        rootfs,
+        &spec(
+            rootfs,
+            &["sh", "-c", script],
+            "bob",
+            "/home/bob",
+            &["FOO=bar"],
+        ),
+    )
+    .await;
+    let lines: Vec<&str> = outcome.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        ["1000", "1000", "1000 50", "/home/bob", "bar", "/home/bob"],
+        "{outcome:?}"
+    );
+    let outcome = run(
+        client,
+        "user2",
+        rootfs,
+        &spec(rootfs, &["sh", "-c", "id -u; id -g"], "1000:50", "/", &[]),
+    )
+    .await;
+    assert_eq!(outcome.stdout, "1000\n50\n", "{outcome:?}");
+}
+
+pub async fn bad_specs_are_refused(client: &AgentClient, rootfs: &Rootfs) {
+    let cases = [
+        (
+            "badcwd",
+            spec(rootfs, &["true"], "", "/no/such/dir", &[]),
+            "chdir to cwd",
+        ),
+        (
+            "baduser",
+            spec(rootfs, &["true"], "nobody-here", "/", &[]),
+            "unable to find user nobody-here",
+        ),
+    ];
+    for (id, spec, expected) in cases {
+        let error = client
+            .create_container(ctx(), &create_request(id, rootfs, &spec))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            code_of(&error),
+            Some(ttrpc::Code::INVALID_ARGUMENT),
+            "{error}"
+        );
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+    let mut garbage = create_request("garbage", rootfs, &spec(rootfs, &["true"], "", "/", &[]));
+    garbage.oci_spec_json = b"{not json".to_vec();
+    let error = client.create_container(ctx(), &garbage).await.unwrap_err();
+    assert_eq!(
+        code_of(&error),
+        Some(ttrpc::Code::INVALID_ARGUMENT),
+        "{error}"
+    );
+    // The agent is still there and a good container still runs.
+    client.ping(ctx(), &PingRequest::default()).await.unwrap();
+}
+
+pub async fn isolation(client: &AgentClient, rootfs: &Rootfs) {
+    let script = "echo $$; hostname; grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status; \
+                  mount -t tmpfs x /tmp 2>&1 || echo mount-refused; ls /proc | grep -c '^[0-9]'";
+    let outcome = run(
+        client,
+        "isolation",
+        rootfs,
+        &spec(rootfs, &["sh", "-c", script], "", "/", &[]),
+    )
+    .await;
+    let lines: Vec<&str> = outcome.stdout.lines().collect();
+    assert_eq!(lines[0], "1", "pid 1 in its namespace: {outcome:?}");
+    assert_eq!(lines[1], "rvm-test", "{outcome:?}");
+    assert_eq!(
+        lines[2], "CapEff:\t00000000a80425fb",
+        "Docker's default caps: {outcome:?}"
+    );
+    assert_eq!(lines[3], "NoNewPrivs:\t1", "{outcome:?}");
+    assert_eq!(lines[4], "Seccomp:\t2", "{outcome:?}");
+    assert!(outcome.stdout.contains("mount-refused"), "{outcome:?}");
+}
+
+pub async fn exec_signal_list(client: &AgentClient, rootfs: &Rootfs) {
+    let id = "long";
+    let spec = spec(rootfs, &["sleep", "600"], "", "/", &[]);
+    client
+        .create_container(ctx(), &create_request(id, rootfs, &spec))
+        .await
+        .unwrap();
+    let start = client
+        .start_container(
+            ctx(),
+            &StartContainerRequest {
+                container_id: id.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(start.pid > 0);
+    let process = |args: &[&str]| {
+        let mut p = spec.process().clone().unwrap();
+        p.set_args(Some(args.iter().map(|a| a.to_string()).collect()));
+        serde_json::to_vec(&p).unwrap()
+    };
+    let exec = |exec_id: &str, args: &[&str]| ExecProcessRequest {
+        container_id: id.into(),
+        exec_id: exec_id.into(),
+        oci_process_json: process(args),
+        ..Default::default()
+    };
+    let response = client
+        .exec_process(
+            ctx(),
+            &exec(
+                "e1",
+                &[
+                    "sh",
+                    "-c",
+                    "echo exec-ok; hostname; ps -o comm | grep -c sleep",
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(response.exec_failure.is_none());
+    let out = read_all(client, id, "e1", false).await;
+    assert_eq!(String::from_utf8_lossy(&out), "exec-ok\nrvm-test\n1\n");
+    assert_eq!(wait(client, id, "e1").await.exit_status, 0);
+    let response = client
+        .exec_process(ctx(), &exec("e2", &["nosuchcmd"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.exec_failure.as_ref().map(|f| f.exit_status),
+        Some(127)
+    );
+    assert_eq!(wait(client, id, "e2").await.exit_status, 127);
+    let listed = client
+        .list_processes(
+            ctx(),
+            &ListProcessesRequest {
+                container_id: id.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        listed.processes.iter().any(|p| p.command == "sleep 600"),
+        "{listed:?}"
+    );
+    client
+        .pause(
+            ctx(),
+            &PauseRequest {
+                container_id: id.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    client
+        .resume(
+            ctx(),
+            &ResumeRequest {
+                container_id: id.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let stats = client
+        .stats(
+            ctx(),
+            &StatsRequest {
+                container_id: id.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(stats.read_at_unix_nanos > 0);
+    client
+        .signal_process(
+            ctx(),
+            &SignalProcessRequest {
+                container_id: id.into(),
+                signal: 9,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let waited = wait(client, id, "").await;
+    assert_eq!((waited.exit_status, waited.signal), (137, 9));
+    remove(client, id).await;
+}
+
+/// (Needs the memory controller: lab only.) A 32 MiB limit exceeded is reported as an OOM kill.
+pub async fn oom_is_reported(client: &AgentClient, rootfs: &Rootfs) {
+    let mut spec = spec(
+        rootfs,
+        &["sh", "-c", "x=aaaaaaaa; while true; do x=$x$x; done"],
+        "",
+        "/",
+        &[],
+    );
+    let resources: oci_spec::runtime::LinuxResources =
+        serde_json::from_str(r#"{"memory":{"limit":33554432},"pids":{"limit":64}}"#).unwrap();
+    spec.linux_mut()
+        .as_mut()
+        .unwrap()
+        .set_resources(Some(resources));
+    let outcome = run(client, "oom", rootfs, &spec).await;
+    assert!(outcome.wait.oom_killed, "{outcome:?}");
+    assert_eq!(
+        (outcome.wait.exit_status, outcome.wait.signal),
+        (137, 9),
+        "{outcome:?}"
+    );
+}
