@@ -135,10 +135,16 @@ async fn exec(layout: &Layout, args: &ExecArgs) -> Result<i32, ExecFailure> {
         ..Default::default()
     };
     let session = container::connect(&containers, &cid).await?;
-    session.exec(&request).await.map_err(|err| ExecFailure {
+    let started = session.exec(&request).await.map_err(|err| ExecFailure {
         code: err.exit_code(),
         error: anyhow::anyhow!("{}", err.agent_message()),
     })?;
+    if let Some(failure) = started.failure {
+        return Err(ExecFailure {
+            code: failure.code,
+            error: anyhow::anyhow!("{}", failure.message),
+        });
+    }
     if args.detach {
         return Ok(0);
     }

@@ -111,6 +111,61 @@ impl From<&WaitProcessResponse> for ExitStatus {
     }
 }
 
+/// A command the agent could not execute: 127 (not found) or 126 (cannot be invoked), with
+/// Docker's wording, e.g. `exec: "nosuchcmd": executable file not found in $PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecFailure {
+    pub code: i32,
+    pub message: String,
+}
+
+/// What StartContainer or ExecProcess answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub pid: u32,
+    pub failure: Option<ExecFailure>,
+}
+
+/// Field 2 (`exec_failure`) of StartContainerResponse and ExecProcessResponse, added in protocol
+/// 1.1. Read from the wire form so that this works whether the generated type knows the field
+/// (then it is re-encoded) or not (then protobuf keeps it as an unknown field and re-encodes it).
+pub fn exec_failure_from_wire(response: &[u8]) -> Option<ExecFailure> {
+    use rvm_protocol::protobuf::rt::WireType;
+    use rvm_protocol::protobuf::CodedInputStream;
+    let mut input = CodedInputStream::from_bytes(response);
+    let mut failure = None;
+    while let Ok(Some(tag)) = input.read_raw_tag_or_eof() {
+        let wire_type = WireType::new(tag & 7)?;
+        if tag >> 3 == 2 && wire_type == WireType::LengthDelimited {
+            failure = Some(input.read_bytes().ok()?);
+        } else {
+            input.skip_field(wire_type).ok()?;
+        }
+    }
+    let bytes = failure?;
+    let mut inner = CodedInputStream::from_bytes(&bytes);
+    let mut parsed = ExecFailure {
+        code: 0,
+        message: String::new(),
+    };
+    while let Ok(Some(tag)) = inner.read_raw_tag_or_eof() {
+        match (tag >> 3, tag & 7) {
+            (1, 0) => parsed.code = inner.read_int32().ok()?,
+            (2, 2) => parsed.message = inner.read_string().ok()?,
+            (_, wire) => inner.skip_field(WireType::new(wire)?).ok()?,
+        }
+    }
+    (parsed.code != 0).then_some(parsed)
+}
+
+fn started_from(pid: u32, response: &impl rvm_protocol::protobuf::Message) -> Started {
+    let failure = response
+        .write_to_bytes()
+        .ok()
+        .and_then(|bytes| exec_failure_from_wire(&bytes));
+    Started { pid, failure }
+}
+
 /// A connected, version-checked agent.
 #[derive(Clone)]
 pub struct AgentSession {
@@ -177,8 +232,8 @@ impl AgentSession {
         Ok(())
     }
 
-    /// Starts the init process; returns its pid in the guest.
-    pub async fn start(&self, container_id: &str) -> Result<u32> {
+    /// Starts the init process: its pid in the guest, or why its command could not run.
+    pub async fn start(&self, container_id: &str) -> Result<Started> {
         let request = StartContainerRequest {
             container_id: container_id.to_owned(),
             ..Default::default()
@@ -188,17 +243,17 @@ impl AgentSession {
             .start_container(call_ctx(), &request)
             .await
             .map_err(|e| AgentError::rpc("StartContainer", e))?;
-        Ok(response.pid)
+        Ok(started_from(response.pid, &response))
     }
 
-    /// Starts an exec; returns its pid in the guest.
-    pub async fn exec(&self, request: &ExecProcessRequest) -> Result<u32> {
+    /// Starts an exec: its pid in the guest, or why its command could not run.
+    pub async fn exec(&self, request: &ExecProcessRequest) -> Result<Started> {
         let response = self
             .client
             .exec_process(call_ctx(), request)
             .await
             .map_err(|e| AgentError::rpc("ExecProcess", e))?;
-        Ok(response.pid)
+        Ok(started_from(response.pid, &response))
     }
 
     /// Waits (without deadline) for a process to end.
@@ -325,5 +380,72 @@ impl AgentSession {
             .await
             .map_err(|e| AgentError::rpc("Shutdown", e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rvm_protocol::agent::StartContainerResponse;
+    use rvm_protocol::protobuf::{CodedOutputStream, Message};
+
+    /// A StartContainerResponse as an agent speaking protocol 1.1 encodes it.
+    fn with_failure(pid: u32, code: i32, message: &str) -> Vec<u8> {
+        let mut inner = Vec::new();
+        {
+            let mut out = CodedOutputStream::vec(&mut inner);
+            out.write_int32(1, code).unwrap();
+            out.write_string(2, message).unwrap();
+            out.flush().unwrap();
+        }
+        let mut bytes = Vec::new();
+        {
+            let mut out = CodedOutputStream::vec(&mut bytes);
+            out.write_uint32(1, pid).unwrap();
+            out.write_bytes(2, &inner).unwrap();
+            out.flush().unwrap();
+        }
+        bytes
+    }
+
+    #[test]
+    fn exec_failure_survives_decoding_and_re_encoding() {
+        let wire = with_failure(7, 127, "exec: \"x\": executable file not found in $PATH");
+        let response = StartContainerResponse::parse_from_bytes(&wire).unwrap();
+        assert_eq!(response.pid, 7);
+        let started = started_from(response.pid, &response);
+        assert_eq!(
+            started.failure,
+            Some(ExecFailure {
+                code: 127,
+                message: "exec: \"x\": executable file not found in $PATH".into()
+            })
+        );
+    }
+
+    #[test]
+    fn plain_response_has_no_failure() {
+        let response = StartContainerResponse {
+            pid: 9,
+            ..Default::default()
+        };
+        assert_eq!(started_from(9, &response).failure, None);
+        assert_eq!(exec_failure_from_wire(&[0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn not_found_status_maps_to_127() {
+        let error = AgentError::Rpc {
+            call: "StartContainer",
+            code: Some(Code::NOT_FOUND),
+            message: "m".into(),
+        };
+        assert_eq!(error.exit_code(), EXIT_NOT_FOUND);
+        let error = AgentError::Rpc {
+            call: "StartContainer",
+            code: Some(Code::INTERNAL),
+            message: "m".into(),
+        };
+        assert_eq!(error.exit_code(), EXIT_RUNTIME_ERROR);
     }
 }

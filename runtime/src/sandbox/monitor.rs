@@ -20,7 +20,7 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use super::agent::{AgentError, AgentSession, ExitStatus, EXIT_RUNTIME_ERROR};
+use super::agent::{AgentError, AgentSession, ExitStatus, Started, EXIT_RUNTIME_ERROR};
 use super::artifacts::{self, ArtifactError};
 use super::attach::{self, Frame};
 use super::config::{ContainerConfig, SCRATCH_SERIAL};
@@ -137,7 +137,18 @@ pub async fn run(
         }
     };
     let guest_pid = match session.start(id).await {
-        Ok(pid) => pid,
+        Ok(Started {
+            failure: Some(failure),
+            ..
+        }) => {
+            let failure = StartFailure {
+                code: failure.code,
+                message: failure.message,
+            };
+            shutdown_vm(&session, &mut vmm).await;
+            return finish_failed(containers, &config, failure, outbox, Some(vmm), writer).await;
+        }
+        Ok(started) => started.pid,
         Err(error) => {
             let failure = StartFailure::agent(&error);
             shutdown_vm(&session, &mut vmm).await;

@@ -18,9 +18,6 @@ use crate::image::ImageConfig;
 
 /// The PATH Docker gives a container whose image sets none.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Annotation carrying `-u`/`USER` when it names a user or group rather than numbers: the agent
-/// resolves it in the container's `/etc/passwd` and `/etc/group`.
-pub const USER_ANNOTATION: &str = "io.rvm.user";
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SpecError {
@@ -114,7 +111,6 @@ pub fn parse_user(text: &str) -> Result<SpecUser, SpecError> {
         return Err(bad());
     }
     match (user.parse::<u32>(), group.map(str::parse::<u32>)) {
-        (Ok(uid), None) => Ok(SpecUser::Ids { uid, gid: 0 }),
         (Ok(uid), Some(Ok(gid))) => Ok(SpecUser::Ids { uid, gid }),
         _ if text.contains(char::is_whitespace) => Err(bad()),
         _ => Ok(SpecUser::Named(text.to_owned())),
@@ -271,8 +267,7 @@ pub fn build_process(
         .rlimits(vec![rlimit])
         .no_new_privileges(false);
     if let SpecUser::Named(name) = user {
-        // Carried in the Windows-only username field too, so the Process object alone (exec)
-        // is enough for the agent.
+        // The username field is Windows-only in the OCI spec; rvm's agent reads it on Linux.
         builder = builder.user(
             UserBuilder::default()
                 .username(name.clone())
@@ -352,10 +347,7 @@ pub fn build_spec(image: &ImageConfig, run: &RunSpec) -> Result<Spec, SpecError>
         .build()
         .map_err(build_err)?;
 
-    let mut annotations = HashMap::new();
-    if let SpecUser::Named(name) = &user {
-        annotations.insert(USER_ANNOTATION.to_owned(), name.clone());
-    }
+    let annotations: HashMap<String, String> = HashMap::new();
     SpecBuilder::default()
         .version("1.0.2")
         .root(
@@ -467,7 +459,8 @@ mod tests {
 
     #[test]
     fn users_numeric_and_named() {
-        assert_eq!(parse_user("0"), Ok(SpecUser::Ids { uid: 0, gid: 0 }));
+        assert_eq!(parse_user("0"), Ok(SpecUser::Named("0".into())));
+        assert_eq!(parse_user("0:0"), Ok(SpecUser::Ids { uid: 0, gid: 0 }));
         assert_eq!(
             parse_user("1000:100"),
             Ok(SpecUser::Ids {
@@ -500,10 +493,7 @@ mod tests {
         assert_eq!(process.cwd().to_str(), Some("/srv"));
         assert_eq!(spec.hostname().as_deref(), Some("h"));
         assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
-        assert_eq!(
-            spec.annotations().as_ref().unwrap().get(USER_ANNOTATION),
-            Some(&"nobody".to_owned())
-        );
+        assert_eq!(process.user().username().as_deref(), Some("nobody"));
         let resources = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
         assert_eq!(resources.memory().as_ref().unwrap().limit(), Some(64 << 20));
         assert_eq!(resources.cpu().as_ref().unwrap().quota(), Some(150_000));
