@@ -32,6 +32,16 @@ impl Layout {
         }
     }
 
+    /// The layout of a root given as a plain path: the default root keeps the system runtime
+    /// directory (`/run/rvm`), any other root holds its own (`<root>/run`).
+    pub fn for_root(root: &Path) -> Self {
+        if root == Path::new(DEFAULT_ROOT) {
+            Self::new(None)
+        } else {
+            Self::new(Some(root.to_owned()))
+        }
+    }
+
     /// The state root (images, layers, containers, volumes).
     pub fn root(&self) -> &Path {
         &self.root
@@ -109,6 +119,15 @@ mod tests {
         assert_eq!(
             layout.vsock_path("abc"),
             PathBuf::from("/tmp/x/run/abc/vsock.sock")
+        );
+    }
+
+    #[test]
+    fn default_root_as_a_path_keeps_the_system_run_directory() {
+        assert_eq!(Layout::for_root(Path::new(DEFAULT_ROOT)), Layout::new(None));
+        assert_eq!(
+            Layout::for_root(Path::new("/tmp/r")).run(),
+            Path::new("/tmp/r/run")
         );
     }
 
