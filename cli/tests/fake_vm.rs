@@ -284,11 +284,57 @@ fn detached_container_lifecycle() {
     assert!(ps.contains("Exited (143)"), "{ps}");
     assert!(!text(&env.rvm(&["ps"]).stdout).contains(&id[..12]));
 
+    // start boots it again (same ID, same scratch disk); kill -s signals it.
+    let start = env.rvm(&["start", "x"]);
+    assert_eq!(code(&start), 0, "{}", text(&start.stderr));
+    assert!(text(&env.rvm(&["ps"]).stdout).contains(&id[..12]));
+    let kill = env.rvm(&["kill", "-s", "USR1", "x"]);
+    assert_eq!(code(&kill), 0, "{}", text(&kill.stderr));
+    let deadline = Instant::now() + DEADLINE;
+    while env.inspect("x")["State"]["Status"] != "exited" {
+        assert!(Instant::now() < deadline, "USR1 did not end the container");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SIGUSR1 (10) ends sleep: 128 + 10.
+    assert_eq!(env.inspect("x")["State"]["ExitCode"], 138);
+    // logs -f of a stopped container prints everything and returns.
+    let follow = env.rvm(&["logs", "-f", "x"]);
+    assert_eq!(text(&follow.stdout), "started\nstarted\n");
+
     let rm = env.rvm(&["rm", "x"]);
     assert_eq!(code(&rm), 0, "{}", text(&rm.stderr));
     assert!(env.containers().is_empty());
     assert!(!pid_alive(vmm_pid) && !pid_alive(monitor_pid));
     assert!(!env.root.join("run").join(&id).exists());
+}
+
+#[test]
+fn named_volume_is_created_attached_and_kept() {
+    let Some(env) = setup() else { return };
+    let output = env.rvm(&["run", "--rm", "-v", "data:/data:ro", "busybox", "true"]);
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    let volume = env.root.join("volumes/data.ext4");
+    assert!(volume.is_file());
+    let output = env.rvm(&[
+        "run",
+        "-d",
+        "--name",
+        "v",
+        "-v",
+        "data:/data",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    let mounts = env.inspect("v")["Mounts"].clone();
+    assert_eq!(mounts[0]["Name"], "data");
+    assert_eq!(mounts[0]["Destination"], "/data");
+    assert_eq!(mounts[0]["RW"], true);
+    let rm = env.rvm(&["rm", "-f", "v"]);
+    assert_eq!(code(&rm), 0, "{}", text(&rm.stderr));
+    assert!(volume.is_file(), "a volume outlives its containers");
+    assert!(env.containers().is_empty());
 }
 
 #[test]
