@@ -14,7 +14,8 @@ use rvm_runtime::sandbox::state::Status;
 use rvm_runtime::sandbox::{env, id};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{container, report, terminal, EXIT_FAILED};
+use super::common::{self, report, EXIT_FAILED};
+use super::{container, terminal};
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
@@ -58,8 +59,8 @@ impl<E: Into<anyhow::Error>> From<E> for ExecFailure {
 }
 
 pub fn main(layout: &Layout, args: ExecArgs) -> i32 {
-    super::init_tracing();
-    let runtime = match super::runtime() {
+    common::init_tracing();
+    let runtime = match common::runtime() {
         Ok(runtime) => runtime,
         Err(err) => return report(&err, EXIT_RUNTIME_ERROR),
     };

@@ -6,7 +6,8 @@ use clap::Args;
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::state::Status;
 
-use super::{container, report, EXIT_FAILED};
+use super::common::{self, report, EXIT_FAILED};
+use super::container;
 
 #[derive(Debug, Args)]
 pub struct KillArgs {
@@ -22,7 +23,7 @@ pub fn main(layout: &Layout, args: KillArgs) -> i32 {
         Ok(signal) => signal,
         Err(err) => return report(&err, EXIT_FAILED),
     };
-    let runtime = match super::runtime() {
+    let runtime = match common::runtime() {
         Ok(runtime) => runtime,
         Err(err) => return report(&err, EXIT_FAILED),
     };

@@ -11,7 +11,8 @@ use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::log::{self, Stream};
 use rvm_runtime::sandbox::state::Status;
 
-use super::{container, report, EXIT_FAILED};
+use super::common::{report, EXIT_FAILED};
+use super::container;
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {

@@ -11,7 +11,8 @@ use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::monitor;
 use tokio::net::UnixStream;
 
-use super::{container, report, EXIT_RVM_ERROR};
+use super::common::{self, report, EXIT_RVM_ERROR};
+use super::container;
 
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
@@ -26,7 +27,7 @@ pub struct MonitorArgs {
 pub fn main(layout: &Layout, args: MonitorArgs) -> i32 {
     // A new session: the caller's terminal signals (^C, hang-up) are not ours.
     let _ = rustix::process::setsid();
-    super::init_tracing_for_monitor();
+    common::init_tracing_for_monitor();
     match run(layout, &args) {
         Ok(code) => code,
         Err(err) => {
@@ -55,7 +56,7 @@ fn take_attach_socket() -> Result<StdUnixStream> {
 fn run(layout: &Layout, args: &MonitorArgs) -> Result<i32> {
     let containers = container::open(layout)?;
     let attach = args.attach.then(take_attach_socket).transpose()?;
-    let runtime = super::runtime()?;
+    let runtime = common::runtime()?;
     let result = runtime.block_on(async {
         let attach = attach
             .map(UnixStream::from_std)

@@ -7,7 +7,8 @@ use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::state::{Container, Status};
 use rvm_runtime::sandbox::time;
 
-use super::{container, report, EXIT_FAILED};
+use super::common::{report, EXIT_FAILED};
+use super::container;
 
 #[derive(Debug, Args)]
 pub struct PsArgs {

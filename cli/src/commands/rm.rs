@@ -8,9 +8,9 @@ use clap::Args;
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::state::{StateError, Status};
 
+use super::common::{report, EXIT_FAILED};
 use super::container::{self, MONITOR_EXIT_TIMEOUT};
 use super::stop::{force_end, kill_vmm};
-use super::{report, EXIT_FAILED};
 
 #[derive(Debug, Args)]
 pub struct RmArgs {

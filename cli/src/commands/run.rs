@@ -21,8 +21,9 @@ use tokio::net::UnixStream;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Mutex;
 
+use super::common::{self, report, EXIT_RVM_ERROR};
 use super::container::{self, Started};
-use super::{report, terminal, EXIT_RVM_ERROR};
+use super::terminal;
 
 #[derive(Debug, Args)]
 #[command(disable_help_flag = true)]
@@ -90,7 +91,7 @@ pub struct RunArgs {
 
 /// Runs `rvm run`; returns the exit code.
 pub fn main(layout: &Layout, args: RunArgs) -> i32 {
-    super::init_tracing();
+    common::init_tracing();
     match run(layout, args) {
         Ok(code) => code,
         Err(err) => report(&err, EXIT_RVM_ERROR),
@@ -180,7 +181,7 @@ fn run(layout: &Layout, args: RunArgs) -> Result<i32> {
     container::spawn_monitor(&containers, &config.id, Some(theirs))?;
     ours.set_nonblocking(true)
         .context("cannot set up the attach socket")?;
-    let runtime = super::runtime()?;
+    let runtime = common::runtime()?;
     let result = runtime.block_on(attach(&containers, &config.id, ours, &args));
     // The stdin reader may be blocked in read(2): do not wait for it.
     runtime.shutdown_background();

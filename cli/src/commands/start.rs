@@ -5,8 +5,8 @@ use clap::Args;
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::state::Status;
 
+use super::common::{report, EXIT_FAILED};
 use super::container::{self, Started};
-use super::{report, EXIT_FAILED};
 
 #[derive(Debug, Args)]
 pub struct StartArgs {

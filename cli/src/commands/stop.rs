@@ -9,8 +9,8 @@ use rustix::process::Signal;
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::state::{Containers, Status};
 
+use super::common::{self, report, EXIT_FAILED};
 use super::container::{self, MONITOR_EXIT_TIMEOUT};
-use super::{report, EXIT_FAILED};
 
 /// Docker's default grace period.
 pub const DEFAULT_GRACE_SECONDS: u64 = 10;
@@ -29,7 +29,7 @@ pub struct StopArgs {
 }
 
 pub fn main(layout: &Layout, args: StopArgs) -> i32 {
-    let runtime = match super::runtime() {
+    let runtime = match common::runtime() {
         Ok(runtime) => runtime,
         Err(err) => return report(&err, EXIT_FAILED),
     };
