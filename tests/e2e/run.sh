@@ -15,6 +15,7 @@
 #     `rm x` leaves no process, socket or file behind;
 #   - `kill -9` of a container's VMM: `ps -a` shows it exited, `rm` cleans up;
 #   - `--memory 64m` and a 200 MB allocation: OOM-killed, exit 137.
+# ls without -A: the store's lock file (.lock) stays in containers/.
 # Needs a /dev/kvm that boots Linux (the lab's). Binaries: RVM_BIN (else target/release/rvm, else
 # target/debug/rvm) with rvm-vmm beside it; guest artifacts in RVM_GUEST_DIR (else
 # target/rvm-guest). Exit status 0 when every check passed; 1 naming each failure otherwise.
@@ -97,7 +98,7 @@ say "loaded $image into $root"
 # --- attached runs ----------------------------------------------------------------------------
 r run --rm busybox echo hello
 check "run --rm busybox echo hello prints hello, exit 0" test "$status" -eq 0 -a "$out" = hello
-[ -z "$(ls -A "$root/containers" 2>/dev/null)" ]
+[ -z "$(ls "$root/containers" 2>/dev/null)" ]
 check "--rm leaves no container behind" test $? -eq 0
 
 r run --rm busybox sh -c 'exit 3'
@@ -168,7 +169,7 @@ if [ -n "$vmm_pid" ]; then
 fi
 check "kill -9 of the VMM: ps -a shows the container exited" eval '[[ "$out" == *Exited*victim* ]]'
 r rm victim
-check "rm of the killed container" test "$status" -eq 0 -a -z "$(ls -A "$root/containers" 2>/dev/null)"
+check "rm of the killed container" test "$status" -eq 0 -a -z "$(ls "$root/containers" 2>/dev/null)"
 
 # --- memory limit ---------------------------------------------------------------------------------
 r run --rm --memory 64m busybox sh -c 'dd if=/dev/zero of=/dev/null bs=200M count=1'
