@@ -3,6 +3,7 @@
 mod commands;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rvm_runtime::host::KvmKind;
@@ -15,9 +16,9 @@ use rvm_runtime::sandbox::layout::Layout;
     about = "Run containers, each in its own microVM"
 )]
 struct Cli {
-    /// State directory (images, layers, containers; sockets under DIR/run) [default: /var/lib/rvm]
-    #[arg(long, global = true, env = "RVM_ROOT", value_name = "DIR")]
-    root: Option<PathBuf>,
+    /// Where rvm keeps images, layer disks and containers (sockets under DIR/run unless default).
+    #[arg(long, env = "RVM_ROOT", default_value = "/var/lib/rvm", global = true)]
+    root: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,47 +49,89 @@ enum Command {
     Rm(commands::rm::RmArgs),
     /// Return low-level information on containers.
     Inspect(commands::inspect::InspectArgs),
+    /// Download an image from a registry.
+    Pull(commands::pull::Args),
+    /// Load an image from a docker-archive or OCI archive.
+    Load(commands::load::Args),
+    /// List images.
+    Images(commands::images::Args),
+    /// Remove one or more images.
+    Rmi(commands::rmi::Args),
+    /// Manage rvm itself.
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
     /// The per-container monitor (started by `rvm run` and `rvm start`).
     #[command(name = "container-monitor", hide = true)]
     ContainerMonitor(commands::monitor::MonitorArgs),
 }
 
-fn main() {
+#[derive(Debug, Subcommand)]
+enum SystemCommand {
+    /// Remove unused image content.
+    Prune(commands::prune::Args),
+}
+
+/// A container command's exit code (the container's own, 125, 126, 127, 1...).
+fn code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(commands::EXIT_RVM_ERROR))
+}
+
+fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
             // Docker's exit code for a bad command line is 125; help and version are not errors.
-            let code = if err.use_stderr() { 125 } else { 0 };
             let _ = err.print();
-            std::process::exit(code);
+            return if err.use_stderr() {
+                ExitCode::from(commands::EXIT_RVM_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
-    let layout = Layout::new(cli.root);
-    let code = match cli.command {
+    let layout = Layout::for_root(&cli.root);
+    // The monitor logs at info level to its own file; it sets up tracing itself.
+    if !matches!(cli.command, Command::ContainerMonitor(_)) {
+        commands::common::init_tracing();
+    }
+    let result = match cli.command {
         Command::Version => {
             println!("rvm {}", env!("CARGO_PKG_VERSION"));
-            0
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Check => match KvmKind::detect().limitation() {
-            None => {
-                println!("rvm: this host has hardware KVM; microVMs run directly");
-                0
-            }
-            Some(why) => {
-                eprintln!("rvm: {why}");
-                125
-            }
-        },
-        Command::Run(args) => commands::run::main(&layout, args),
-        Command::Ps(args) => commands::ps::main(&layout, args),
-        Command::Logs(args) => commands::logs::main(&layout, args),
-        Command::Exec(args) => commands::exec::main(&layout, args),
-        Command::Start(args) => commands::start::main(&layout, args),
-        Command::Stop(args) => commands::stop::main(&layout, args),
-        Command::Kill(args) => commands::kill::main(&layout, args),
-        Command::Rm(args) => commands::rm::main(&layout, args),
-        Command::Inspect(args) => commands::inspect::main(&layout, args),
-        Command::ContainerMonitor(args) => commands::monitor::main(&layout, args),
+        Command::Check => Ok(check()),
+        Command::Run(args) => Ok(code(commands::run::main(&layout, args))),
+        Command::Ps(args) => Ok(code(commands::ps::main(&layout, args))),
+        Command::Logs(args) => Ok(code(commands::logs::main(&layout, args))),
+        Command::Exec(args) => Ok(code(commands::exec::main(&layout, args))),
+        Command::Start(args) => Ok(code(commands::start::main(&layout, args))),
+        Command::Stop(args) => Ok(code(commands::stop::main(&layout, args))),
+        Command::Kill(args) => Ok(code(commands::kill::main(&layout, args))),
+        Command::Rm(args) => Ok(code(commands::rm::main(&layout, args))),
+        Command::Inspect(args) => Ok(code(commands::inspect::main(&layout, args))),
+        Command::ContainerMonitor(args) => Ok(code(commands::monitor::main(&layout, args))),
+        Command::Pull(args) => commands::pull::run(&cli.root, args),
+        Command::Load(args) => commands::load::run(&cli.root, args),
+        Command::Images(args) => commands::images::run(&cli.root, args),
+        Command::Rmi(args) => commands::rmi::run(&cli.root, args),
+        Command::System {
+            command: SystemCommand::Prune(args),
+        } => commands::prune::run(&cli.root, args),
     };
-    std::process::exit(code);
+    result.unwrap_or_else(|err| commands::fail(&err))
+}
+
+fn check() -> ExitCode {
+    match KvmKind::detect().limitation() {
+        None => {
+            println!("rvm: this host has hardware KVM; microVMs run directly");
+            ExitCode::SUCCESS
+        }
+        Some(why) => {
+            eprintln!("rvm: {why}");
+            ExitCode::from(commands::EXIT_RVM_ERROR)
+        }
+    }
 }

@@ -9,6 +9,7 @@ use clap::Parser;
 use linux_loader::cmdline::Cmdline;
 
 use crate::arch::x86_64::layout::CMDLINE_MAX_SIZE;
+use crate::devices::virtio::block::{DiskError, DiskImage};
 
 /// Fewest MiB of guest RAM we boot.
 pub const MIN_MEMORY_MIB: u64 = 32;
@@ -73,6 +74,9 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
+    /// A disk image cannot be used.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
     /// A device flag that the VMM parses but cannot provide yet.
     #[error("{0}: not supported yet (virtio devices come later)")]
     NotSupportedYet(&'static str),
@@ -87,32 +91,55 @@ pub enum KernelFormat {
     BzImage,
 }
 
-/// `--disk PATH[,ro]`.
+/// Longest virtio-blk serial (the device ID string is 20 bytes).
+pub const MAX_DISK_SERIAL: usize = 20;
+
+/// `--disk PATH[,ro][,serial=ID]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskSpec {
     /// Backing file.
     pub path: PathBuf,
     /// Read-only.
     pub read_only: bool,
+    /// The ID the guest reads from the device (`/sys/block/vdX/serial`), if any.
+    pub serial: Option<String>,
 }
 
 impl FromStr for DiskSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let (path, read_only) = match s.rsplit_once(',') {
-            Some((path, "ro")) => (path, true),
-            Some((_, option)) => return Err(format!("unknown disk option {option:?}")),
-            None => (s, false),
-        };
+        let mut parts = s.split(',');
+        let path = parts.next().unwrap_or_default();
         if path.is_empty() {
             return Err("empty disk path".into());
         }
-        Ok(DiskSpec {
+        let mut spec = DiskSpec {
             path: path.into(),
-            read_only,
-        })
+            read_only: false,
+            serial: None,
+        };
+        for option in parts {
+            match option.split_once('=') {
+                None if option == "ro" => spec.read_only = true,
+                Some(("serial", id)) => spec.serial = Some(parse_serial(id)?),
+                _ => return Err(format!("unknown disk option {option:?} (ro, serial=ID)")),
+            }
+        }
+        Ok(spec)
     }
+}
+
+fn parse_serial(id: &str) -> Result<String, String> {
+    if id.is_empty() || id.len() > MAX_DISK_SERIAL {
+        return Err(format!("serial {id:?}: 1 to {MAX_DISK_SERIAL} bytes"));
+    }
+    if !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "serial {id:?}: printable ASCII without spaces only"
+        ));
+    }
+    Ok(id.to_string())
 }
 
 /// `--net tap=NAME[,mac=MAC]`.
@@ -228,8 +255,9 @@ pub struct Args {
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub vcpus: u32,
-    /// Block device backed by PATH; `,ro` makes it read-only. Repeatable.
-    #[arg(long = "disk", value_name = "PATH[,ro]")]
+    /// Block device backed by PATH; `,ro` makes it read-only, `,serial=ID` gives it the ID
+    /// the guest finds it by. Repeatable.
+    #[arg(long = "disk", value_name = "PATH[,ro][,serial=ID]")]
     pub disks: Vec<DiskSpec>,
     /// Network device on a TAP interface.
     #[arg(long, value_name = "tap=NAME[,mac=MAC]")]
@@ -276,6 +304,10 @@ pub struct VmConfig {
     pub console: ConsoleConfig,
     /// Use the PVH entry point when the kernel has one.
     pub pvh: bool,
+    /// Disk images, opened, in the order given.
+    pub disks: Vec<DiskImage>,
+    /// The network card, if any (its TAP is opened when the device is created).
+    pub net: Option<NetSpec>,
 }
 
 impl VmConfig {
@@ -295,6 +327,11 @@ pub fn validate(args: &Args, host_mib: u64) -> Result<VmConfig, ConfigError> {
     let vcpus = check_vcpus(args.vcpus)?;
     let cmdline = parse_cmdline(&args.cmdline)?;
     check_devices(args)?;
+    let disks = args
+        .disks
+        .iter()
+        .map(DiskImage::open)
+        .collect::<Result<_, _>>()?;
     Ok(VmConfig {
         kernel: args.kernel.clone(),
         kernel_format,
@@ -307,6 +344,8 @@ pub fn validate(args: &Args, host_mib: u64) -> Result<VmConfig, ConfigError> {
             log: args.console_log.clone(),
         },
         pvh: !args.no_pvh,
+        disks,
+        net: args.net.clone(),
     })
 }
 
@@ -391,12 +430,6 @@ pub fn parse_cmdline(s: &str) -> Result<Cmdline, ConfigError> {
 }
 
 fn check_devices(args: &Args) -> Result<(), ConfigError> {
-    if !args.disks.is_empty() {
-        return Err(ConfigError::NotSupportedYet("--disk"));
-    }
-    if args.net.is_some() {
-        return Err(ConfigError::NotSupportedYet("--net"));
-    }
     if args.vsock.is_some() {
         return Err(ConfigError::NotSupportedYet("--vsock"));
     }
@@ -439,7 +472,7 @@ mod tests {
             "--disk",
             "/a.img,ro",
             "--disk",
-            "/b.img",
+            "/b.img,serial=layer-0",
             "--net",
             "tap=tap0,mac=02:00:00:00:00:0a",
             "--vsock",
@@ -447,6 +480,7 @@ mod tests {
         ]);
         assert_eq!(a.disks.len(), 2);
         assert!(a.disks[0].read_only && !a.disks[1].read_only);
+        assert_eq!(a.disks[1].serial.as_deref(), Some("layer-0"));
         let net = a.net.unwrap();
         assert_eq!(net.mac, Some([2, 0, 0, 0, 0, 0xa]));
         assert_eq!(a.vsock.unwrap().cid, 3);
@@ -456,6 +490,9 @@ mod tests {
     fn bad_device_flags_are_rejected() {
         for bad in [
             ["--disk", "/a.img,rw"],
+            ["--disk", "/a.img,serial=123456789012345678901"],
+            ["--disk", "/a.img,serial=a b"],
+            ["--disk", ",ro"],
             ["--net", "mac=02:00:00:00:00:01"],
             ["--net", "tap=t,mac=zz"],
             ["--vsock", "cid=2,uds=/x"],

@@ -1,6 +1,7 @@
 //! The crate's top-level error and the exit status each kind of failure maps to.
 
 use crate::config::ConfigError;
+use crate::device_manager::DeviceError;
 use crate::loader::LoadError;
 use crate::machine::MachineError;
 
@@ -18,6 +19,9 @@ pub enum Error {
     /// The boot files could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// A device could not be created.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     /// Building or running the VM failed.
     #[error(transparent)]
     Machine(#[from] MachineError),
@@ -30,7 +34,8 @@ impl Error {
             Error::Config(_) => EXIT_BAD_INPUT,
             Error::Load(LoadError::BootParams(_)) => EXIT_FAILURE,
             Error::Load(_) => EXIT_BAD_INPUT,
-            Error::Machine(_) => EXIT_FAILURE,
+            Error::Device(DeviceError::Tap(_)) => EXIT_BAD_INPUT,
+            Error::Device(_) | Error::Machine(_) => EXIT_FAILURE,
         }
     }
 }

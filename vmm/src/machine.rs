@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::arch::x86_64::{self, cpuid::VcpuTopology, ArchError, BootEntry};
+use crate::arch::x86_64::{self, cpuid::VcpuTopology, layout, ArchError, BootEntry};
 use crate::config::{ConfigError, ConsoleConfig};
 use crate::devices::legacy::serial::{self, ConsoleOutput, SerialDevice};
+use crate::devices::virtio::mmio::{self, MmioError, MmioTransport};
+use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::devices::Devices;
 use crate::event_loop::{EventLoop, EventLoopError, StopSignals, Token};
 use crate::loader::{self, BootFiles, LoadError};
@@ -52,6 +54,15 @@ pub enum MachineError {
     /// A vCPU thread did not stop in time.
     #[error("vCPU threads did not stop within {0:?}")]
     Stuck(Duration),
+    /// A virtio transport could not be set up.
+    #[error(transparent)]
+    Mmio(#[from] MmioError),
+    /// No IOAPIC pin is left for another virtio device.
+    #[error(
+        "too many devices: at most {} virtio devices fit",
+        layout::MMIO_MAX_DEVICES
+    )]
+    TooManyDevices,
     /// Every vCPU thread ended without a reason.
     #[error("vCPU {0} stopped without the VMM asking")]
     StoppedUnasked(u8),
@@ -135,8 +146,17 @@ pub struct Machine {
     vm: Vm,
     mem: GuestMemoryMmap,
     vcpu_count: u8,
-    devices: Arc<Devices>,
+    devices: Devices,
     kernel_panic: Arc<AtomicBool>,
+}
+
+/// Where a virtio-mmio device sits, for the guest's command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioSlot {
+    /// Base address of its register window.
+    pub base: u64,
+    /// Its interrupt line.
+    pub irq: u32,
 }
 
 impl Machine {
@@ -152,7 +172,7 @@ impl Machine {
         let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(MachineError::EventFd)?;
         vm.register_irq(&serial_irq, serial::COM1_IRQ)?;
         let kernel_panic = console.panic_flag();
-        let devices = Arc::new(Devices::new(SerialDevice::new(serial_irq, console)));
+        let devices = Devices::new(SerialDevice::new(serial_irq, console));
         Ok(Machine {
             vm,
             mem,
@@ -165,6 +185,47 @@ impl Machine {
     /// Guest memory.
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.mem
+    }
+
+    /// Adds a virtio device behind the next virtio-mmio window, with its interrupt (an irqfd)
+    /// and one ioeventfd per queue on the window's QueueNotify register.
+    pub fn add_virtio_device(
+        &mut self,
+        device: Box<dyn VirtioDevice>,
+    ) -> Result<MmioSlot, MachineError> {
+        let index =
+            u32::try_from(self.devices.virtio_count()).map_err(|_| MachineError::TooManyDevices)?;
+        if index >= layout::MMIO_MAX_DEVICES {
+            return Err(MachineError::TooManyDevices);
+        }
+        let slot = MmioSlot {
+            base: layout::mmio_device_addr(index),
+            irq: layout::mmio_device_irq(index),
+        };
+        let irqfd = EventFd::new(EFD_NONBLOCK).map_err(MachineError::EventFd)?;
+        self.vm.register_irq(&irqfd, slot.irq)?;
+        let mut notifiers = Vec::new();
+        for queue in 0..device.queue_max_sizes().len() {
+            let notifier = EventFd::new(EFD_NONBLOCK).map_err(MachineError::EventFd)?;
+            let queue = u32::try_from(queue).map_err(|_| MachineError::TooManyDevices)?;
+            self.vm
+                .register_mmio_notifier(&notifier, slot.base + mmio::QUEUE_NOTIFY, queue)?;
+            notifiers.push(notifier);
+        }
+        tracing::debug!(
+            "virtio {} at {:#x}, IRQ {}",
+            device.name(),
+            slot.base,
+            slot.irq
+        );
+        let transport = MmioTransport::new(
+            device,
+            self.mem.clone(),
+            Arc::new(Interrupt::new(irqfd)),
+            notifiers,
+        )?;
+        self.devices.add_virtio(transport);
+        Ok(slot)
     }
 
     /// Loads a kernel with its initrd and command line.
@@ -193,8 +254,9 @@ impl Machine {
             event_loop.add(request.as_raw_fd(), Token::StopRequest)?;
         }
         let (reports_tx, reports) = mpsc::channel();
+        let devices = Arc::new(self.devices);
         let shared = VcpuShared {
-            devices: Arc::clone(&self.devices),
+            devices: Arc::clone(&devices),
             stop: Arc::new(AtomicBool::new(false)),
             reports: reports_tx,
             report_event: Arc::clone(&report_event),

@@ -62,13 +62,15 @@ fn run(args: &Args) -> anyhow::Result<RunOutcome> {
     let host_mib = config::host_memory_mib().context("reading /proc/meminfo")?;
     let config = config::validate(args, host_mib).map_err(rvm_vmm::Error::from)?;
     let console = machine::open_console(&config.console).map_err(rvm_vmm::Error::from)?;
-    let machine =
+    let mut machine =
         Machine::new(config.memory_bytes(), config.vcpus, console).map_err(rvm_vmm::Error::from)?;
+    let cmdline = rvm_vmm::device_manager::add_devices(&mut machine, &config)
+        .map_err(rvm_vmm::Error::from)?;
     let files = BootFiles {
         kernel: &config.kernel,
         format: config.kernel_format,
         initrd: config.initrd.as_deref(),
-        cmdline: &config.cmdline,
+        cmdline: &cmdline,
         pvh: config.pvh,
     };
     let entry = machine

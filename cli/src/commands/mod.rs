@@ -4,13 +4,48 @@
 pub mod common;
 pub mod container;
 pub mod exec;
+pub mod human;
+pub mod images;
 pub mod inspect;
 pub mod kill;
+pub mod load;
 pub mod logs;
 pub mod monitor;
+pub mod progress;
+pub mod prune;
 pub mod ps;
+pub mod pull;
 pub mod rm;
+pub mod rmi;
 pub mod run;
 pub mod start;
 pub mod stop;
 pub mod terminal;
+
+use std::process::ExitCode;
+
+/// Docker's exit status for an error of the engine itself (not of the container).
+pub const EXIT_RVM_ERROR: u8 = 125;
+
+/// Prints `err` the way Docker prints an engine error and returns exit status 125.
+pub fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("rvm: Error response from daemon: {}", message(err));
+    ExitCode::from(EXIT_RVM_ERROR)
+}
+
+/// The error and its causes on one line, `a: b: c`, skipping a cause whose text the message
+/// already carries (our library errors include their source in their own message).
+pub fn message(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}

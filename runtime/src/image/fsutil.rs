@@ -19,6 +19,57 @@ pub(crate) fn temp_name(suffix: &str) -> String {
     format!(".tmp-{}-{n}-{nanos}{suffix}", std::process::id())
 }
 
+/// Removes `.tmp-<pid>-...` entries of `dir` whose process no longer runs; returns how many
+/// and how many bytes their files held.
+pub(crate) fn sweep_dead_temp(dir: &Path) -> io::Result<(usize, u64)> {
+    let mut removed = 0;
+    let mut bytes = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_owner) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let size = tree_size(&path);
+        let result = if entry.file_type()?.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        match result {
+            Ok(()) => {
+                removed += 1;
+                bytes += size;
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok((removed, bytes))
+}
+
+/// Bytes held by the files under `path` (symlinks not followed); unreadable parts count 0.
+fn tree_size(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| tree_size(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+/// The pid in a name made by [`temp_name`].
+fn temp_owner(name: &str) -> Option<u32> {
+    name.strip_prefix(".tmp-")?.split('-').next()?.parse().ok()
+}
+
 /// Creates a new file that must not exist yet, readable by everyone.
 pub(crate) fn create_new(path: &Path) -> io::Result<File> {
     OpenOptions::new()

@@ -230,6 +230,8 @@ pub struct ImageConfig {
     pub volumes: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub stop_signal: Option<String>,
+    /// When the image was built (RFC 3339), if the config says.
+    pub created: Option<String>,
     /// Digests of the uncompressed layers, bottom first.
     pub diff_ids: Vec<Digest>,
 }
@@ -257,6 +259,7 @@ impl ImageConfig {
         let mut image = Self {
             os: config.os().to_string(),
             architecture: config.architecture().to_string(),
+            created: config.created().clone(),
             diff_ids,
             ..Self::default()
         };

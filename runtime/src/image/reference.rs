@@ -134,6 +134,11 @@ impl Reference {
 
     /// The short form Docker prints: `busybox:latest` for `docker.io/library/busybox:latest`.
     pub fn familiar(&self) -> String {
+        self.append_tag_and_digest(self.familiar_name())
+    }
+
+    /// The short repository name Docker prints: `busybox` for `docker.io/library/busybox`.
+    pub fn familiar_name(&self) -> String {
         let mut name = self.name();
         if self.domain == DEFAULT_DOMAIN {
             name = self.path.clone();
@@ -143,7 +148,7 @@ impl Reference {
                 }
             }
         }
-        self.append_tag_and_digest(name)
+        name
     }
 
     fn append_tag_and_digest(&self, mut text: String) -> String {

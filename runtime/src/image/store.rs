@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read};
+use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{flock, FlockOperation};
@@ -227,6 +227,49 @@ impl Store {
         Ok(true)
     }
 
+    /// Removes temporary files and staging directories left by rvm processes that no longer
+    /// run (a pull or load killed half-way). Returns how many entries were removed and the
+    /// bytes they held.
+    pub fn sweep_temp(&self) -> Result<(usize, u64)> {
+        let (mut removed, mut bytes) = (0, 0);
+        for dir in [self.tmp_dir(), self.blobs_dir(), self.layers_dir()] {
+            let (count, size) =
+                fsutil::sweep_dead_temp(&dir).map_err(io_err("sweep temporary files in", &dir))?;
+            removed += count;
+            bytes += size;
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed temporary files of interrupted rvm processes"
+            );
+        }
+        Ok((removed, bytes))
+    }
+
+    /// Shared lock held while content is committed but not yet named (a pull or load between
+    /// moving blobs in and tagging); garbage collection takes it exclusively.
+    pub fn lock_shared(&self) -> Result<StoreLock> {
+        self.lock(FlockOperation::LockShared)
+    }
+
+    /// Exclusive lock for garbage collection (`rmi`, `system prune`).
+    pub fn lock_exclusive(&self) -> Result<StoreLock> {
+        self.lock(FlockOperation::LockExclusive)
+    }
+
+    fn lock(&self, operation: FlockOperation) -> Result<StoreLock> {
+        let path = self.root.join("images").join("gc.lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open lock", &path))?;
+        flock(&file, operation).map_err(|err| io_err("lock", &path)(err.into()))?;
+        Ok(StoreLock { _file: file })
+    }
+
     /// The manifest digest an image name points at; a digest reference resolves to its own
     /// digest when the blob is present.
     pub fn resolve(&self, reference: &Reference) -> Result<Option<Digest>> {
@@ -321,6 +364,12 @@ fn write_hashed(path: &Path, reader: impl Read) -> Result<(Digest, u64)> {
     Ok((hasher.finish(), size))
 }
 
+/// A held store lock; released on drop.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: File,
+}
+
 /// A temporary area in the store's file system; whatever was not committed is removed on drop.
 #[derive(Debug)]
 pub struct Staging {
@@ -345,6 +394,18 @@ impl Staging {
         Ok(StagedBlob { path, digest, size })
     }
 
+    /// Starts a staged file written piece by piece (a download), hashed as it is written.
+    pub fn writer(&mut self) -> Result<BlobWriter> {
+        self.count += 1;
+        let path = self.dir.path().join(format!("blob-{}", self.count));
+        let file = fsutil::create_new(&path).map_err(io_err("create", &path))?;
+        Ok(BlobWriter {
+            path,
+            file,
+            hasher: Hasher::new(),
+        })
+    }
+
     /// Reads back a small staged file (at most `limit` bytes).
     pub fn read(&self, staged: &StagedBlob, limit: u64) -> Result<Vec<u8>> {
         if staged.size > limit {
@@ -354,6 +415,60 @@ impl Staging {
             });
         }
         fs::read(&staged.path).map_err(io_err("read", &staged.path))
+    }
+}
+
+/// A staged blob being written; [`BlobWriter::finish`] syncs it and reports its digest.
+#[derive(Debug)]
+pub struct BlobWriter {
+    path: PathBuf,
+    file: File,
+    hasher: Hasher,
+}
+
+impl BlobWriter {
+    /// Appends `bytes`.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .map_err(io_err("write", &self.path))?;
+        self.hasher.update(bytes);
+        Ok(())
+    }
+
+    /// How many bytes were written.
+    pub fn len(&self) -> u64 {
+        self.hasher.len()
+    }
+
+    /// Whether nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.hasher.is_empty()
+    }
+
+    /// The digest of what was written so far.
+    pub fn digest(&self) -> Digest {
+        self.hasher.clone().finish()
+    }
+
+    /// Throws away what was written, to start over.
+    pub fn restart(&mut self) -> Result<()> {
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.rewind())
+            .map_err(io_err("truncate", &self.path))?;
+        self.hasher = Hasher::new();
+        Ok(())
+    }
+
+    /// Syncs the file and returns it as a staged blob.
+    pub fn finish(self) -> Result<StagedBlob> {
+        self.file.sync_all().map_err(io_err("sync", &self.path))?;
+        Ok(StagedBlob {
+            size: self.hasher.len(),
+            digest: self.hasher.finish(),
+            path: self.path,
+        })
     }
 }
 

@@ -2,11 +2,15 @@
 //! no device are ignored: writes are dropped and reads return all ones, like an open bus.
 
 pub mod legacy;
+pub mod virtio;
 
 use std::sync::Mutex;
 
 use legacy::i8042::{self, I8042Action, I8042};
 use legacy::serial::{self, SerialDevice};
+use virtio::mmio::MmioTransport;
+
+use crate::arch::x86_64::layout;
 
 /// What the vCPU must do after an I/O access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +26,8 @@ pub enum IoAction {
 pub struct Devices {
     serial: Mutex<SerialDevice>,
     i8042: I8042,
+    /// virtio-mmio devices; the `i`-th sits at [`layout::mmio_device_addr`]`(i)`.
+    virtio: Vec<Mutex<MmioTransport>>,
 }
 
 /// Offset of `port` in the window `[base, base + len)`.
@@ -34,23 +40,46 @@ fn port_offset(port: u16, base: u16, len: u16) -> Option<u8> {
     }
 }
 
+/// Locks a device. A poisoned lock only means another vCPU thread panicked mid-access; the
+/// device state is still usable, and the VM is being torn down anyway.
+fn lock<T>(device: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match device.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
 impl Devices {
     /// The legacy devices: COM1 and the i8042.
     pub fn new(serial: SerialDevice) -> Self {
         Devices {
             serial: Mutex::new(serial),
             i8042: I8042,
+            virtio: Vec::new(),
         }
     }
 
+    /// Adds a virtio-mmio device in the next window; returns its index.
+    pub fn add_virtio(&mut self, transport: MmioTransport) -> u32 {
+        self.virtio.push(Mutex::new(transport));
+        u32::try_from(self.virtio.len() - 1).unwrap_or(u32::MAX)
+    }
+
+    /// Number of virtio-mmio devices.
+    pub fn virtio_count(&self) -> usize {
+        self.virtio.len()
+    }
+
+    /// The virtio device whose window holds `addr`, and the offset in it.
+    fn virtio_at(&self, addr: u64) -> Option<(&Mutex<MmioTransport>, u64)> {
+        let relative = addr.checked_sub(layout::MMIO_DEVICES_START)?;
+        let index = usize::try_from(relative / layout::MMIO_DEVICE_SIZE).ok()?;
+        let device = self.virtio.get(index)?;
+        Some((device, relative % layout::MMIO_DEVICE_SIZE))
+    }
+
     fn with_serial<T>(&self, f: impl FnOnce(&mut SerialDevice) -> T) -> T {
-        // A poisoned lock only means another vCPU thread panicked mid-access; the UART
-        // state is still usable, and the VM is being torn down anyway.
-        let mut uart = match self.serial.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        f(&mut uart)
+        f(&mut lock(&self.serial))
     }
 
     /// Guest `in` from `port`; `data` is filled.
@@ -83,15 +112,23 @@ impl Devices {
         IoAction::Continue
     }
 
-    /// Guest read of MMIO at `addr`; no MMIO devices yet.
+    /// Guest read of MMIO at `addr`.
     pub fn mmio_read(&self, addr: u64, data: &mut [u8]) {
-        tracing::trace!("ignored MMIO read at {addr:#x}");
-        data.fill(0xff);
+        match self.virtio_at(addr) {
+            Some((device, offset)) => lock(device).read(offset, data),
+            None => {
+                tracing::trace!("ignored MMIO read at {addr:#x}");
+                data.fill(0xff);
+            }
+        }
     }
 
-    /// Guest write of MMIO at `addr`; no MMIO devices yet.
+    /// Guest write of MMIO at `addr`.
     pub fn mmio_write(&self, addr: u64, data: &[u8]) -> IoAction {
-        tracing::trace!("ignored MMIO write at {addr:#x} ({} bytes)", data.len());
+        match self.virtio_at(addr) {
+            Some((device, offset)) => lock(device).write(offset, data),
+            None => tracing::trace!("ignored MMIO write at {addr:#x} ({} bytes)", data.len()),
+        }
         IoAction::Continue
     }
 }

@@ -148,6 +148,9 @@ impl Vcpu {
     fn run_thread(&mut self, shared: &VcpuShared) -> Result<VcpuStop, VcpuError> {
         let run: *mut kvm_run = self.fd.get_kvm_run();
         KVM_RUN.with(|cell| cell.set(run));
+        if self.index == 0 {
+            log_first_run();
+        }
         let result = self.run_loop(shared);
         KVM_RUN.with(|cell| cell.set(std::ptr::null_mut()));
         result
@@ -176,6 +179,21 @@ impl Vcpu {
             }
         }
     }
+}
+
+/// Logs, at info level, the CLOCK_MONOTONIC time in nanoseconds just before vCPU 0 enters
+/// KVM_RUN for the first time: `bench/vmm-start` measures the VMM's start-up latency up to it.
+fn log_first_run() {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec that clock_gettime only writes to.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+        return;
+    }
+    let monotonic_ns = now.tv_sec * 1_000_000_000 + now.tv_nsec;
+    tracing::info!(monotonic_ns, "vCPU 0: first KVM_RUN");
 }
 
 fn unexpected(index: u8, reason: String) -> VcpuError {

@@ -2,7 +2,7 @@
 //! guest memory slots and the CPUID KVM supports.
 
 use kvm_bindings::{kvm_pit_config, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -50,6 +50,7 @@ impl Vm {
         for (cap, name) in [
             (Cap::Irqchip, "IRQCHIP"),
             (Cap::Irqfd, "IRQFD"),
+            (Cap::Ioeventfd, "IOEVENTFD"),
             (Cap::Pit2, "PIT2"),
             (Cap::ImmediateExit, "IMMEDIATE_EXIT"),
             (Cap::UserMemory, "USER_MEMORY"),
@@ -59,6 +60,9 @@ impl Vm {
             }
         }
         let fd = kvm.create_vm().map_err(kvm_error("create a VM"))?;
+        // Memory slots before the irqchip: once the irqchip exists, every slot change waits
+        // for an SRCU grace period (7 ms instead of 0.2 ms on our development host).
+        memory::register_with_kvm(&fd, mem)?;
         let tss = usize::try_from(layout::KVM_TSS_ADDRESS)
             .map_err(|_| VmError::MissingCapability("64-bit host"))?;
         fd.set_tss_address(tss)
@@ -70,7 +74,6 @@ impl Vm {
             ..Default::default()
         };
         fd.create_pit2(pit).map_err(kvm_error("create the PIT"))?;
-        memory::register_with_kvm(&fd, mem)?;
         let supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_error("read the supported CPUID"))?;
@@ -96,6 +99,19 @@ impl Vm {
         self.fd
             .register_irqfd(event, gsi)
             .map_err(kvm_error("register an irqfd"))
+    }
+
+    /// Lets a 4-byte guest write of `value` to MMIO address `addr` signal `event` inside KVM,
+    /// without an exit to the VMM.
+    pub fn register_mmio_notifier(
+        &self,
+        event: &EventFd,
+        addr: u64,
+        value: u32,
+    ) -> Result<(), VmError> {
+        self.fd
+            .register_ioevent(event, &IoEventAddress::Mmio(addr), value)
+            .map_err(kvm_error("register an ioeventfd"))
     }
 
     /// Creates vCPU `index`.

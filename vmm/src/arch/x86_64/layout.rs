@@ -98,6 +98,9 @@ pub fn mmio_device_addr(index: u32) -> u64 {
     MMIO_DEVICES_START + u64::from(index) * MMIO_DEVICE_SIZE
 }
 
+/// Most virtio-mmio devices: one IOAPIC pin each, from [`MMIO_FIRST_IRQ`] to pin 23.
+pub const MMIO_MAX_DEVICES: u32 = 24 - MMIO_FIRST_IRQ;
+
 /// IRQ of the `index`-th virtio-mmio device.
 pub fn mmio_device_irq(index: u32) -> u32 {
     MMIO_FIRST_IRQ + index

@@ -1,0 +1,73 @@
+//! Sizes and ages as Docker prints them (`4.26MB`, `2 weeks ago`).
+
+use std::time::Duration;
+
+/// Decimal units, three significant digits: `4.26MB`, `512B`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let decimals = if unit == 0 || value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let text = format!("{value:.decimals$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    };
+    format!("{text}{}", UNITS[unit])
+}
+
+/// How long ago, in Docker's words: `Less than a second`, `About an hour`, `3 days`.
+pub fn duration(elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs();
+    let minutes = seconds / 60;
+    let hours = minutes / 60;
+    let days = hours / 24;
+    match () {
+        () if seconds < 1 => "Less than a second".to_owned(),
+        () if seconds == 1 => "1 second".to_owned(),
+        () if seconds < 60 => format!("{seconds} seconds"),
+        () if minutes == 1 => "About a minute".to_owned(),
+        () if minutes < 60 => format!("{minutes} minutes"),
+        () if hours == 1 => "About an hour".to_owned(),
+        () if hours < 48 => format!("{hours} hours"),
+        () if days < 14 => format!("{days} days"),
+        () if days < 90 => format!("{} weeks", days / 7),
+        () if days < 730 => format!("{} months", days / 30),
+        () => format!("{} years", days / 365),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_dockers() {
+        assert_eq!(size(0), "0B");
+        assert_eq!(size(999), "999B");
+        assert_eq!(size(4_261_000), "4.26MB");
+        assert_eq!(size(12_500), "12.5kB");
+        assert_eq!(size(128_000_000), "128MB");
+        assert_eq!(size(1_000_000_000), "1GB");
+    }
+
+    #[test]
+    fn ages_read_like_dockers() {
+        assert_eq!(duration(Duration::from_millis(10)), "Less than a second");
+        assert_eq!(duration(Duration::from_secs(90)), "About a minute");
+        assert_eq!(duration(Duration::from_secs(3 * 3600)), "3 hours");
+        assert_eq!(duration(Duration::from_secs(20 * 86400)), "2 weeks");
+        assert_eq!(duration(Duration::from_secs(800 * 86400)), "2 years");
+    }
+}
