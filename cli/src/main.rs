@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rvm_runtime::host::KvmKind;
+use rvm_runtime::sandbox::layout::Layout;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,19 +16,39 @@ use rvm_runtime::host::KvmKind;
     about = "Run containers, each in its own microVM"
 )]
 struct Cli {
-    /// Where rvm keeps images, layer disks and containers.
+    /// Where rvm keeps images, layer disks and containers (sockets under DIR/run unless default).
     #[arg(long, env = "RVM_ROOT", default_value = "/var/lib/rvm", global = true)]
     root: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Show the rvm version.
     Version,
     /// Check whether this host can boot rvm's microVMs directly.
     Check,
+    /// Create and run a new container from an image, in its own microVM.
+    Run(commands::run::RunArgs),
+    /// List containers.
+    Ps(commands::ps::PsArgs),
+    /// Fetch the logs of a container.
+    Logs(commands::logs::LogsArgs),
+    /// Execute a command in a running container.
+    Exec(commands::exec::ExecArgs),
+    /// Start one or more stopped containers.
+    Start(commands::start::StartArgs),
+    /// Stop one or more running containers.
+    Stop(commands::stop::StopArgs),
+    /// Kill one or more running containers.
+    Kill(commands::kill::KillArgs),
+    /// Remove one or more containers.
+    Rm(commands::rm::RmArgs),
+    /// Return low-level information on containers.
+    Inspect(commands::inspect::InspectArgs),
     /// Download an image from a registry.
     Pull(commands::pull::Args),
     /// Load an image from a docker-archive or OCI archive.
@@ -41,6 +62,9 @@ enum Command {
         #[command(subcommand)]
         command: SystemCommand,
     },
+    /// The per-container monitor (started by `rvm run` and `rvm start`).
+    #[command(name = "container-monitor", hide = true)]
+    ContainerMonitor(commands::monitor::MonitorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,21 +73,45 @@ enum SystemCommand {
     Prune(commands::prune::Args),
 }
 
+/// A container command's exit code (the container's own, 125, 126, 127, 1...).
+fn code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(commands::EXIT_RVM_ERROR))
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RVM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Docker's exit code for a bad command line is 125; help and version are not errors.
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(commands::EXIT_RVM_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let layout = Layout::for_root(&cli.root);
+    // The monitor logs at info level to its own file; it sets up tracing itself.
+    if !matches!(cli.command, Command::ContainerMonitor(_)) {
+        commands::common::init_tracing();
+    }
     let result = match cli.command {
         Command::Version => {
             println!("rvm {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => Ok(check()),
+        Command::Run(args) => Ok(code(commands::run::main(&layout, args))),
+        Command::Ps(args) => Ok(code(commands::ps::main(&layout, args))),
+        Command::Logs(args) => Ok(code(commands::logs::main(&layout, args))),
+        Command::Exec(args) => Ok(code(commands::exec::main(&layout, args))),
+        Command::Start(args) => Ok(code(commands::start::main(&layout, args))),
+        Command::Stop(args) => Ok(code(commands::stop::main(&layout, args))),
+        Command::Kill(args) => Ok(code(commands::kill::main(&layout, args))),
+        Command::Rm(args) => Ok(code(commands::rm::main(&layout, args))),
+        Command::Inspect(args) => Ok(code(commands::inspect::main(&layout, args))),
+        Command::ContainerMonitor(args) => Ok(code(commands::monitor::main(&layout, args))),
         Command::Pull(args) => commands::pull::run(&cli.root, args),
         Command::Load(args) => commands::load::run(&cli.root, args),
         Command::Images(args) => commands::images::run(&cli.root, args),

@@ -1,12 +1,26 @@
-//! One module per `rvm` command; `main.rs` only parses and dispatches.
+//! One module per `rvm` command; `main.rs` only parses and dispatches. `common` and `container`
+//! hold what the container commands share; `terminal` the caller's terminal.
 
+pub mod common;
+pub mod container;
+pub mod exec;
 pub mod human;
 pub mod images;
+pub mod inspect;
+pub mod kill;
 pub mod load;
+pub mod logs;
+pub mod monitor;
 pub mod progress;
 pub mod prune;
+pub mod ps;
 pub mod pull;
+pub mod rm;
 pub mod rmi;
+pub mod run;
+pub mod start;
+pub mod stop;
+pub mod terminal;
 
 use std::process::ExitCode;
 

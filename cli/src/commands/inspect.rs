@@ -1,0 +1,100 @@
+//! `rvm inspect CONTAINER...`: a JSON array shaped like Docker's container inspect output.
+
+use clap::Args;
+use rvm_runtime::sandbox::layout::Layout;
+use rvm_runtime::sandbox::state::{Container, Status};
+use serde_json::{json, Value};
+
+use super::common::{report, EXIT_FAILED};
+use super::container;
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn main(layout: &Layout, args: InspectArgs) -> i32 {
+    let containers = match container::open(layout) {
+        Ok(containers) => containers,
+        Err(err) => return report(&err, EXIT_FAILED),
+    };
+    let mut code = 0;
+    let mut out = Vec::new();
+    for name in &args.containers {
+        match container::find(&containers, name) {
+            Ok(found) => out.push(describe(layout, &found)),
+            Err(err) => code = report(&err, EXIT_FAILED),
+        }
+    }
+    match serde_json::to_string_pretty(&out) {
+        Ok(text) => println!("{text}"),
+        Err(err) => code = report(&err.into(), EXIT_FAILED),
+    }
+    code
+}
+
+/// Docker's fields, from the config and state.
+pub fn describe(layout: &Layout, c: &Container) -> Value {
+    let config = &c.config;
+    let state = &c.state;
+    let process = config.spec.process().as_ref();
+    let args = process.and_then(|p| p.args().clone()).unwrap_or_default();
+    let memory = config
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .unwrap_or(0);
+    json!({
+        "Id": config.id,
+        "Created": config.created,
+        "Path": args.first().cloned().unwrap_or_default(),
+        "Args": args.iter().skip(1).collect::<Vec<_>>(),
+        "State": {
+            "Status": state.status.as_str(),
+            "Running": state.status == Status::Running,
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": state.oom_killed,
+            "Dead": false,
+            "Pid": state.vmm.map_or(0, |p| p.pid),
+            "ExitCode": state.exit_code.unwrap_or(0),
+            "Error": state.error.clone().unwrap_or_default(),
+            "StartedAt": state.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            "FinishedAt": state.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        },
+        "Image": config.image_id,
+        "LogPath": layout.log_path(&config.id),
+        "Name": format!("/{}", config.name),
+        "Driver": "rvm-microvm",
+        "HostConfig": {
+            "Memory": memory,
+            "NanoCpus": 0,
+            "AutoRemove": config.auto_remove,
+            "NetworkMode": "none",
+            "ReadonlyRootfs": config.spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
+        },
+        "Config": {
+            "Hostname": config.hostname(),
+            "Tty": config.tty,
+            "OpenStdin": config.open_stdin,
+            "Env": process.and_then(|p| p.env().clone()).unwrap_or_default(),
+            "Cmd": args,
+            "Image": config.image,
+            "WorkingDir": process.map(|p| p.cwd().display().to_string()).unwrap_or_default(),
+        },
+        "VM": {
+            "MemoryMiB": config.vm.memory_mib,
+            "Vcpus": config.vm.vcpus,
+            "Disks": config.layers.iter().map(|l| json!({"Path": l.path, "Serial": l.serial, "DiffID": l.diff_id})).collect::<Vec<_>>(),
+            "Scratch": config.scratch,
+            "Monitor": state.monitor.map(|p| p.pid),
+            "Vmm": state.vmm.map(|p| p.pid),
+            "GuestPid": state.guest_pid,
+        },
+        "Mounts": config.volumes.iter().map(|v| json!({"Type": "volume", "Name": v.name, "Source": v.path, "Destination": v.destination, "RW": !v.read_only})).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,146 @@
+//! `rvm ps [-a] [-q]`: the containers, as Docker's table (running ones unless `-a`).
+
+use anyhow::Result;
+use clap::Args;
+use rvm_runtime::sandbox::id;
+use rvm_runtime::sandbox::layout::Layout;
+use rvm_runtime::sandbox::state::{Container, Status};
+use rvm_runtime::sandbox::time;
+
+use super::common::{report, EXIT_FAILED};
+use super::container;
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short, long)]
+    all: bool,
+    /// Only display container IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+pub fn main(layout: &Layout, args: PsArgs) -> i32 {
+    match run(layout, &args) {
+        Ok(()) => 0,
+        Err(err) => report(&err, EXIT_FAILED),
+    }
+}
+
+fn run(layout: &Layout, args: &PsArgs) -> Result<()> {
+    let containers = container::open(layout)?.list()?;
+    let shown: Vec<&Container> = containers
+        .iter()
+        .filter(|c| args.all || c.state.status == Status::Running)
+        .collect();
+    if args.quiet {
+        for c in shown {
+            println!("{}", short_or_full(&c.config.id, args.no_trunc));
+        }
+        return Ok(());
+    }
+    let header = [
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ];
+    let rows: Vec<[String; 7]> = shown
+        .iter()
+        .map(|c| {
+            [
+                short_or_full(&c.config.id, args.no_trunc),
+                c.config.image.clone(),
+                command(c, args.no_trunc),
+                format!("{} ago", time::human_since(&c.config.created)),
+                status(c),
+                String::new(),
+                c.config.name.clone(),
+            ]
+        })
+        .collect();
+    print!("{}", table(&header, &rows));
+    Ok(())
+}
+
+fn short_or_full(id: &str, no_trunc: bool) -> String {
+    if no_trunc {
+        id.to_owned()
+    } else {
+        id::short(id).to_owned()
+    }
+}
+
+/// The command, quoted and truncated to 20 characters as Docker shows it.
+fn command(c: &Container, no_trunc: bool) -> String {
+    let command = c.config.command();
+    let chars: Vec<char> = command.chars().collect();
+    if no_trunc || chars.len() <= 20 {
+        format!("\"{command}\"")
+    } else {
+        format!("\"{}…\"", chars[..19].iter().collect::<String>())
+    }
+}
+
+/// Docker's STATUS column: `Up 3 seconds`, `Exited (0) 2 minutes ago`, `Created`.
+pub fn status(c: &Container) -> String {
+    let state = &c.state;
+    match state.status {
+        Status::Running => format!(
+            "Up {}",
+            time::human_since(state.started_at.as_deref().unwrap_or(&c.config.created))
+        ),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            state.exit_code.unwrap_or(0),
+            time::human_since(state.finished_at.as_deref().unwrap_or(&c.config.created))
+        ),
+        Status::Created => "Created".to_owned(),
+    }
+}
+
+/// Columns padded to their widest cell plus three spaces, as Docker's tabwriter does.
+fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            text.push_str(cell);
+            if i + 1 < N {
+                let pad = widths[i] - cell.chars().count() + 3;
+                text.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_pads_columns() {
+        let rows = [["abc".to_owned(), "x".to_owned()]];
+        let text = table(&["ID", "NAME"], &rows);
+        assert_eq!(text, "ID    NAME\nabc   x\n");
+    }
+}

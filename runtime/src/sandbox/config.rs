@@ -1,0 +1,98 @@
+//! A container's fixed configuration (`config.json`), written once when it is created: what the
+//! monitor needs to boot its VM and create it in the agent, and what `ps`/`inspect` show.
+
+use std::path::PathBuf;
+
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+/// Virtio-blk serial of the scratch disk.
+pub const SCRATCH_SERIAL: &str = "rvm-scratch";
+
+/// The serial of layer disk `index` (bottom layer 0); at most 20 bytes, as virtio-blk allows.
+pub fn layer_serial(index: usize) -> String {
+    format!("rvm-layer-{index}")
+}
+
+/// The serial of volume disk `index`.
+pub fn volume_serial(index: usize) -> String {
+    format!("rvm-vol-{index}")
+}
+
+/// A read-only erofs layer disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerDiskRef {
+    pub path: PathBuf,
+    pub diff_id: String,
+    pub serial: String,
+}
+
+/// A named volume attached as a disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRef {
+    pub name: String,
+    pub path: PathBuf,
+    pub serial: String,
+    pub destination: String,
+    pub read_only: bool,
+}
+
+/// The VM's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSize {
+    pub memory_mib: u64,
+    pub vcpus: u32,
+}
+
+/// How the container reaches the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Loopback only.
+    None,
+}
+
+/// Everything fixed at `rvm create`/`rvm run` time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    pub id: String,
+    pub name: String,
+    /// The image as the user named it.
+    pub image: String,
+    /// The image ID (config digest).
+    pub image_id: String,
+    /// RFC 3339 with nanoseconds.
+    pub created: String,
+    /// The OCI runtime spec sent to the agent.
+    pub spec: Spec,
+    pub layers: Vec<LayerDiskRef>,
+    pub scratch: PathBuf,
+    pub volumes: Vec<VolumeRef>,
+    pub vm: VmSize,
+    pub network: NetworkMode,
+    /// `-t`: a pty in the guest.
+    pub tty: bool,
+    /// `-i`: keep stdin open.
+    pub open_stdin: bool,
+    /// `--rm`: delete everything when the container exits.
+    pub auto_remove: bool,
+    /// The image's StopSignal (Docker's default is SIGTERM).
+    pub stop_signal: Option<String>,
+}
+
+impl ContainerConfig {
+    /// The command line as `ps` shows it.
+    pub fn command(&self) -> String {
+        self.spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .unwrap_or_default()
+            .join(" ")
+    }
+
+    /// The hostname given to the container.
+    pub fn hostname(&self) -> String {
+        self.spec.hostname().clone().unwrap_or_default()
+    }
+}

@@ -1,0 +1,352 @@
+//! The container store: `<root>/containers/<id>/{config.json,state.json}`, written crash-safely,
+//! names unique under a store-wide lock, and the liveness rule: a container whose monitor is gone
+//! is exited, with the reason recorded.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::config::ContainerConfig;
+use super::files::{write_atomic, Lock};
+use super::id;
+use super::layout::Layout;
+use super::process::ProcessId;
+use super::time;
+
+/// The exit code recorded when a container ended without its exit status being known.
+pub const UNKNOWN_EXIT: i32 = 255;
+
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error("container store: cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("container store: {} is corrupt: {source}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("No such container: {0}")]
+    NotFound(String),
+    #[error("multiple containers match {0:?}: give more of the ID")]
+    Ambiguous(String),
+    #[error("Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")]
+    NameInUse { name: String, id: String },
+}
+
+type Result<T> = std::result::Result<T, StateError>;
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
+    move |source| StateError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Docker's container statuses that rvm uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Prepared; the VM may be booting.
+    Created,
+    /// The container's process runs.
+    Running,
+    /// The process ended (or its monitor died).
+    Exited,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Running => "running",
+            Self::Exited => "exited",
+        }
+    }
+}
+
+/// What changes over a container's life (`state.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerState {
+    pub status: Status,
+    /// The monitor process owning the VM, while there is one.
+    pub monitor: Option<ProcessId>,
+    /// The `rvm-vmm` process.
+    pub vmm: Option<ProcessId>,
+    /// The container's init pid inside the guest.
+    pub guest_pid: Option<u32>,
+    pub exit_code: Option<i32>,
+    pub oom_killed: bool,
+    /// Why the container ended or could not start, when that was not its own doing.
+    pub error: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+impl ContainerState {
+    /// A freshly created container.
+    pub fn created() -> Self {
+        Self {
+            status: Status::Created,
+            monitor: None,
+            vmm: None,
+            guest_pid: None,
+            exit_code: None,
+            oom_killed: false,
+            error: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    /// Whether a monitor is recorded and still alive.
+    pub fn monitor_alive(&self) -> bool {
+        self.monitor.is_some_and(|m| m.is_alive())
+    }
+
+    /// Applies the liveness rule: a created or running container whose monitor is gone has
+    /// exited. Returns whether anything changed.
+    pub fn reconcile(&mut self) -> bool {
+        if self.status == Status::Exited {
+            return false;
+        }
+        let Some(monitor) = self.monitor else {
+            return false;
+        };
+        if monitor.is_alive() {
+            return false;
+        }
+        self.status = Status::Exited;
+        self.exit_code.get_or_insert(UNKNOWN_EXIT);
+        self.error.get_or_insert_with(|| {
+            format!(
+                "the container's monitor process (pid {}) died; its VM is gone",
+                monitor.pid
+            )
+        });
+        self.finished_at.get_or_insert_with(time::now_rfc3339);
+        self.monitor = None;
+        if let Some(vmm) = self.vmm.take() {
+            // Normally the VMM dies with its monitor (parent-death signal); make sure of it.
+            vmm.signal(rustix::process::Signal::KILL);
+        }
+        true
+    }
+}
+
+/// A container's configuration and current state.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub config: ContainerConfig,
+    pub state: ContainerState,
+}
+
+/// The containers under one root.
+#[derive(Debug, Clone)]
+pub struct Containers {
+    layout: Layout,
+}
+
+impl Containers {
+    /// Opens the store, creating `<root>/containers` when missing.
+    pub fn open(layout: &Layout) -> Result<Self> {
+        let dir = layout.containers_dir();
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        Ok(Self {
+            layout: layout.clone(),
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn store_lock(&self) -> Result<Lock> {
+        let path = self.layout.containers_dir().join(".lock");
+        Lock::exclusive(&path).map_err(io_err("lock", &path))
+    }
+
+    fn container_lock(&self, id: &str) -> Result<Lock> {
+        let path = self.layout.container_dir(id).join(".lock");
+        Lock::exclusive(&path).map_err(io_err("lock", &path))
+    }
+
+    /// Records a new container; refuses a name already in use. With `config.name` empty, a
+    /// free generated name is chosen and stored. Returns the stored configuration.
+    pub fn create(&self, mut config: ContainerConfig) -> Result<ContainerConfig> {
+        let _lock = self.store_lock()?;
+        let existing = self.load_all_unlocked()?;
+        if config.name.is_empty() {
+            config.name = (0..)
+                .map(|attempt| id::generated_name(&config.id, attempt))
+                .find(|name| !existing.iter().any(|c| c.config.name == *name))
+                .unwrap_or_default();
+        } else if let Some(other) = existing.iter().find(|c| c.config.name == config.name) {
+            return Err(StateError::NameInUse {
+                name: config.name.clone(),
+                id: other.config.id.clone(),
+            });
+        }
+        let dir = self.layout.container_dir(&config.id);
+        fs::create_dir(&dir).map_err(io_err("create", &dir))?;
+        let result = self
+            .write_json(&self.layout.config_path(&config.id), &config)
+            .and_then(|()| {
+                self.write_json(
+                    &self.layout.state_path(&config.id),
+                    &ContainerState::created(),
+                )
+            });
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        result.map(|()| config)
+    }
+
+    fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| StateError::Corrupt {
+            path: path.to_owned(),
+            source,
+        })?;
+        bytes.push(b'\n');
+        write_atomic(path, &bytes).map_err(io_err("write", path))
+    }
+
+    fn read_json<T: for<'de> Deserialize<'de>>(&self, path: &Path, id: &str) -> Result<T> {
+        let bytes = fs::read(path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => StateError::NotFound(id.to_owned()),
+            _ => StateError::Io {
+                action: "read",
+                path: path.to_owned(),
+                source,
+            },
+        })?;
+        serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// The IDs of every container, in no particular order.
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let dir = self.layout.containers_dir();
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
+            let entry = entry.map_err(io_err("list", &dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && entry.path().join("config.json").is_file() {
+                ids.push(name);
+            }
+        }
+        Ok(ids)
+    }
+
+    fn load_all_unlocked(&self) -> Result<Vec<Container>> {
+        let mut all = Vec::new();
+        for id in self.ids()? {
+            match self.load_raw(&id) {
+                Ok(container) => all.push(container),
+                // Removed meanwhile.
+                Err(StateError::NotFound(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(all)
+    }
+
+    fn load_raw(&self, id: &str) -> Result<Container> {
+        Ok(Container {
+            config: self.read_json(&self.layout.config_path(id), id)?,
+            state: self.read_json(&self.layout.state_path(id), id)?,
+        })
+    }
+
+    /// Loads a container, applying (and recording) the liveness rule.
+    pub fn load(&self, id: &str) -> Result<Container> {
+        let container = self.load_raw(id)?;
+        if container.state.status == Status::Exited || container.state.monitor_alive() {
+            return Ok(container);
+        }
+        let state = self.update(id, |_| {})?;
+        Ok(Container {
+            config: container.config,
+            state,
+        })
+    }
+
+    /// Every container, newest first, with the liveness rule applied.
+    pub fn list(&self) -> Result<Vec<Container>> {
+        let mut all = Vec::new();
+        for id in self.ids()? {
+            match self.load(&id) {
+                Ok(container) => all.push(container),
+                Err(StateError::NotFound(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        all.sort_by(|a, b| b.config.created.cmp(&a.config.created));
+        Ok(all)
+    }
+
+    /// Finds a container by full ID, name, or unique ID prefix (as Docker does).
+    pub fn find(&self, reference: &str) -> Result<String> {
+        let all = self.load_all_unlocked()?;
+        if let Some(c) = all
+            .iter()
+            .find(|c| c.config.id == reference || c.config.name == reference)
+        {
+            return Ok(c.config.id.clone());
+        }
+        let mut matching = all
+            .iter()
+            .filter(|c| !reference.is_empty() && c.config.id.starts_with(reference));
+        match (matching.next(), matching.next()) {
+            (Some(c), None) => Ok(c.config.id.clone()),
+            (Some(_), Some(_)) => Err(StateError::Ambiguous(reference.to_owned())),
+            _ => Err(StateError::NotFound(reference.to_owned())),
+        }
+    }
+
+    /// Read-modify-write of the state under the container's lock; the liveness rule is applied
+    /// before `change`. Returns the new state.
+    pub fn update(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut ContainerState),
+    ) -> Result<ContainerState> {
+        let _lock = self.container_lock(id)?;
+        let path = self.layout.state_path(id);
+        let mut state: ContainerState = self.read_json(&path, id)?;
+        let before = state.clone();
+        state.reconcile();
+        change(&mut state);
+        if state != before {
+            self.write_json(&path, &state)?;
+        }
+        Ok(state)
+    }
+
+    /// Deletes the container's files and sockets. The caller has made sure nothing runs.
+    pub fn remove(&self, id: &str) -> Result<()> {
+        for dir in [self.layout.run_dir(id), self.layout.container_dir(id)] {
+            match fs::remove_dir_all(&dir) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                    return Err(StateError::Io {
+                        action: "remove",
+                        path: dir,
+                        source: err,
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

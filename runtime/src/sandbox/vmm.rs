@@ -1,0 +1,176 @@
+//! The `rvm-vmm` command line of a sandbox: kernel, agent initramfs, kernel command line, VM
+//! size, layer disks (read-only), scratch and volume disks, and the hybrid vsock socket.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use super::artifacts::GuestArtifacts;
+use super::config::{ContainerConfig, SCRATCH_SERIAL};
+use super::layout::Layout;
+
+/// The kernel command line: serial console, a reboot ends the VM (`reboot=k`), a panic reboots
+/// at once, and a quiet boot.
+pub const KERNEL_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet";
+/// The guest CID of every sandbox: each VM has its own vsock device, so they need not differ.
+pub const GUEST_CID: u32 = 3;
+
+/// One `--disk` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskArg {
+    pub path: PathBuf,
+    pub read_only: bool,
+    pub serial: String,
+}
+
+impl DiskArg {
+    fn to_arg(&self) -> OsString {
+        let mut arg = self.path.clone().into_os_string();
+        if self.read_only {
+            arg.push(",ro");
+        }
+        arg.push(format!(",serial={}", self.serial));
+        arg
+    }
+}
+
+/// Everything `rvm-vmm` is started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmmCommand {
+    pub vmm: PathBuf,
+    pub guest: GuestArtifacts,
+    pub cmdline: String,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub disks: Vec<DiskArg>,
+    pub vsock: PathBuf,
+    pub console_log: PathBuf,
+}
+
+impl VmmCommand {
+    /// The command of the container's VM.
+    pub fn for_container(
+        layout: &Layout,
+        config: &ContainerConfig,
+        vmm: PathBuf,
+        guest: GuestArtifacts,
+    ) -> Self {
+        let layers = config.layers.iter().map(|layer| DiskArg {
+            path: layer.path.clone(),
+            read_only: true,
+            serial: layer.serial.clone(),
+        });
+        let scratch = std::iter::once(DiskArg {
+            path: config.scratch.clone(),
+            read_only: false,
+            serial: SCRATCH_SERIAL.to_owned(),
+        });
+        let volumes = config.volumes.iter().map(|volume| DiskArg {
+            path: volume.path.clone(),
+            read_only: volume.read_only,
+            serial: volume.serial.clone(),
+        });
+        Self {
+            vmm,
+            guest,
+            cmdline: KERNEL_CMDLINE.to_owned(),
+            memory_mib: config.vm.memory_mib,
+            vcpus: config.vm.vcpus,
+            disks: layers.chain(scratch).chain(volumes).collect(),
+            vsock: layout.vsock_path(&config.id),
+            console_log: layout.console_path(&config.id),
+        }
+    }
+
+    /// The arguments after the program name.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "--kernel".into(),
+            self.guest.kernel.clone().into(),
+            "--initrd".into(),
+            self.guest.initramfs.clone().into(),
+            "--cmdline".into(),
+            self.cmdline.clone().into(),
+            "--memory".into(),
+            self.memory_mib.to_string().into(),
+            "--vcpus".into(),
+            self.vcpus.to_string().into(),
+        ];
+        for disk in &self.disks {
+            args.push("--disk".into());
+            args.push(disk.to_arg());
+        }
+        let mut vsock = OsString::from(format!("cid={GUEST_CID},uds="));
+        vsock.push(&self.vsock);
+        args.push("--vsock".into());
+        args.push(vsock);
+        args.push("--console-log".into());
+        args.push(self.console_log.clone().into());
+        args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::config::{LayerDiskRef, NetworkMode, VmSize, VolumeRef};
+
+    fn config() -> ContainerConfig {
+        ContainerConfig {
+            id: "abc".into(),
+            name: "n".into(),
+            image: "busybox".into(),
+            image_id: "sha256:x".into(),
+            created: String::new(),
+            spec: oci_spec::runtime::Spec::default(),
+            layers: vec![LayerDiskRef {
+                path: "/l/0.erofs".into(),
+                diff_id: "sha256:0".into(),
+                serial: "rvm-layer-0".into(),
+            }],
+            scratch: "/c/scratch.ext4".into(),
+            volumes: vec![VolumeRef {
+                name: "data".into(),
+                path: "/v/data.ext4".into(),
+                serial: "rvm-vol-0".into(),
+                destination: "/data".into(),
+                read_only: true,
+            }],
+            vm: VmSize {
+                memory_mib: 256,
+                vcpus: 2,
+            },
+            network: NetworkMode::None,
+            tty: false,
+            open_stdin: false,
+            auto_remove: false,
+            stop_signal: None,
+        }
+    }
+
+    #[test]
+    fn command_line_has_every_disk_and_the_vsock() {
+        let layout = Layout::new(Some("/r".into()));
+        let guest = GuestArtifacts {
+            kernel: "/g/vmlinux".into(),
+            initramfs: "/g/initramfs.img".into(),
+        };
+        let command = VmmCommand::for_container(&layout, &config(), "/bin/rvm-vmm".into(), guest);
+        let args: Vec<String> = command
+            .args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let joined = args.join(" ");
+        assert!(joined.starts_with("--kernel /g/vmlinux --initrd /g/initramfs.img --cmdline"));
+        assert!(args.contains(&KERNEL_CMDLINE.to_owned()));
+        assert!(joined.contains("--memory 256 --vcpus 2"));
+        assert!(joined.contains("--disk /l/0.erofs,ro,serial=rvm-layer-0"));
+        assert!(joined.contains("--disk /c/scratch.ext4,serial=rvm-scratch"));
+        assert!(joined.contains("--disk /v/data.ext4,ro,serial=rvm-vol-0"));
+        assert!(joined.contains("--vsock cid=3,uds=/r/run/abc/vsock.sock"));
+        assert!(joined.ends_with("--console-log /r/containers/abc/console.log"));
+        for disk in &command.disks {
+            assert!(disk.serial.len() <= 20, "{}", disk.serial);
+        }
+    }
+}

@@ -1,0 +1,183 @@
+#!/bin/bash
+# tests/e2e/run.sh: `rvm run` end to end in the lab (issue #8), with the real rvm-vmm, guest
+# kernel and rvm-agent:
+#
+#   cargo build --release -p rvm-cli -p rvm-vmm && guest-kernel/build && agent/build-initramfs \
+#       && tests/lab/run -- tests/e2e/run.sh
+#
+# Loads a busybox image (tools/busybox-image, or the archive in RVM_E2E_IMAGE) into a fresh
+# --root, then checks, as a Docker user would:
+#   - `rvm run --rm busybox echo hello` prints hello and exits 0; `sh -c 'exit 3'` exits 3;
+#     `nosuchcmd` exits 127 with Docker's "executable file not found" message;
+#   - -e, -w and -u reach the container;
+#   - `run -d --name x`: `ps` shows it, `logs x` has its output, `exec x hostname` prints its
+#     hostname (the short ID), `stop x` ends it with SIGTERM (exit 0 from its trap, not 137),
+#     `rm x` leaves no process, socket or file behind;
+#   - `kill -9` of a container's VMM: `ps -a` shows it exited, `rm` cleans up;
+#   - `--memory 64m` and a 200 MB allocation: OOM-killed, exit 137.
+# ls without -A: the store's lock file (.lock) stays in containers/.
+# Needs a /dev/kvm that boots Linux (the lab's). Binaries: RVM_BIN (else target/release/rvm, else
+# target/debug/rvm) with rvm-vmm beside it; guest artifacts in RVM_GUEST_DIR (else
+# target/rvm-guest). Exit status 0 when every check passed; 1 naming each failure otherwise.
+set -uo pipefail
+export LC_ALL=C
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+target=${CARGO_TARGET_DIR:-$repo/target}
+case $target in /*) ;; *) target=$PWD/$target ;; esac
+export RVM_GUEST_DIR=${RVM_GUEST_DIR:-$target/rvm-guest}
+command_timeout=${RVM_E2E_TIMEOUT:-600}
+
+die() { echo "e2e-run: error: $*" >&2; exit 1; }
+say() { echo "e2e-run: $*"; }
+
+rvm=${RVM_BIN:-}
+if [ -z "$rvm" ]; then
+    for candidate in "$target/release/rvm" "$target/debug/rvm"; do
+        if [ -x "$candidate" ]; then rvm=$candidate; break; fi
+    done
+fi
+[ -n "$rvm" ] && [ -x "$rvm" ] || die "no rvm binary: cargo build --release -p rvm-cli -p rvm-vmm first"
+[ -x "$(dirname "$rvm")/rvm-vmm" ] || die "no rvm-vmm beside $rvm: cargo build --release -p rvm-vmm"
+for file in vmlinux initramfs.img; do
+    [ -f "$RVM_GUEST_DIR/$file" ] || die "$RVM_GUEST_DIR/$file is missing (guest-kernel/build, agent/build-initramfs)"
+done
+[ -c /dev/kvm ] || die "/dev/kvm is missing"
+[ ! -d /sys/module/kvm_pvm ] || die "/dev/kvm is KVM-PVM (cannot boot Linux); run: tests/lab/run -- $0"
+for tool in mkfs.erofs mkfs.ext4; do
+    command -v "$tool" >/dev/null || die "'$tool' is missing (tools/install-deps)"
+done
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/e2e-run.XXXXXX")
+root=$tmp/root
+cleanup() {
+    # Whatever a failed check left running: the VMMs and monitors of this root only.
+    if [ -d "$root/containers" ]; then
+        "$rvm" --root "$root" ps -aq 2>/dev/null | while read -r id; do
+            timeout 60 "$rvm" --root "$root" rm -f "$id" >/dev/null 2>&1 || true
+        done
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+failures=0
+fail() { echo "FAIL $*"; failures=$((failures + 1)); }
+ok() { echo "ok   $*"; }
+
+# r ARGS...: runs rvm with this root; output in $out/$err, status in $status.
+r() {
+    timeout "$command_timeout" "$rvm" --root "$root" "$@" >"$tmp/out" 2>"$tmp/err"
+    status=$?
+    out=$(cat "$tmp/out")
+    err=$(cat "$tmp/err")
+}
+
+# check NAME CONDITION: prints ok/FAIL with the last command's output on failure.
+check() {
+    local name=$1
+    shift
+    if "$@"; then
+        ok "$name"
+    else
+        fail "$name (status $status, stdout: ${out:0:300}, stderr: ${err:0:500})"
+    fi
+}
+
+# --- the image --------------------------------------------------------------------------------
+image=${RVM_E2E_IMAGE:-}
+if [ -z "$image" ]; then
+    [ -x "$repo/tools/busybox-image" ] || die "tools/busybox-image is missing; set RVM_E2E_IMAGE to a busybox OCI archive"
+    image=$tmp/busybox-oci.tar
+    "$repo/tools/busybox-image" "$image" >/dev/null || die "tools/busybox-image failed"
+fi
+r load -i "$image"
+[ "$status" -eq 0 ] || die "rvm load -i $image failed ($status): $err"
+say "loaded $image into $root"
+
+# --- attached runs ----------------------------------------------------------------------------
+r run --rm busybox echo hello
+check "run --rm busybox echo hello prints hello, exit 0" test "$status" -eq 0 -a "$out" = hello
+[ -z "$(ls "$root/containers" 2>/dev/null)" ]
+check "--rm leaves no container behind" test $? -eq 0
+
+r run --rm busybox sh -c 'exit 3'
+check "sh -c 'exit 3' exits 3" test "$status" -eq 3
+
+r run --rm busybox nosuchcmd
+check "nosuchcmd exits 127" test "$status" -eq 127
+check "nosuchcmd: Docker's message" grep -q 'executable file not found' "$tmp/err"
+
+r run --rm -e GREETING=bonjour -w /tmp -u 1000:1000 busybox sh -c 'echo "$GREETING $(pwd) $(id -u):$(id -g)"'
+check "-e, -w and -u reach the container" test "$status" -eq 0 -a "$out" = "bonjour /tmp 1000:1000"
+
+# --- a detached container -----------------------------------------------------------------------
+r run -d --name x busybox sh -c 'trap "echo got TERM; exit 0" TERM; echo started; while :; do sleep 1; done'
+id=$out
+check "run -d prints the container ID" test "$status" -eq 0 -a "${#id}" -eq 64
+short=${id:0:12}
+
+r ps
+check "ps shows x running" eval '[[ "$out" == *"$short"*"Up "*" x"* ]]'
+
+for _ in $(seq 1 100); do
+    r logs x
+    [[ "$out" == *started* ]] && break
+    sleep 0.2
+done
+check "logs x has its output" eval '[[ "$out" == *started* ]]'
+
+r exec x hostname
+check "exec x hostname prints the short ID" test "$status" -eq 0 -a "$out" = "$short"
+
+r inspect x
+vmm_pid=$(echo "$out" | sed -n 's/.*"Vmm": \([0-9]*\).*/\1/p' | head -1)
+monitor_pid=$(echo "$out" | sed -n 's/.*"Monitor": \([0-9]*\).*/\1/p' | head -1)
+check "inspect names the VMM and monitor processes" test -n "$vmm_pid" -a -n "$monitor_pid"
+
+r rm x
+check "rm of a running container is refused" test "$status" -eq 1
+
+r stop x
+check "stop x" test "$status" -eq 0
+r ps -a
+check "x exited through its TERM trap (exit 0, not SIGKILL's 137)" eval '[[ "$out" == *"Exited (0)"*" x"* ]]'
+r logs x
+check "logs x shows the trap ran" eval '[[ "$out" == *"got TERM"* ]]'
+
+r rm x
+check "rm x" test "$status" -eq 0
+check "rm x leaves no container directory" test ! -e "$root/containers/$id"
+check "rm x leaves no sockets" test ! -e "$root/run/$id"
+gone=true
+for pid in $vmm_pid $monitor_pid; do
+    if [ -e "/proc/$pid" ] && ! grep -q '^[^)]*) Z' "/proc/$pid/stat" 2>/dev/null; then gone=false; fi
+done
+check "rm x leaves no VMM or monitor process" $gone
+
+# --- a VMM killed under a running container ------------------------------------------------------
+r run -d --name victim busybox sleep 600
+r inspect victim
+vmm_pid=$(echo "$out" | sed -n 's/.*"Vmm": \([0-9]*\).*/\1/p' | head -1)
+if [ -n "$vmm_pid" ]; then
+    kill -9 "$vmm_pid"
+    for _ in $(seq 1 100); do
+        r ps -a
+        [[ "$out" == *Exited*victim* ]] && break
+        sleep 0.2
+    done
+fi
+check "kill -9 of the VMM: ps -a shows the container exited" eval '[[ "$out" == *Exited*victim* ]]'
+r rm victim
+check "rm of the killed container" test "$status" -eq 0 -a -z "$(ls "$root/containers" 2>/dev/null)"
+
+# --- memory limit ---------------------------------------------------------------------------------
+r run --rm --memory 64m busybox sh -c 'dd if=/dev/zero of=/dev/null bs=200M count=1'
+check "--memory 64m: a 200 MB allocation is OOM-killed, exit 137" test "$status" -eq 137
+
+if [ "$failures" -eq 0 ]; then
+    say "all checks passed"
+else
+    say "$failures check(s) failed"
+fi
+[ "$failures" -eq 0 ]
