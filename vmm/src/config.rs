@@ -300,6 +300,8 @@ pub struct VmConfig {
     pub console: ConsoleConfig,
     /// Use the PVH entry point when the kernel has one.
     pub pvh: bool,
+    /// The vsock device, if any.
+    pub vsock: Option<VsockSpec>,
 }
 
 impl VmConfig {
@@ -331,6 +333,7 @@ pub fn validate(args: &Args, host_mib: u64) -> Result<VmConfig, ConfigError> {
             log: args.console_log.clone(),
         },
         pvh: !args.no_pvh,
+        vsock: args.vsock.clone(),
     })
 }
 
@@ -420,9 +423,6 @@ fn check_devices(args: &Args) -> Result<(), ConfigError> {
     }
     if args.net.is_some() {
         return Err(ConfigError::NotSupportedYet("--net"));
-    }
-    if args.vsock.is_some() {
-        return Err(ConfigError::NotSupportedYet("--vsock"));
     }
     Ok(())
 }

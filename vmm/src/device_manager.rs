@@ -8,6 +8,7 @@ use vm_memory::GuestAddress;
 use crate::arch::x86_64::layout::MMIO_DEVICE_SIZE;
 use crate::config::VmConfig;
 use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::vsock::{Vsock, VsockError};
 use crate::devices::virtio::VirtioDevice;
 use crate::machine::{Machine, MachineError};
 
@@ -20,12 +21,19 @@ pub enum DeviceError {
     /// The command line has no room for the device entries.
     #[error("the kernel command line has no room for the virtio device entries: {0:?}")]
     Cmdline(linux_loader::cmdline::Error),
+    /// The vsock's Unix socket cannot be set up (bad input: the path given).
+    #[error(transparent)]
+    Vsock(#[from] VsockError),
 }
 
 /// Adds every configured device to `machine`; returns the command line with their entries.
 pub fn add_devices(machine: &mut Machine, config: &VmConfig) -> Result<Cmdline, DeviceError> {
     let mut cmdline = config.cmdline.clone();
     add(machine, &mut cmdline, Box::new(Rng::new()))?;
+    if let Some(spec) = &config.vsock {
+        let vsock = Vsock::new(u64::from(spec.cid), &spec.uds)?;
+        add(machine, &mut cmdline, Box::new(vsock))?;
+    }
     Ok(cmdline)
 }
 

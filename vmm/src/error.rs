@@ -34,6 +34,7 @@ impl Error {
             Error::Config(_) => EXIT_BAD_INPUT,
             Error::Load(LoadError::BootParams(_)) => EXIT_FAILURE,
             Error::Load(_) => EXIT_BAD_INPUT,
+            Error::Device(DeviceError::Vsock(_)) => EXIT_BAD_INPUT,
             Error::Device(_) | Error::Machine(_) => EXIT_FAILURE,
         }
     }
