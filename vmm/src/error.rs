@@ -49,5 +49,7 @@ mod tests {
         assert_eq!(Error::from(ConfigError::Vcpus(0)).exit_code(), 2);
         let stuck = MachineError::Stuck(std::time::Duration::from_secs(1));
         assert_eq!(Error::from(stuck).exit_code(), 1);
+        let vsock = crate::devices::virtio::vsock::VsockError::InUse("/v".into());
+        assert_eq!(Error::from(DeviceError::from(vsock)).exit_code(), 2);
     }
 }

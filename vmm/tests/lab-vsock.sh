@@ -18,7 +18,9 @@ while ! grep -q LISTENING /tmp/server.log && [ $i -lt 100 ]; do sleep 0.1; i=$((
 echo "VSOCK-SERVER $(cat /tmp/server.log)"
 head -c 10485760 /dev/urandom >/tmp/g.bin
 want=$(sha256sum </tmp/g.bin | cut -d' ' -f1)
-got=$(/bin/vsock-test connect 2 5000 </tmp/g.bin | sha256sum | cut -d' ' -f1)
+/bin/vsock-test connect 2 5000 </tmp/g.bin >/tmp/back.bin
+echo "VSOCK-GUEST-ECHO-EXIT $? $(wc -c </tmp/back.bin) bytes back"
+got=$(sha256sum </tmp/back.bin | cut -d' ' -f1)
 if [ "$want" = "$got" ]; then echo "VSOCK-GUEST-ECHO-OK $got"; else echo "VSOCK-GUEST-ECHO-BAD want $want got $got"; fi
 if /bin/vsock-test connect 2 5999 </dev/null; then echo VSOCK-NO-HOST-LISTENER-CONNECTED; else echo VSOCK-NO-HOST-LISTENER-REFUSED; fi
 /bin/vsock-test accept-one 1099 && echo VSOCK-HOST-DONE
@@ -38,6 +40,7 @@ until grep -q HOST-READY "$tmp/host.log" 2>/dev/null; do
     sleep 0.1
 done
 
+export RUST_LOG=${RUST_LOG:-rvm_vmm::devices::virtio::vsock=debug}
 status=0
 guest vsock "$tmp/vsock.sh" "$tmp/vsock-test:/bin/vsock-test" -- \
     --memory 256 --vsock "cid=3,uds=$uds" || status=$?
@@ -55,4 +58,8 @@ check vsock '^VSOCK-GUEST-ECHO-OK' "guest-initiated 10 MiB echo through UDS_5000
 check vsock '^VSOCK-NO-HOST-LISTENER-REFUSED' "guest connect to a port without host listener is refused"
 check vsock '^VSOCK-HOST-DONE' "the host released the guest"
 [ ! -e "$uds" ] || fail "rvm-vmm left its socket $uds behind"
+if [ ${#failures[@]} -gt 0 ]; then
+    echo "--- vsock console"; cat "$tmp/vsock.console"
+    echo "--- rvm-vmm stderr (last 40 lines)"; tail -n 40 "$tmp/vsock.stderr"
+fi
 finish

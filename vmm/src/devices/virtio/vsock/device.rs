@@ -318,7 +318,6 @@ mod tests {
     /// A guest driver stand-in: the device's queues in guest memory, filled and read by hand.
     struct Guest<'a> {
         mem: &'a GuestMemoryMmap,
-        rx: MockSplitQueue<'a, GuestMemoryMmap>,
         tx: MockSplitQueue<'a, GuestMemoryMmap>,
         tx_kick: EventFd,
         rx_seen: u16,
@@ -350,11 +349,15 @@ mod tests {
         }
 
         fn send(&mut self, op: u16, flags: u32, payload: &[u8]) {
+            self.send_ports(1024, 1 << 30, op, flags, payload);
+        }
+
+        fn send_ports(&mut self, src: u32, dst: u32, op: u16, flags: u32, payload: &[u8]) {
             let header = Header {
                 src_cid: 3,
                 dst_cid: HOST_CID,
-                src_port: 1024,
-                dst_port: 1 << 30,
+                src_port: src,
+                dst_port: dst,
                 len: payload.len() as u32,
                 kind: TYPE_STREAM,
                 op,
@@ -415,7 +418,6 @@ mod tests {
             .unwrap();
         let mut guest = Guest {
             mem: &mem,
-            rx,
             tx,
             tx_kick,
             rx_seen: 0,
@@ -459,8 +461,59 @@ mod tests {
         assert!(rest.is_empty());
         assert!(!interrupt.is_broken());
 
+        // Guest-initiated: host port 5000 is the listener at <uds>_5000.
+        let listener =
+            std::os::unix::net::UnixListener::bind(dir.path().join("v.sock_5000")).unwrap();
+        guest.send_ports(2000, 5000, op::REQUEST, 0, &[]);
+        let (response, _) = guest.wait_rx();
+        assert_eq!(
+            (response.op, response.src_port, response.dst_port),
+            (op::RESPONSE, 5000, 2000)
+        );
+        let (mut server, _) = listener.accept().unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        guest.send_ports(2000, 5000, op::RW, 0, b"to host");
+        guest.send_ports(2000, 5000, op::SHUTDOWN, 2, &[]);
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"to host");
+        server.write_all(b"back").unwrap();
+        drop(server);
+        let (data, payload) = guest.wait_rx();
+        assert_eq!((data.op, payload.as_slice()), (op::RW, &b"back"[..]));
+        let (shutdown, _) = guest.wait_rx();
+        assert_eq!((shutdown.op, shutdown.flags), (op::SHUTDOWN, 2));
+        // No listener on 5001: refused.
+        guest.send_ports(2001, 5001, op::REQUEST, 0, &[]);
+        let (rst, _) = guest.wait_rx();
+        assert_eq!((rst.op, rst.dst_port), (op::RST, 2001));
+
         vsock.reset();
         drop(vsock);
         assert!(!uds.exists(), "the socket is removed with the device");
+    }
+
+    #[test]
+    fn socket_path_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = dir.path().join("x".repeat(100));
+        assert!(matches!(bind(&long), Err(VsockError::PathTooLong { .. })));
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let err = bind(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("--vsock uds=") && err.contains("file"),
+            "{err}"
+        );
+        let missing = dir.path().join("no/such/dir/v.sock");
+        assert!(matches!(bind(&missing), Err(VsockError::Bind { .. })));
+        // A live socket is in use; a stale one (nobody listening) is replaced.
+        let uds = dir.path().join("v.sock");
+        let live = bind(&uds).unwrap();
+        assert!(matches!(bind(&uds), Err(VsockError::InUse(_))));
+        drop(live);
+        assert!(bind(&uds).is_ok());
     }
 }
