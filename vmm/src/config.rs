@@ -77,9 +77,14 @@ pub enum ConfigError {
     /// A disk image cannot be used.
     #[error(transparent)]
     Disk(#[from] DiskError),
-    /// A device flag that the VMM parses but cannot provide yet.
-    #[error("{0}: not supported yet (virtio devices come later)")]
-    NotSupportedYet(&'static str),
+    /// The vsock socket path cannot be used.
+    #[error("--vsock uds={path}: {reason}")]
+    VsockPath {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong.
+        reason: &'static str,
+    },
 }
 
 /// Kernel image formats we load.
@@ -308,6 +313,8 @@ pub struct VmConfig {
     pub disks: Vec<DiskImage>,
     /// The network card, if any (its TAP is opened when the device is created).
     pub net: Option<NetSpec>,
+    /// The vsock device, if any.
+    pub vsock: Option<VsockSpec>,
 }
 
 impl VmConfig {
@@ -346,6 +353,7 @@ pub fn validate(args: &Args, host_mib: u64) -> Result<VmConfig, ConfigError> {
         pvh: !args.no_pvh,
         disks,
         net: args.net.clone(),
+        vsock: args.vsock.clone(),
     })
 }
 
@@ -430,8 +438,33 @@ pub fn parse_cmdline(s: &str) -> Result<Cmdline, ConfigError> {
 }
 
 fn check_devices(args: &Args) -> Result<(), ConfigError> {
-    if args.vsock.is_some() {
-        return Err(ConfigError::NotSupportedYet("--vsock"));
+    if let Some(vsock) = &args.vsock {
+        check_vsock_path(&vsock.uds)?;
+    }
+    Ok(())
+}
+
+/// Longest `--vsock uds=` path: `sockaddr_un` holds 107 bytes, and guest connects append
+/// `_<port>` (up to 11 bytes).
+pub const MAX_VSOCK_PATH: usize = 96;
+
+/// Checks that the vsock socket can be created: short enough, in an existing directory. The
+/// device binds it (replacing a stale socket) when it is created.
+fn check_vsock_path(path: &Path) -> Result<(), ConfigError> {
+    let bad = |reason| ConfigError::VsockPath {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if path.as_os_str().len() > MAX_VSOCK_PATH {
+        return Err(bad("longer than 96 bytes (Unix socket address limit)"));
+    }
+    let parent = match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => return Err(bad("not a file path")),
+    };
+    if !parent.is_dir() {
+        return Err(bad("its directory does not exist"));
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use crate::config::VmConfig;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::net::{generated_mac, Net, Tap, TapError};
 use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::vsock::{Vsock, VsockError};
 use crate::devices::virtio::VirtioDevice;
 use crate::machine::{Machine, MachineError};
 
@@ -25,6 +26,9 @@ pub enum DeviceError {
     /// The `--net` TAP cannot be used.
     #[error(transparent)]
     Tap(#[from] TapError),
+    /// The vsock's Unix socket cannot be set up (bad input: the path given).
+    #[error(transparent)]
+    Vsock(#[from] VsockError),
 }
 
 /// Adds every configured device to `machine`; returns the command line with their entries.
@@ -38,6 +42,10 @@ pub fn add_devices(machine: &mut Machine, config: &VmConfig) -> Result<Cmdline, 
         let tap = Tap::open(&net.tap)?;
         let mac = net.mac.unwrap_or_else(generated_mac);
         add(machine, &mut cmdline, Box::new(Net::new(tap, mac)))?;
+    }
+    if let Some(spec) = &config.vsock {
+        let vsock = Vsock::new(u64::from(spec.cid), &spec.uds)?;
+        add(machine, &mut cmdline, Box::new(vsock))?;
     }
     Ok(cmdline)
 }

@@ -35,6 +35,7 @@ impl Error {
             Error::Load(LoadError::BootParams(_)) => EXIT_FAILURE,
             Error::Load(_) => EXIT_BAD_INPUT,
             Error::Device(DeviceError::Tap(_)) => EXIT_BAD_INPUT,
+            Error::Device(DeviceError::Vsock(_)) => EXIT_BAD_INPUT,
             Error::Device(_) | Error::Machine(_) => EXIT_FAILURE,
         }
     }
@@ -49,5 +50,7 @@ mod tests {
         assert_eq!(Error::from(ConfigError::Vcpus(0)).exit_code(), 2);
         let stuck = MachineError::Stuck(std::time::Duration::from_secs(1));
         assert_eq!(Error::from(stuck).exit_code(), 1);
+        let vsock = crate::devices::virtio::vsock::VsockError::InUse("/v".into());
+        assert_eq!(Error::from(DeviceError::from(vsock)).exit_code(), 2);
     }
 }

@@ -151,7 +151,12 @@ fn bad_input_exits_2() {
         ),
         (vec!["--kernel", kernel, "--disk", "/x.img,ro"], "--disk"),
         (
-            vec!["--kernel", kernel, "--vsock", "cid=3,uds=/tmp/v"],
+            vec![
+                "--kernel",
+                kernel,
+                "--vsock",
+                "cid=3,uds=/nonexistent/v.sock",
+            ],
             "--vsock",
         ),
     ];

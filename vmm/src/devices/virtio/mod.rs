@@ -10,6 +10,7 @@ pub mod block;
 pub mod mmio;
 pub mod net;
 pub mod rng;
+pub mod vsock;
 pub mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

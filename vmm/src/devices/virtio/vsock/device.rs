@@ -1,0 +1,519 @@
+//! The virtio-vsock device: its configuration space (the guest's CID), its three queues (RX,
+//! TX, event), the Unix socket it is reached through, and the queue processing on its worker.
+
+use std::io::ErrorKind;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+use super::muxer::Muxer;
+use super::packet::{parse_tx, rx_writer};
+use crate::devices::virtio::worker::{Poller, QueueHandler, Worker};
+use crate::devices::virtio::{
+    ActivateError, ActiveQueues, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1,
+};
+
+/// Virtio device ID of a socket device.
+const VIRTIO_ID_VSOCK: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
+/// Entries in each queue.
+const QUEUE_SIZE: u16 = 256;
+const RX: usize = 0;
+const TX: usize = 1;
+const EVENT: usize = 2;
+/// `struct sockaddr_un`'s path room, NUL excluded.
+const MAX_SOCKET_PATH: usize = 107;
+/// Room kept for the `_<port>` suffix of guest-initiated connections.
+const PORT_SUFFIX: usize = 11;
+
+/// Why the device could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum VsockError {
+    /// The socket path is too long for a Unix socket address.
+    #[error("--vsock uds={path}: {len} bytes, at most {max} fit a Unix socket address with a _PORT suffix")]
+    PathTooLong {
+        /// The path.
+        path: PathBuf,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Something else than a stale socket is in the way.
+    #[error("--vsock uds={0}: exists and is in use or not a socket")]
+    InUse(PathBuf),
+    /// Binding or configuring the listener failed.
+    #[error("--vsock uds={path}: cannot listen: {source}")]
+    Bind {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The vsock device.
+#[derive(Debug)]
+pub struct Vsock {
+    cid: u64,
+    uds: PathBuf,
+    listener: UnixListener,
+    worker: Option<Worker>,
+}
+
+impl Vsock {
+    /// A device for guest `cid` that host processes reach through a Unix socket bound at `uds`
+    /// now (a stale socket there nobody listens on is replaced).
+    pub fn new(cid: u64, uds: &Path) -> Result<Vsock, VsockError> {
+        let listener = bind(uds)?;
+        Ok(Vsock {
+            cid,
+            uds: uds.to_path_buf(),
+            listener,
+            worker: None,
+        })
+    }
+}
+
+/// Checks the path and binds a non-blocking listener there.
+pub fn bind(uds: &Path) -> Result<UnixListener, VsockError> {
+    let len = uds.as_os_str().len();
+    let max = MAX_SOCKET_PATH - PORT_SUFFIX;
+    if len > max {
+        return Err(VsockError::PathTooLong {
+            path: uds.to_path_buf(),
+            len,
+            max,
+        });
+    }
+    let bind_error = |source| VsockError::Bind {
+        path: uds.to_path_buf(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(uds) {
+        use std::os::unix::fs::FileTypeExt;
+        let stale = meta.file_type().is_socket()
+            && matches!(UnixStream::connect(uds), Err(e) if e.kind() == ErrorKind::ConnectionRefused);
+        if !stale {
+            return Err(VsockError::InUse(uds.to_path_buf()));
+        }
+        std::fs::remove_file(uds).map_err(bind_error)?;
+    }
+    let listener = UnixListener::bind(uds).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    Ok(listener)
+}
+
+impl Drop for Vsock {
+    fn drop(&mut self) {
+        self.worker = None;
+        let _ = std::fs::remove_file(&self.uds);
+    }
+}
+
+impl VirtioDevice for Vsock {
+    fn name(&self) -> &'static str {
+        "vsock"
+    }
+
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_VSOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE; 3]
+    }
+
+    fn device_features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+    }
+
+    /// `struct virtio_vsock_config { le64 guest_cid; }`.
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let config = self.cid.to_le_bytes();
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = usize::try_from(offset)
+                .ok()
+                .and_then(|o| o.checked_add(i))
+                .and_then(|at| config.get(at))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    fn activate(&mut self, context: ActiveQueues) -> Result<(), ActivateError> {
+        let ActiveQueues {
+            mem,
+            queues,
+            notifiers,
+            interrupt,
+            ..
+        } = context;
+        let bad = |reason: &str| ActivateError::BadConfig {
+            device: "vsock",
+            reason: reason.into(),
+        };
+        let [rx, tx, _event]: [Queue; 3] = queues
+            .try_into()
+            .map_err(|_| bad("expected 3 queues (rx, tx, event)"))?;
+        let worker_error = |source| ActivateError::Worker {
+            device: "vsock",
+            source,
+        };
+        let listener = self.listener.try_clone().map_err(worker_error)?;
+        let muxer = Muxer::new(self.cid, &self.uds, listener).map_err(worker_error)?;
+        let handler = VsockHandler {
+            mem,
+            rx,
+            tx,
+            interrupt,
+            muxer,
+        };
+        self.worker = Some(Worker::spawn("vsock", handler, notifiers).map_err(worker_error)?);
+        Ok(())
+    }
+
+    /// Stopping the worker drops the muxer: every connection's stream closes. Host clients
+    /// still in the listener's backlog wait for the next activation.
+    fn reset(&mut self) {
+        self.worker = None;
+    }
+}
+
+/// The vsock's queue processing, on its worker thread. The event queue's buffers are kept
+/// unused: the device never moves the guest to another CID, so it never sends a transport
+/// reset (a device reset drops every connection and the driver starts over).
+struct VsockHandler {
+    mem: GuestMemoryMmap,
+    rx: Queue,
+    tx: Queue,
+    interrupt: Arc<Interrupt>,
+    muxer: Muxer,
+}
+
+impl VsockHandler {
+    /// Drains the TX queue: every packet is handed to the muxer (or dropped if malformed), and
+    /// its buffer returned. The guest's credit bounds what the muxer must buffer.
+    fn process_tx(&mut self, poller: &Poller) {
+        let mut returned = false;
+        while let Some(chain) = self.tx.pop_descriptor_chain(&self.mem) {
+            let head = chain.head_index();
+            match parse_tx(&self.mem, chain) {
+                Ok(mut packet) => self
+                    .muxer
+                    .handle_tx(poller, &packet.header, &mut packet.payload),
+                Err(e) => tracing::debug!("{e}"),
+            }
+            if let Err(e) = self.tx.add_used(&self.mem, head, 0) {
+                self.interrupt.mark_broken("vsock", &e);
+                return;
+            }
+            returned = true;
+        }
+        if returned {
+            notify(&self.mem, &mut self.tx, &self.interrupt);
+        }
+    }
+
+    /// Fills RX buffers with whatever the muxer has for the guest.
+    fn process_rx(&mut self, poller: &Poller) {
+        let mut returned = false;
+        while self.muxer.has_rx_work() {
+            let Some(chain) = self.rx.pop_descriptor_chain(&self.mem) else {
+                break;
+            };
+            let head = chain.head_index();
+            let len = match rx_writer(&self.mem, chain) {
+                Ok(mut writer) => match self.muxer.next_rx(poller, &mut writer) {
+                    Some(len) => len,
+                    None => {
+                        self.rx.go_to_previous_position();
+                        break;
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!("{e}");
+                    0
+                }
+            };
+            if let Err(e) = self.rx.add_used(&self.mem, head, len) {
+                self.interrupt.mark_broken("vsock", &e);
+                return;
+            }
+            returned = true;
+        }
+        if returned {
+            notify(&self.mem, &mut self.rx, &self.interrupt);
+        }
+    }
+}
+
+fn notify(mem: &GuestMemoryMmap, queue: &mut Queue, interrupt: &Interrupt) {
+    match queue.needs_notification(mem) {
+        Ok(true) => interrupt.signal_used_queue(),
+        Ok(false) => {}
+        Err(e) => interrupt.mark_broken("vsock", &e),
+    }
+}
+
+impl QueueHandler for VsockHandler {
+    fn start(&mut self, poller: &Poller) {
+        self.muxer.start(poller);
+    }
+
+    fn queue_notified(&mut self, poller: &Poller, index: usize) {
+        if self.interrupt.is_broken() {
+            return;
+        }
+        match index {
+            TX => self.process_tx(poller),
+            RX | EVENT => {}
+            _ => return,
+        }
+        self.process_rx(poller);
+    }
+
+    fn backend_event(
+        &mut self,
+        poller: &Poller,
+        token: u64,
+        events: vmm_sys_util::epoll::EventSet,
+    ) {
+        if self.interrupt.is_broken() {
+            return;
+        }
+        self.muxer.backend_event(poller, token, events);
+        self.process_rx(poller);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress};
+    use vmm_sys_util::eventfd::EventFd;
+
+    use super::*;
+    use crate::devices::virtio::vsock::packet::{op, Header, HEADER_LEN, HOST_CID, TYPE_STREAM};
+
+    const WRITE: u16 = virtio_bindings::virtio_ring::VRING_DESC_F_WRITE as u16;
+    const RX_BUFFERS: u64 = 0x10_0000;
+    const TX_BUFFERS: u64 = 0x20_0000;
+    const BUFFER: u32 = 4096 + HEADER_LEN as u32;
+    /// The mock places a used ring over the end of its avail ring for 16 entries: ours go here.
+    const RX_USED: u64 = 0x800;
+
+    fn queue(mock: &MockSplitQueue<'_, GuestMemoryMmap>, used: u64) -> Queue {
+        let mut queue: Queue = mock.create_queue().unwrap();
+        queue.try_set_used_ring_address(GuestAddress(used)).unwrap();
+        queue
+    }
+
+    /// A guest driver stand-in: the device's queues in guest memory, filled and read by hand.
+    struct Guest<'a> {
+        mem: &'a GuestMemoryMmap,
+        tx: MockSplitQueue<'a, GuestMemoryMmap>,
+        tx_kick: EventFd,
+        rx_seen: u16,
+        tx_sent: u16,
+    }
+
+    impl Guest<'_> {
+        fn wait_rx(&mut self) -> (Header, Vec<u8>) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.mem.read_obj::<u16>(GuestAddress(RX_USED + 2)).unwrap() == self.rx_seen {
+                assert!(Instant::now() < deadline, "no RX packet from the device");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // The used element, read straight from the ring: id then length.
+            let at = RX_USED + 4 + 8 * u64::from(self.rx_seen);
+            let id: u32 = self.mem.read_obj(GuestAddress(at)).unwrap();
+            let used_len: u32 = self.mem.read_obj(GuestAddress(at + 4)).unwrap();
+            let addr = RX_BUFFERS + u64::from(id) * u64::from(BUFFER);
+            self.rx_seen += 1;
+            let mut bytes = [0u8; HEADER_LEN];
+            self.mem.read_slice(&mut bytes, GuestAddress(addr)).unwrap();
+            let header = Header::from_bytes(&bytes);
+            let mut payload = vec![0u8; header.len as usize];
+            self.mem
+                .read_slice(&mut payload, GuestAddress(addr + HEADER_LEN as u64))
+                .unwrap();
+            assert_eq!(used_len as usize, HEADER_LEN + payload.len());
+            (header, payload)
+        }
+
+        fn send(&mut self, op: u16, flags: u32, payload: &[u8]) {
+            self.send_ports(1024, 1 << 30, op, flags, payload);
+        }
+
+        fn send_ports(&mut self, src: u32, dst: u32, op: u16, flags: u32, payload: &[u8]) {
+            let header = Header {
+                src_cid: 3,
+                dst_cid: HOST_CID,
+                src_port: src,
+                dst_port: dst,
+                len: payload.len() as u32,
+                kind: TYPE_STREAM,
+                op,
+                flags,
+                buf_alloc: 64 * 1024,
+                fwd_cnt: 0,
+            };
+            let addr = TX_BUFFERS + u64::from(self.tx_sent) * u64::from(BUFFER);
+            self.mem
+                .write_slice(&header.to_bytes(), GuestAddress(addr))
+                .unwrap();
+            self.mem
+                .write_slice(payload, GuestAddress(addr + HEADER_LEN as u64))
+                .unwrap();
+            let len = (HEADER_LEN + payload.len()) as u32;
+            let desc = RawDescriptor::from(SplitDescriptor::new(addr, len, 0, 0));
+            self.tx.add_desc_chains(&[desc], self.tx_sent).unwrap();
+            self.tx_sent += 1;
+            self.tx_kick.write(1).unwrap();
+        }
+    }
+
+    #[test]
+    fn host_initiated_connection_relays_and_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let uds = dir.path().join("v.sock");
+        let mut vsock = Vsock::new(3, &uds).unwrap();
+        let mut config = [0u8; 8];
+        vsock.read_config(0, &mut config);
+        assert_eq!(u64::from_le_bytes(config), 3);
+
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
+        let rx = MockSplitQueue::create(&mem, GuestAddress(0), 16);
+        let tx = MockSplitQueue::create(&mem, GuestAddress(0x1_0000), 16);
+        let event = MockSplitQueue::create(&mem, GuestAddress(0x2_0000), 16);
+        let buffers: Vec<RawDescriptor> = (0..16u64)
+            .map(|i| {
+                let addr = RX_BUFFERS + i * u64::from(BUFFER);
+                RawDescriptor::from(SplitDescriptor::new(addr, BUFFER, WRITE, 0))
+            })
+            .collect();
+        rx.add_desc_chains(&buffers, 0).unwrap();
+        let notifiers: Vec<EventFd> = (0..3).map(|_| EventFd::new(0).unwrap()).collect();
+        let tx_kick = notifiers[TX].try_clone().unwrap();
+        let interrupt = Arc::new(Interrupt::new(EventFd::new(0).unwrap()));
+        vsock
+            .activate(ActiveQueues {
+                mem: mem.clone(),
+                queues: vec![
+                    queue(&rx, RX_USED),
+                    queue(&tx, 0x1_0800),
+                    queue(&event, 0x2_0800),
+                ],
+                notifiers,
+                interrupt: interrupt.clone(),
+                features: VIRTIO_F_VERSION_1,
+            })
+            .unwrap();
+        let mut guest = Guest {
+            mem: &mem,
+            tx,
+            tx_kick,
+            rx_seen: 0,
+            tx_sent: 0,
+        };
+
+        let mut client = UnixStream::connect(&uds).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        client.write_all(b"CONNECT 1024\n").unwrap();
+        let (request, _) = guest.wait_rx();
+        assert_eq!(
+            (
+                request.op,
+                request.dst_port,
+                request.src_port,
+                request.dst_cid
+            ),
+            (op::REQUEST, 1024, 1 << 30, 3)
+        );
+        guest.send(op::RESPONSE, 0, &[]);
+        let mut reply = [0u8; 14];
+        client.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"OK 1073741824\n");
+
+        client.write_all(b"ping").unwrap();
+        let (data, payload) = guest.wait_rx();
+        assert_eq!((data.op, payload.as_slice()), (op::RW, &b"ping"[..]));
+        guest.send(op::RW, 0, b"pong");
+        let mut pong = [0u8; 4];
+        client.read_exact(&mut pong).unwrap();
+        assert_eq!(&pong, b"pong");
+
+        // The guest closes: the client sees EOF, the guest gets its reset.
+        guest.send(op::SHUTDOWN, 3, &[]);
+        let (rst, _) = guest.wait_rx();
+        assert_eq!(rst.op, op::RST);
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        assert!(!interrupt.is_broken());
+
+        // Guest-initiated: host port 5000 is the listener at <uds>_5000.
+        let listener =
+            std::os::unix::net::UnixListener::bind(dir.path().join("v.sock_5000")).unwrap();
+        guest.send_ports(2000, 5000, op::REQUEST, 0, &[]);
+        let (response, _) = guest.wait_rx();
+        assert_eq!(
+            (response.op, response.src_port, response.dst_port),
+            (op::RESPONSE, 5000, 2000)
+        );
+        let (mut server, _) = listener.accept().unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        guest.send_ports(2000, 5000, op::RW, 0, b"to host");
+        guest.send_ports(2000, 5000, op::SHUTDOWN, 2, &[]);
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"to host");
+        server.write_all(b"back").unwrap();
+        drop(server);
+        let (data, payload) = guest.wait_rx();
+        assert_eq!((data.op, payload.as_slice()), (op::RW, &b"back"[..]));
+        let (shutdown, _) = guest.wait_rx();
+        assert_eq!((shutdown.op, shutdown.flags), (op::SHUTDOWN, 2));
+        // No listener on 5001: refused.
+        guest.send_ports(2001, 5001, op::REQUEST, 0, &[]);
+        let (rst, _) = guest.wait_rx();
+        assert_eq!((rst.op, rst.dst_port), (op::RST, 2001));
+
+        vsock.reset();
+        drop(vsock);
+        assert!(!uds.exists(), "the socket is removed with the device");
+    }
+
+    #[test]
+    fn socket_path_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = dir.path().join("x".repeat(100));
+        assert!(matches!(bind(&long), Err(VsockError::PathTooLong { .. })));
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let err = bind(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("--vsock uds=") && err.contains("file"),
+            "{err}"
+        );
+        let missing = dir.path().join("no/such/dir/v.sock");
+        assert!(matches!(bind(&missing), Err(VsockError::Bind { .. })));
+        // A live socket is in use; a stale one (nobody listening) is replaced.
+        let uds = dir.path().join("v.sock");
+        let live = bind(&uds).unwrap();
+        assert!(matches!(bind(&uds), Err(VsockError::InUse(_))));
+        drop(live);
+        assert!(bind(&uds).is_ok());
+    }
+}

@@ -1,0 +1,16 @@
+//! virtio-vsock with a hybrid vsock host side: host processes reach guest ports through one
+//! Unix socket (`CONNECT <port>\n` → `OK <host port>\n`), and guest connects to host port P
+//! reach the Unix listener at `<uds>_P`. Credit-based flow control on every connection.
+//!
+//! [`packet`] parses descriptor chains, [`credit`] and [`connection`] keep per-connection
+//! state, [`hybrid`] is the host handshake, [`muxer`] the host side, [`device`] the device.
+
+pub mod connection;
+pub mod credit;
+pub mod device;
+pub mod fuzzing;
+pub mod hybrid;
+pub mod muxer;
+pub mod packet;
+
+pub use device::{Vsock, VsockError};

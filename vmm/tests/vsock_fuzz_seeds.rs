@@ -1,0 +1,129 @@
+//! Replays the committed seed corpus of the `virtio_vsock` fuzz target
+//! (`fuzz/corpus/virtio_vsock/`) through the function the fuzzer drives.
+//!
+//! The seeds are written by `cargo test -p rvm-vmm --test vsock_fuzz_seeds -- --ignored`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rvm_vmm::devices::virtio::vsock::fuzzing::{virtio_vsock, DATA_ADDR, TABLE_BYTES};
+use rvm_vmm::devices::virtio::vsock::packet::{op, Header, HOST_CID, TYPE_STREAM};
+
+const NEXT: u16 = 1;
+const WRITE: u16 = 2;
+const INDIRECT: u16 = 4;
+
+fn seed_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/virtio_vsock")
+}
+
+#[test]
+fn replay_virtio_vsock_seeds() {
+    let mut count = 0;
+    for entry in fs::read_dir(seed_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        println!("{}", path.display());
+        virtio_vsock(&fs::read(&path).unwrap());
+        count += 1;
+    }
+    assert!(count >= 8, "only {count} seeds");
+}
+
+/// One fuzz input: the head index, descriptors (address, length, flags, next) and memory.
+fn input(head: u8, descs: &[(u64, u32, u16, u16)], memory: &[u8]) -> Vec<u8> {
+    let mut table = vec![0u8; TABLE_BYTES];
+    for (i, &(addr, len, flags, next)) in descs.iter().enumerate() {
+        let d = &mut table[i * 16..i * 16 + 16];
+        d[0..8].copy_from_slice(&addr.to_le_bytes());
+        d[8..12].copy_from_slice(&len.to_le_bytes());
+        d[12..14].copy_from_slice(&flags.to_le_bytes());
+        d[14..16].copy_from_slice(&next.to_le_bytes());
+    }
+    let mut data = vec![head];
+    data.extend_from_slice(&table);
+    data.extend_from_slice(memory);
+    data
+}
+
+fn header(op: u16, len: u32) -> [u8; 44] {
+    Header {
+        src_cid: 3,
+        dst_cid: HOST_CID,
+        src_port: 1024,
+        dst_port: 1 << 30,
+        len,
+        kind: TYPE_STREAM,
+        op,
+        flags: 0,
+        buf_alloc: 256 * 1024,
+        fwd_cnt: 0,
+    }
+    .to_bytes()
+}
+
+fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let d = DATA_ADDR;
+    let mut rw = header(op::RW, 5).to_vec();
+    rw.extend_from_slice(b"hello");
+    let request = header(op::REQUEST, 0).to_vec();
+    // An indirect table at DATA_ADDR + 0x100 holding a header descriptor.
+    let mut indirect = vec![0u8; 0x100];
+    indirect.extend_from_slice(&(d).to_le_bytes());
+    indirect.extend_from_slice(&44u32.to_le_bytes());
+    indirect.extend_from_slice(&[0, 0, 0, 0]);
+    indirect[..44].copy_from_slice(&request);
+    vec![
+        (
+            "tx-rw-split",
+            input(0, &[(d, 44, NEXT, 1), (d + 44, 5, 0, 0)], &rw),
+        ),
+        ("tx-rw-one-buffer", input(0, &[(d, 49, 0, 0)], &rw)),
+        ("tx-request", input(0, &[(d, 44, 0, 0)], &request)),
+        ("rx-buffer", input(0, &[(d, 4096 + 44, WRITE, 0)], &[])),
+        (
+            "rx-split",
+            input(
+                0,
+                &[(d, 44, WRITE | NEXT, 1), (d + 44, 4096, WRITE, 0)],
+                &[],
+            ),
+        ),
+        ("short-header", input(0, &[(d, 20, 0, 0)], &request)),
+        (
+            "len-mismatch",
+            input(0, &[(d, 44, NEXT, 1), (d + 44, 3, 0, 0)], &rw),
+        ),
+        (
+            "oversize",
+            input(0, &[(d, 44, 0, 0)], &header(op::RW, 1 << 20)),
+        ),
+        (
+            "writable-in-tx",
+            input(0, &[(d, 44, NEXT, 1), (d + 44, 5, WRITE, 0)], &rw),
+        ),
+        (
+            "outside-memory",
+            input(0, &[(0xffff_0000_0000, 44, 0, 0)], &[]),
+        ),
+        ("region-gap", input(0, &[(0x1_fff0, 0x20, 0, 0)], &[])),
+        (
+            "loop",
+            input(0, &[(d, 44, NEXT, 1), (d, 44, NEXT, 0)], &request),
+        ),
+        (
+            "indirect",
+            input(0, &[(d + 0x100, 16, INDIRECT, 0)], &indirect),
+        ),
+        ("bad-head", input(200, &[(d, 44, 0, 0)], &request)),
+        ("connect-line", b"\x00CONNECT 1024\n".to_vec()),
+    ]
+}
+
+#[test]
+#[ignore = "writes the seed corpus; run by hand after changing the input layout"]
+fn write_seeds() {
+    fs::create_dir_all(seed_dir()).unwrap();
+    for (name, data) in seeds() {
+        fs::write(seed_dir().join(name), data).unwrap();
+    }
+}
