@@ -7,8 +7,12 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_ROOT: &str = "/var/lib/rvm";
 /// The default runtime directory.
 pub const DEFAULT_RUN: &str = "/run/rvm";
-/// Unix socket paths longer than this (`sun_path` minus its NUL) cannot be bound.
-pub const MAX_SOCKET_PATH: usize = 107;
+/// Longest vsock socket path `rvm-vmm` accepts: `sun_path` holds 107 bytes, and the guest's
+/// connections to host ports append `_<port>` to it.
+pub const MAX_SOCKET_PATH: usize = 96;
+/// Characters of the container ID that name its runtime directory (Docker's short ID): the full
+/// 64 would leave too little of a socket path for the root's own path.
+const RUN_DIR_ID_LEN: usize = 12;
 
 /// The directories of one rvm installation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,14 +66,14 @@ impl Layout {
         self.containers_dir().join(id)
     }
 
-    /// `<run>/<id>`: the container's sockets.
+    /// `<run>/<short id>`: the container's sockets.
     pub fn run_dir(&self, id: &str) -> PathBuf {
-        self.run.join(id)
+        self.run.join(id.get(..RUN_DIR_ID_LEN).unwrap_or(id))
     }
 
     /// The VMM's hybrid vsock socket of the container.
     pub fn vsock_path(&self, id: &str) -> PathBuf {
-        self.run_dir(id).join("vsock.sock")
+        self.run_dir(id).join("vsock")
     }
 
     /// `<root>/volumes`: named volumes as ext4 images.
@@ -118,7 +122,7 @@ mod tests {
         assert_eq!(layout.run(), Path::new("/tmp/x/run"));
         assert_eq!(
             layout.vsock_path("abc"),
-            PathBuf::from("/tmp/x/run/abc/vsock.sock")
+            PathBuf::from("/tmp/x/run/abc/vsock")
         );
     }
 

@@ -167,7 +167,7 @@ mod tests {
         assert!(joined.contains("--disk /l/0.erofs,ro,serial=rvm-layer-0"));
         assert!(joined.contains("--disk /c/scratch.ext4,serial=rvm-scratch"));
         assert!(joined.contains("--disk /v/data.ext4,ro,serial=rvm-vol-0"));
-        assert!(joined.contains("--vsock cid=3,uds=/r/run/abc/vsock.sock"));
+        assert!(joined.contains("--vsock cid=3,uds=/r/run/abc/vsock"));
         assert!(joined.ends_with("--console-log /r/containers/abc/console.log"));
         for disk in &command.disks {
             assert!(disk.serial.len() <= 20, "{}", disk.serial);
