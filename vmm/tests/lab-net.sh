@@ -122,12 +122,12 @@ status=0
 wait "$guest_pid" || status=$?
 [ "$status" = 0 ] || fail "rvm-vmm exited $status"
 check net '^GUEST-TEST-END' "the guest finished its script"
-check net "^GUEST-MAC $mac\$" "the guest sees MAC $mac"
+check net "^GUEST-MAC $mac" "the guest sees MAC $mac"
 check net '^PING-HOST-OK' "the guest pings the host"
 g2h=$(sha256sum <"$tmp/g2h.bin" | cut -d' ' -f1)
-check net "^SENT-SHA $g2h\$" "guest → host: $mib MiB arrived intact"
+check net "^SENT-SHA $g2h" "guest → host: $mib MiB arrived intact"
 h2g=$(sha256sum <"$tmp/h2g.bin" | cut -d' ' -f1)
-check net "^RECV-SHA $h2g\$" "host → guest: $mib MiB arrived intact"
+check net "^RECV-SHA $h2g" "host → guest: $mib MiB arrived intact"
 if [ ${#failures[@]} -gt 0 ]; then
     echo "--- net console (last 30 lines)"; tail -n 30 "$tmp/net.console" || true
     echo "--- net stderr"; tail -n 20 "$tmp/net.stderr" || true
