@@ -41,3 +41,12 @@ pub fn init_tracing_for_monitor() {
         .with_ansi(false)
         .try_init();
 }
+
+/// Refuses to start a microVM on a host whose `/dev/kvm` cannot boot rvm's guest kernel,
+/// saying why in one line, instead of letting the VM die inside KVM.
+pub fn require_bootable_kvm() -> anyhow::Result<()> {
+    match rvm_runtime::host::KvmKind::detect().limitation() {
+        None => Ok(()),
+        Some(why) => anyhow::bail!("{why}"),
+    }
+}

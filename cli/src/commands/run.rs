@@ -171,6 +171,7 @@ fn create_options(args: &RunArgs) -> Result<CreateOptions> {
 
 fn run(layout: &Layout, args: RunArgs) -> Result<i32> {
     let options = create_options(&args)?;
+    common::require_bootable_kvm()?;
     let store = Store::open(layout.root()).context("cannot open the image store")?;
     let config = prepare::create_container(layout, &store, options)?;
     let containers = container::open(layout)?;

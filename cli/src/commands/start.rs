@@ -5,7 +5,7 @@ use clap::Args;
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::state::Status;
 
-use super::common::{report, EXIT_FAILED};
+use super::common::{self, report, EXIT_FAILED};
 use super::container::{self, Started};
 
 #[derive(Debug, Args)]
@@ -35,6 +35,7 @@ fn start(layout: &Layout, name: &str) -> Result<()> {
     if found.state.monitor_alive() {
         bail!("container {name} is still being stopped; try again");
     }
+    common::require_bootable_kvm()?;
     container::reset_for_start(&containers, &id)?;
     container::spawn_monitor(&containers, &id, None)?;
     match container::wait_started(&containers, &id)? {

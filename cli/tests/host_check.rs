@@ -1,0 +1,30 @@
+//! On a host whose /dev/kvm cannot boot rvm's guest (KVM-PVM, or none), `rvm run` says why in
+//! one line and exits 125 before creating anything. Skipped on hosts with hardware KVM.
+
+use std::process::Command;
+
+use rvm_runtime::host::KvmKind;
+
+#[test]
+fn run_explains_a_host_that_cannot_boot_guests() {
+    let Some(why) = KvmKind::detect().limitation() else {
+        eprintln!("skipped: this host has hardware KVM");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rvm"))
+        .arg("--root")
+        .arg(root.path())
+        .args(["run", "--rm", "busybox", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim(), format!("rvm: {why}"));
+    assert!(
+        !root.path().join("containers").exists()
+            || std::fs::read_dir(root.path().join("containers"))
+                .unwrap()
+                .all(|e| e.unwrap().file_name() == ".lock")
+    );
+}
