@@ -67,11 +67,7 @@ impl VirtioDevice for Rng {
             queue,
             interrupt,
         };
-        let worker =
-            Worker::spawn("rng", handler, notifiers).map_err(|source| ActivateError::Worker {
-                device: "rng",
-                source,
-            })?;
+        let worker = Worker::start_device("rng", handler, notifiers)?;
         self.worker = Some(worker);
         Ok(())
     }

@@ -9,6 +9,8 @@ use std::thread::JoinHandle;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::ActivateError;
+
 /// Token of the stop eventfd.
 const STOP_TOKEN: u64 = u64::MAX;
 /// Tokens below this one are queue indexes; devices use tokens from here on.
@@ -83,6 +85,16 @@ impl Worker {
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// Starts the worker of `device` as it activates; failing to is its activation error.
+    pub fn start_device<H: QueueHandler>(
+        device: &'static str,
+        handler: H,
+        notifiers: Vec<EventFd>,
+    ) -> Result<Worker, ActivateError> {
+        Worker::spawn(device, handler, notifiers)
+            .map_err(|source| ActivateError::Worker { device, source })
     }
 
     /// Stops the thread and waits for it.

@@ -143,11 +143,7 @@ impl VirtioDevice for Block {
             disk: self.disk.clone(),
             id: device_id(self.disk.serial.as_deref()),
         };
-        let worker =
-            Worker::spawn("block", handler, notifiers).map_err(|source| ActivateError::Worker {
-                device: "block",
-                source,
-            })?;
+        let worker = Worker::start_device("block", handler, notifiers)?;
         self.worker = Some(worker);
         Ok(())
     }

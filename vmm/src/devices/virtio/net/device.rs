@@ -123,11 +123,7 @@ impl VirtioDevice for Net {
                 reason: e.to_string(),
             })?;
         let handler = NetHandler::new(mem, rx, tx, interrupt, Arc::clone(&self.tap), features);
-        let worker =
-            Worker::spawn("net", handler, notifiers).map_err(|source| ActivateError::Worker {
-                device: "net",
-                source,
-            })?;
+        let worker = Worker::start_device("net", handler, notifiers)?;
         self.worker = Some(worker);
         Ok(())
     }
