@@ -10,6 +10,7 @@ use linux_loader::cmdline::Cmdline;
 
 use crate::arch::x86_64::layout::CMDLINE_MAX_SIZE;
 use crate::devices::virtio::block::{DiskError, DiskImage};
+use crate::seccomp::SeccompMode;
 
 /// Fewest MiB of guest RAM we boot.
 pub const MIN_MEMORY_MIB: u64 = 32;
@@ -279,6 +280,10 @@ pub struct Args {
     /// Enter an ELF kernel in 64-bit mode even if it has a PVH entry point.
     #[arg(long)]
     pub no_pvh: bool,
+    /// The VMM's own seccomp filter, installed before the guest runs: `enforce` (a system call
+    /// outside it kills the VMM), `log` (allowed and logged by the kernel) or `off`.
+    #[arg(long, value_name = "enforce|log|off", default_value = "enforce")]
+    pub seccomp: SeccompMode,
 }
 
 /// Where the guest's serial output goes.
@@ -315,6 +320,8 @@ pub struct VmConfig {
     pub net: Option<NetSpec>,
     /// The vsock device, if any.
     pub vsock: Option<VsockSpec>,
+    /// The VMM's seccomp filter.
+    pub seccomp: SeccompMode,
 }
 
 impl VmConfig {
@@ -354,6 +361,7 @@ pub fn validate(args: &Args, host_mib: u64) -> Result<VmConfig, ConfigError> {
         disks,
         net: args.net.clone(),
         vsock: args.vsock.clone(),
+        seccomp: args.seccomp,
     })
 }
 

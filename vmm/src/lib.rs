@@ -3,7 +3,8 @@
 //! [`config`] validates what to boot; [`machine::Machine`] builds the VM (memory in
 //! [`vstate::memory`], irqchip and PIT in [`vstate::vm`], legacy devices in [`devices`]),
 //! loads the kernel ([`loader`], boot tables in [`arch::x86_64`]) or raw code, and runs the
-//! vCPU threads ([`vstate::vcpu`]) under the [`event_loop`] until the guest stops.
+//! vCPU threads ([`vstate::vcpu`]) under the [`event_loop`] until the guest stops, with the
+//! process confined by its [`seccomp`] filter from then on.
 
 pub mod arch;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod event_loop;
 pub mod loader;
 pub mod machine;
+pub mod seccomp;
 pub mod vstate;
 
 pub use error::Error;

@@ -20,6 +20,7 @@ use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::devices::Devices;
 use crate::event_loop::{EventLoop, EventLoopError, StopSignals, Token};
 use crate::loader::{self, BootFiles, LoadError};
+use crate::seccomp::{self, SeccompError, SeccompMode};
 use crate::vstate::memory::{self, MemoryError};
 use crate::vstate::vcpu::{self, Vcpu, VcpuError, VcpuReport, VcpuShared, VcpuStop};
 use crate::vstate::vm::{Vm, VmError};
@@ -63,6 +64,9 @@ pub enum MachineError {
         layout::MMIO_MAX_DEVICES
     )]
     TooManyDevices,
+    /// The seccomp filter.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// Every vCPU thread ended without a reason.
     #[error("vCPU {0} stopped without the VMM asking")]
     StoppedUnasked(u8),
@@ -148,6 +152,7 @@ pub struct Machine {
     vcpu_count: u8,
     devices: Devices,
     kernel_panic: Arc<AtomicBool>,
+    seccomp: SeccompMode,
 }
 
 /// Where a virtio-mmio device sits, for the guest's command line.
@@ -179,7 +184,15 @@ impl Machine {
             vcpu_count,
             devices,
             kernel_panic,
+            seccomp: SeccompMode::Off,
         })
+    }
+
+    /// Confines the process with the VMM's seccomp filter when [`Machine::run`] starts the
+    /// guest (off by default, since the filter covers every thread of the process: right for
+    /// the `rvm-vmm` binary, wrong for a test harness).
+    pub fn set_seccomp(&mut self, mode: SeccompMode) {
+        self.seccomp = mode;
     }
 
     /// Guest memory.
@@ -262,6 +275,7 @@ impl Machine {
             report_event: Arc::clone(&report_event),
         };
 
+        seccomp::install(self.seccomp)?;
         let started = Instant::now();
         let mut threads = Vec::with_capacity(vcpus.len());
         let mut cause = Ok(None);

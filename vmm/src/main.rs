@@ -64,6 +64,7 @@ fn run(args: &Args) -> anyhow::Result<RunOutcome> {
     let console = machine::open_console(&config.console).map_err(rvm_vmm::Error::from)?;
     let mut machine =
         Machine::new(config.memory_bytes(), config.vcpus, console).map_err(rvm_vmm::Error::from)?;
+    machine.set_seccomp(config.seccomp);
     let cmdline = rvm_vmm::device_manager::add_devices(&mut machine, &config)
         .map_err(rvm_vmm::Error::from)?;
     let files = BootFiles {

@@ -1,0 +1,247 @@
+//! The VMM's own seccomp filter: once the VM is built and before the guest runs, every thread of
+//! the process may make only the system calls that running a VM needs. Opening files, executing
+//! programs, creating non-Unix sockets, mounting, tracing and the rest kill the process.
+//!
+//! The filter is one allowlist for the whole process, installed with TSYNC so that it covers the
+//! threads that exist and every thread started later (vCPUs, device workers). `ioctl` is allowed
+//! only for the requests the running VM makes (KVM_RUN, interrupt lines, the TAP's offloads and
+//! terminal queries), `socket` only for Unix sockets (vsock connections to the host),
+//! `prctl` only for naming threads.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use vmm_sys_util::ioctl_io_nr;
+
+/// What to do about the filter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SeccompMode {
+    /// A system call outside the allowlist kills the process (SIGSYS).
+    #[default]
+    Enforce,
+    /// Such a call is allowed and logged by the kernel (audit log, `dmesg`): for finding what a
+    /// new code path needs.
+    Log,
+    /// No filter.
+    Off,
+}
+
+impl FromStr for SeccompMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "enforce" => Ok(Self::Enforce),
+            "log" => Ok(Self::Log),
+            "off" => Ok(Self::Off),
+            other => Err(format!("{other:?}: expected enforce, log or off")),
+        }
+    }
+}
+
+/// Errors while building or installing the filter.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    /// The rules do not make a filter (a bug in this module).
+    #[error("cannot build the VMM's seccomp filter: {0}")]
+    Build(#[from] seccompiler::BackendError),
+    /// The kernel refused the filter.
+    #[error("cannot install the VMM's seccomp filter: {0}")]
+    Install(#[from] seccompiler::Error),
+}
+
+/// System calls allowed with any arguments.
+const ALLOWED: &[libc::c_long] = &[
+    // Memory: thread stacks, allocator.
+    libc::SYS_brk,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mprotect,
+    libc::SYS_mremap,
+    libc::SYS_madvise,
+    // Threads: vCPUs, device workers started when the guest's driver activates a device.
+    libc::SYS_clone,
+    libc::SYS_clone3,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_futex,
+    libc::SYS_sched_yield,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_gettid,
+    libc::SYS_getpid,
+    libc::SYS_tgkill,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    // Signals: the vCPU kick, stop signals through a signalfd.
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_sigaltstack,
+    libc::SYS_restart_syscall,
+    // Time.
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    // File descriptors already open: console, disks, TAP, eventfds, epoll, sockets.
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
+    libc::SYS_lseek,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_fallocate,
+    libc::SYS_fstat,
+    libc::SYS_statx,
+    libc::SYS_newfstatat,
+    libc::SYS_fcntl,
+    libc::SYS_close,
+    libc::SYS_dup,
+    libc::SYS_eventfd2,
+    libc::SYS_epoll_create1,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    // Unix sockets of the hybrid vsock (socket itself is filtered below).
+    libc::SYS_connect,
+    libc::SYS_accept4,
+    libc::SYS_sendto,
+    libc::SYS_recvfrom,
+    libc::SYS_sendmsg,
+    libc::SYS_recvmsg,
+    libc::SYS_shutdown,
+    libc::SYS_getsockopt,
+    libc::SYS_setsockopt,
+    // virtio-rng.
+    libc::SYS_getrandom,
+];
+
+/// KVM's ioctl type.
+const KVMIO: libc::c_uint = 0xAE;
+ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
+
+/// `ioctl` requests the running VM makes: vCPUs entering the guest, the TAP taking the
+/// offloads the guest's driver accepted when it activates virtio-net.
+fn allowed_ioctls() -> [u64; 2] {
+    [KVM_RUN(), libc::TUNSETOFFLOAD]
+}
+
+/// The allowlist as seccompiler rules.
+fn rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        ALLOWED.iter().map(|&nr| (nr, Vec::new())).collect();
+    let ioctls = allowed_ioctls()
+        .into_iter()
+        .map(|request| arg_equals(1, request))
+        .collect::<Result<Vec<_>, _>>()?;
+    rules.insert(libc::SYS_ioctl, ioctls);
+    rules.insert(libc::SYS_socket, vec![arg_equals(0, libc::AF_UNIX as u64)?]);
+    rules.insert(
+        libc::SYS_prctl,
+        vec![arg_equals(0, libc::PR_SET_NAME as u64)?],
+    );
+    Ok(rules)
+}
+
+/// A rule matching when argument `index` (its low 32 bits) equals `value`.
+fn arg_equals(index: u8, value: u64) -> Result<SeccompRule, SeccompError> {
+    let condition = SeccompCondition::new(index, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)?;
+    Ok(SeccompRule::new(vec![condition])?)
+}
+
+/// The filter for `mode` as a BPF program (`None` for [`SeccompMode::Off`]).
+pub fn program(mode: SeccompMode) -> Result<Option<BpfProgram>, SeccompError> {
+    let mismatch = match mode {
+        SeccompMode::Enforce => SeccompAction::KillProcess,
+        SeccompMode::Log => SeccompAction::Log,
+        SeccompMode::Off => return Ok(None),
+    };
+    let filter = SeccompFilter::new(rules()?, mismatch, SeccompAction::Allow, TargetArch::x86_64)?;
+    Ok(Some(BpfProgram::try_from(filter)?))
+}
+
+/// Installs the filter for `mode` on every thread of the process (and so on every thread
+/// started later).
+pub fn install(mode: SeccompMode) -> Result<(), SeccompError> {
+    if let Some(program) = program(mode)? {
+        seccompiler::apply_filter_all_threads(&program)?;
+        tracing::debug!("seccomp filter installed ({mode:?})");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!("enforce".parse(), Ok(SeccompMode::Enforce));
+        assert_eq!("log".parse(), Ok(SeccompMode::Log));
+        assert_eq!("off".parse(), Ok(SeccompMode::Off));
+        assert!("strict"
+            .parse::<SeccompMode>()
+            .unwrap_err()
+            .contains("strict"));
+    }
+
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Command;
+
+    /// Runs this test binary again as a child that installs the filter in `mode` and then opens
+    /// a file; returns how the child ended.
+    fn child_opening_a_file(mode: &str) -> std::process::ExitStatus {
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "seccomp::tests::child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("RVM_SECCOMP_CHILD", mode)
+            .status()
+            .unwrap()
+    }
+
+    /// The child's side of [`child_opening_a_file`]; does nothing in a normal test run.
+    #[test]
+    fn child() {
+        let Ok(mode) = std::env::var("RVM_SECCOMP_CHILD") else {
+            return;
+        };
+        install(mode.parse().unwrap()).unwrap();
+        // Allowed calls keep working under the filter.
+        let thread = std::thread::spawn(std::time::Instant::now);
+        thread.join().unwrap();
+        // Opening a file is not something a running VMM does.
+        std::fs::File::open("/proc/self/status").unwrap();
+    }
+
+    #[test]
+    fn enforce_kills_the_process_on_a_call_outside_the_allowlist() {
+        let status = child_opening_a_file("enforce");
+        assert_eq!(status.signal(), Some(libc::SIGSYS), "{status:?}");
+    }
+
+    #[test]
+    fn log_and_off_allow_it() {
+        assert!(child_opening_a_file("log").success());
+        assert!(child_opening_a_file("off").success());
+    }
+
+    #[test]
+    fn the_filter_compiles() {
+        assert!(program(SeccompMode::Enforce).unwrap().is_some());
+        assert!(program(SeccompMode::Off).unwrap().is_none());
+    }
+}
