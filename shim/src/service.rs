@@ -36,6 +36,9 @@ use crate::vm::{Vm, VmRequest, EXIT_UNKNOWN};
 /// How long output may keep draining after a process exited.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a broken agent connection waits for the VMM's end to explain it.
+const VM_END_GRACE: Duration = Duration::from_secs(5);
+
 type TtrpcResult<T> = Result<T, ttrpc::Error>;
 
 fn status(code: Code, message: impl Into<String>) -> ttrpc::Error {
@@ -184,13 +187,15 @@ async fn wait_process(
         waited = session.wait(&container.id, &process.exec_id) => match waited {
             Ok(status) => (u32::try_from(status.code).unwrap_or(EXIT_UNKNOWN), status.oom_killed),
             Err(err) => {
-                tracing::warn!(%err, exec = %process.exec_id, "lost the exit status");
-                (EXIT_UNKNOWN, false)
+                // The connection usually breaks because the VM went away: then report how.
+                let end = tokio::time::timeout(VM_END_GRACE, container.vm.ended()).await;
+                tracing::warn!(%err, exec = %process.exec_id, vm = ?end, "lost the exit status");
+                (end.map_or(EXIT_UNKNOWN, |end| end.code), false)
             }
         },
-        reason = container.vm.ended() => {
-            tracing::warn!(%reason, exec = %process.exec_id, "the VM ended under the process");
-            (EXIT_UNKNOWN, false)
+        end = container.vm.ended() => {
+            tracing::warn!(reason = %end.reason, exec = %process.exec_id, "the VM ended under the process");
+            (end.code, false)
         }
     };
     for pump in pumps {
@@ -417,7 +422,7 @@ impl Task for Service {
         let process = container.process(&request.exec_id)?;
         let (code, at) = match process.status() {
             Status::Exited { code, at } => (code, at),
-            Status::Created if request.exec_id.is_empty() => (0, process.set_exited(0)),
+            // Never started: nothing ran, nothing failed.
             Status::Created => (0, process.set_exited(0)),
             Status::Running => {
                 return Err(status(

@@ -51,6 +51,13 @@ pub struct VmRequest<'a> {
     pub stdin: bool,
 }
 
+/// How the VMM ended: the exit code to report for processes it took down, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmEnd {
+    pub code: u32,
+    pub reason: String,
+}
+
 /// A running VM with its agent.
 #[derive(Debug)]
 pub struct Vm {
@@ -59,7 +66,7 @@ pub struct Vm {
     pub pid: u32,
     layout: Layout,
     id: String,
-    ended: watch::Receiver<Option<String>>,
+    ended: watch::Receiver<Option<VmEnd>>,
     kill: Arc<Notify>,
 }
 
@@ -159,17 +166,20 @@ impl Vm {
                     }
                 };
                 tracing::info!(?status, "VMM ended");
-                let (_, reason) = monitor::vm_ended(status.ok());
-                let _ = ended_tx.send(Some(format!(
-                    "{reason}; VMM log: {}; console: {}",
-                    monitor::tail(&vmm_log),
-                    monitor::tail(&console)
-                )));
+                let (code, reason) = monitor::vm_ended(status.ok());
+                let _ = ended_tx.send(Some(VmEnd {
+                    code: u32::try_from(code).unwrap_or(EXIT_UNKNOWN),
+                    reason: format!(
+                        "{reason}; VMM log: {}; console: {}",
+                        monitor::tail(&vmm_log),
+                        monitor::tail(&console)
+                    ),
+                }));
             }
         });
         let vm_ended = ended.clone();
         let connected = AgentSession::connect(&command.vsock, monitor::agent_timeout(), || {
-            vm_ended.borrow().clone()
+            vm_ended.borrow().as_ref().map(|end| end.reason.clone())
         })
         .await;
         let vm = |session| Self {
@@ -200,15 +210,18 @@ impl Vm {
         Ok(vm)
     }
 
-    /// Waits until the VMM has ended; says why.
-    pub async fn ended(&self) -> String {
+    /// Waits until the VMM has ended; says how.
+    pub async fn ended(&self) -> VmEnd {
         let mut ended = self.ended.clone();
         loop {
-            if let Some(reason) = ended.borrow_and_update().clone() {
-                return reason;
+            if let Some(end) = ended.borrow_and_update().clone() {
+                return end;
             }
             if ended.changed().await.is_err() {
-                return "the VMM watcher is gone".to_owned();
+                return VmEnd {
+                    code: EXIT_UNKNOWN,
+                    reason: "the VMM watcher is gone".to_owned(),
+                };
             }
         }
     }

@@ -12,6 +12,8 @@
 #   - a detached task: `ctr task exec` prints its output, `ctr task ps` lists its processes,
 #     `ctr task metrics` shows cgroup v2 counters, `ctr task pause`/`resume` change its status,
 #     `ctr task kill` ends it with SIGTERM's status, `ctr task delete` removes it;
+#   - faults: the VMM killed (kill -9) stops the task with 137; the shim killed takes its VMM
+#     with it and containerd cleans up;
 #   - afterwards no rvm-vmm and no shim process is left, and no task files.
 # Binaries: SHIM_BIN (else target/release, else target/debug) with rvm-vmm beside it; guest
 # artifacts in RVM_GUEST_DIR (else target/rvm-guest). Exit status 0 when every check passed.
@@ -52,7 +54,11 @@ tmp=$(mktemp -d /tmp/lab-containerd.XXXXXX)
 socket=$tmp/containerd.sock
 export RVM_ROOT=$tmp/rvm
 mkdir -p "$tmp/bin" "$RVM_ROOT"
-ln -s "$shim" "$tmp/bin/containerd-shim-rvm-v1"
+# Copies on the lab's tmpfs: containerd gives `shim delete` 5 s, and a debug binary read over the
+# 9p share of a busy lab can take longer than that to start. rvm-vmm goes beside the shim, where
+# the shim looks for it.
+cp "$shim" "$tmp/bin/containerd-shim-rvm-v1"
+cp "$(dirname "$shim")/rvm-vmm" "$tmp/bin/rvm-vmm"
 cat >"$tmp/config.toml" <<TOML
 version = 2
 root = "$tmp/root"
@@ -164,6 +170,50 @@ check "ctr task delete reports the TERM trap's exit status 7" grep -q 'non-zero 
 
 c container delete t3
 check "ctr container delete" test "$status" -eq 0
+
+# wait_status ID STATUS: waits up to 20 s until `ctr task ls` shows task ID in STATUS.
+wait_status() {
+    for _ in $(seq 100); do
+        c task ls
+        grep -Eq "^$1 +[0-9]+ +$2" "$tmp/out" && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+# --- faults: the VMM killed, the shim killed ------------------------------------------------------
+c run -d --runtime "$runtime" "$image" t4 sh -c 'while :; do sleep 1; done'
+check "ctr run -d t4" test "$status" -eq 0
+c task ls
+vmm=$(awk '$1 == "t4" { print $2 }' "$tmp/out")
+check "t4's task pid is its rvm-vmm" test "$(cat "/proc/${vmm:-0}/comm" 2>/dev/null)" = rvm-vmm
+kill -KILL "${vmm:-0}" 2>/dev/null
+check "killing t4's VMM stops the task" wait_status t4 STOPPED
+c task delete t4
+check "t4 exited with 137 (128 + SIGKILL of its VMM)" grep -q 'non-zero exit code 137' "$tmp/err"
+c container delete t4
+
+c run -d --runtime "$runtime" "$image" t5 sh -c 'while :; do sleep 1; done'
+check "ctr run -d t5" test "$status" -eq 0
+c task ls
+vmm=$(awk '$1 == "t5" { print $2 }' "$tmp/out")
+shim_pid=$(pgrep -f "containerd-shim-rvm-v1 .*-id t5 ")
+check "t5 has a shim" test -n "$shim_pid"
+kill -KILL $shim_pid 2>/dev/null
+for _ in $(seq 100); do
+    [ -d "/proc/${vmm:-0}" ] || break
+    sleep 0.2
+done
+check "killing t5's shim ends its VMM" test ! -d "/proc/${vmm:-0}"
+for _ in $(seq 100); do
+    c task ls
+    grep -Eq '^t5 +[0-9]+ +RUNNING' "$tmp/out" || break
+    sleep 0.2
+done
+check "containerd no longer sees t5 running" test "$(grep -Ec '^t5 +[0-9]+ +RUNNING' "$tmp/out")" -eq 0
+c task delete t5
+c container delete t5
+check "ctr container delete t5" test "$status" -eq 0
 
 # --- nothing left behind ---------------------------------------------------------------------------
 for _ in $(seq 50); do
