@@ -6,9 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use rvm_protocol::agent::{
-    CloseStdinRequest, CreateContainerRequest, ExecProcessRequest, ReadOutputRequest,
-    ResizePtyRequest, ShutdownRequest, SignalProcessRequest, StartContainerRequest,
-    WaitProcessRequest, WaitProcessResponse, WriteStdinRequest,
+    CloseStdinRequest, CreateContainerRequest, ExecProcessRequest, ListProcessesRequest,
+    PauseRequest, ProcessInfo, ReadOutputRequest, RemoveContainerRequest, ResizePtyRequest,
+    ResumeRequest, ShutdownRequest, SignalProcessRequest, StartContainerRequest, StatsRequest,
+    StatsResponse, UpdateResourcesRequest, WaitProcessRequest, WaitProcessResponse,
+    WriteStdinRequest,
 };
 use rvm_protocol::agent_ttrpc::AgentClient;
 use rvm_protocol::client::{connect_agent, handshake};
@@ -338,11 +340,23 @@ impl AgentSession {
     }
 
     pub async fn signal(&self, container_id: &str, exec_id: &str, signal: u32) -> Result<()> {
+        self.signal_processes(container_id, exec_id, signal, false)
+            .await
+    }
+
+    /// Sends `signal` to the process, or with `all` to every process of the container.
+    pub async fn signal_processes(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        signal: u32,
+        all: bool,
+    ) -> Result<()> {
         let request = SignalProcessRequest {
             container_id: container_id.to_owned(),
             exec_id: exec_id.to_owned(),
             signal,
-            all: false,
+            all,
             ..Default::default()
         };
         self.client
@@ -370,6 +384,83 @@ impl AgentSession {
             .resize_pty(call_ctx(), &request)
             .await
             .map_err(|e| AgentError::rpc("ResizePty", e))?;
+        Ok(())
+    }
+
+    /// Freezes (`true`) or thaws the container's cgroup.
+    pub async fn pause(&self, container_id: &str, frozen: bool) -> Result<()> {
+        if frozen {
+            let request = PauseRequest {
+                container_id: container_id.to_owned(),
+                ..Default::default()
+            };
+            self.client
+                .pause(call_ctx(), &request)
+                .await
+                .map_err(|e| AgentError::rpc("Pause", e))?;
+        } else {
+            let request = ResumeRequest {
+                container_id: container_id.to_owned(),
+                ..Default::default()
+            };
+            self.client
+                .resume(call_ctx(), &request)
+                .await
+                .map_err(|e| AgentError::rpc("Resume", e))?;
+        }
+        Ok(())
+    }
+
+    /// The processes of the container, as the guest sees them.
+    pub async fn list_processes(&self, container_id: &str) -> Result<Vec<ProcessInfo>> {
+        let request = ListProcessesRequest {
+            container_id: container_id.to_owned(),
+            ..Default::default()
+        };
+        let response = self
+            .client
+            .list_processes(call_ctx(), &request)
+            .await
+            .map_err(|e| AgentError::rpc("ListProcesses", e))?;
+        Ok(response.processes)
+    }
+
+    /// The container's cgroup v2 counters.
+    pub async fn stats(&self, container_id: &str) -> Result<StatsResponse> {
+        let request = StatsRequest {
+            container_id: container_id.to_owned(),
+            ..Default::default()
+        };
+        self.client
+            .stats(call_ctx(), &request)
+            .await
+            .map_err(|e| AgentError::rpc("Stats", e))
+    }
+
+    /// Applies an OCI LinuxResources object (JSON) to the container's cgroup.
+    pub async fn update_resources(&self, container_id: &str, resources_json: &[u8]) -> Result<()> {
+        let request = UpdateResourcesRequest {
+            container_id: container_id.to_owned(),
+            oci_resources_json: resources_json.to_vec(),
+            ..Default::default()
+        };
+        self.client
+            .update_resources(call_ctx(), &request)
+            .await
+            .map_err(|e| AgentError::rpc("UpdateResources", e))?;
+        Ok(())
+    }
+
+    /// Removes an exited container from the guest (its rootfs and cgroup).
+    pub async fn remove(&self, container_id: &str) -> Result<()> {
+        let request = RemoveContainerRequest {
+            container_id: container_id.to_owned(),
+            ..Default::default()
+        };
+        self.client
+            .remove_container(call_ctx(), &request)
+            .await
+            .map_err(|e| AgentError::rpc("RemoveContainer", e))?;
         Ok(())
     }
 

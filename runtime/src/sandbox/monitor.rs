@@ -9,15 +9,14 @@ use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{ExitStatus as ProcessExit, Stdio};
+use std::process::ExitStatus as ProcessExit;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustix::process::Signal;
 use rvm_protocol::agent::{CreateContainerRequest, LayerDisk, VolumeDisk};
 use thiserror::Error;
 use tokio::net::UnixStream;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 
 use super::agent::{AgentError, AgentSession, ExitStatus, Started, EXIT_RUNTIME_ERROR};
@@ -246,29 +245,9 @@ fn spawn_vmm(containers: &Containers, config: &ContainerConfig) -> Result<Child,
         .map_err(|e| StartFailure::runtime(format!("cannot create {}: {e}", run_dir.display())))?;
     let _ = fs::remove_file(&command.vsock);
     let vmm_log = layout.container_dir(&config.id).join("vmm.log");
-    let log_file = File::create(&vmm_log)
-        .map_err(|e| StartFailure::runtime(format!("cannot create {}: {e}", vmm_log.display())))?;
-    let log_copy = log_file
-        .try_clone()
-        .map_err(|e| StartFailure::runtime(format!("cannot open {}: {e}", vmm_log.display())))?;
-    let mut cmd = Command::new(&command.vmm);
-    cmd.args(command.args())
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log_copy))
-        .stderr(Stdio::from(log_file))
-        .kill_on_drop(true);
-    // SAFETY: the closure runs in the forked child before exec and only makes the prctl system
-    // call, which is async-signal-safe; it touches no memory shared with the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
-                .map_err(std::io::Error::from)
-        });
-    }
-    tracing::info!(vmm = %command.vmm.display(), args = ?command.args(), "starting VMM");
-    let child = cmd.spawn().map_err(|e| {
-        StartFailure::runtime(format!("cannot start {}: {e}", command.vmm.display()))
-    })?;
+    let child = command
+        .spawn(&vmm_log)
+        .map_err(|e| StartFailure::runtime(e.to_string()))?;
     let vmm_id = child.id().and_then(ProcessId::of);
     let _ = containers.update(&config.id, |state| state.vmm = vmm_id);
     Ok(child)
@@ -339,7 +318,7 @@ pub fn create_request(config: &ContainerConfig) -> Result<CreateContainerRequest
 }
 
 /// The last line or two of a diagnostic file, for error messages.
-fn tail(path: &Path) -> String {
+pub fn tail(path: &Path) -> String {
     let mut text = String::new();
     let _ = File::open(path).and_then(|mut f| f.read_to_string(&mut text));
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -351,7 +330,7 @@ fn tail(path: &Path) -> String {
 }
 
 /// The exit code and reason when the VMM ended while the container ran.
-fn vm_ended(status: Option<ProcessExit>) -> (i32, String) {
+pub fn vm_ended(status: Option<ProcessExit>) -> (i32, String) {
     match status {
         Some(status) => match (status.code(), status.signal()) {
             (_, Some(signal)) => (

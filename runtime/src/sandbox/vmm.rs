@@ -2,7 +2,12 @@
 //! size, layer disks (read-only), scratch and volume disks, and the hybrid vsock socket.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use rustix::process::Signal;
+use tokio::process::{Child, Command};
 
 use super::artifacts::GuestArtifacts;
 use super::config::{ContainerConfig, SCRATCH_SERIAL};
@@ -106,6 +111,53 @@ impl VmmCommand {
         args.push("--console-log".into());
         args.push(self.console_log.clone().into());
         args
+    }
+}
+
+/// A failure to start `rvm-vmm`, naming the file or program.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot create {}: {source}", path.display())]
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start {}: {source}", path.display())]
+    Start {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl VmmCommand {
+    /// Starts `rvm-vmm` with stdout and stderr to `log`. The VMM is killed when its parent dies
+    /// (so a crashed monitor or shim leaves no VM behind) and when the `Child` is dropped.
+    pub fn spawn(&self, log: &Path) -> Result<Child, SpawnError> {
+        let log_err = |source| SpawnError::Log {
+            path: log.to_owned(),
+            source,
+        };
+        let log_file = File::create(log).map_err(log_err)?;
+        let log_copy = log_file.try_clone().map_err(log_err)?;
+        let mut cmd = Command::new(&self.vmm);
+        cmd.args(self.args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log_copy))
+            .stderr(Stdio::from(log_file))
+            .kill_on_drop(true);
+        // SAFETY: the closure runs in the forked child before exec and only makes the prctl
+        // system call, which is async-signal-safe; it touches no memory shared with the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
+                    .map_err(std::io::Error::from)
+            });
+        }
+        tracing::info!(vmm = %self.vmm.display(), args = ?self.args(), "starting VMM");
+        cmd.spawn().map_err(|source| SpawnError::Start {
+            path: self.vmm.clone(),
+            source,
+        })
     }
 }
 

@@ -1,0 +1,793 @@
+//! The Task API of the shim: each task is a container in its own microVM; calls become agent
+//! RPCs, process exits become TaskExit events.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim_protos::api;
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
+};
+use containerd_shim_protos::protobuf::MessageField;
+use containerd_shim_protos::shim_async::Task;
+use containerd_shim_protos::topics;
+use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
+use containerd_shim_protos::ttrpc::{self, Code};
+use containerd_shim_protos::types::task::{ProcessInfo, Status as TaskStatus};
+use oci_spec::runtime::Spec;
+use rvm_protocol::agent::ExecProcessRequest;
+use rvm_runtime::sandbox::agent::Started;
+use rvm_runtime::sandbox::layout::Layout;
+use tokio::task::JoinHandle;
+
+use crate::events::Events;
+use crate::layers::{self, RootfsMount};
+use crate::metrics;
+use crate::process::{timestamp, Process, Status};
+use crate::stdio::{self, StdioPaths};
+use crate::vm::{Vm, VmRequest, EXIT_UNKNOWN};
+
+/// How long output may keep draining after a process exited.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a broken agent connection waits for the VMM's end to explain it.
+const VM_END_GRACE: Duration = Duration::from_secs(5);
+
+type TtrpcResult<T> = Result<T, ttrpc::Error>;
+
+fn status(code: Code, message: impl Into<String>) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, message.into()))
+}
+
+/// A task: the container and the VM it runs in.
+#[derive(Debug)]
+struct Container {
+    id: String,
+    bundle: String,
+    vm: Arc<Vm>,
+    init: Arc<Process>,
+    execs: Mutex<HashMap<String, Arc<Process>>>,
+    paused: AtomicBool,
+}
+
+impl Container {
+    fn process(&self, exec_id: &str) -> TtrpcResult<Arc<Process>> {
+        if exec_id.is_empty() {
+            return Ok(self.init.clone());
+        }
+        self.execs
+            .lock()
+            .ok()
+            .and_then(|execs| execs.get(exec_id).cloned())
+            .ok_or_else(|| {
+                status(
+                    Code::NOT_FOUND,
+                    format!("exec {exec_id} of task {} not found", self.id),
+                )
+            })
+    }
+}
+
+/// The task service of one shim.
+pub struct Service {
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    events: Arc<Events>,
+    exit: Arc<ExitSignal>,
+    layout: Layout,
+    layer_cache: PathBuf,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    pub fn new(
+        events: Events,
+        exit: Arc<ExitSignal>,
+        layout: Layout,
+        layer_cache: PathBuf,
+    ) -> Self {
+        Self {
+            containers: Mutex::new(HashMap::new()),
+            events: Arc::new(events),
+            exit,
+            layout,
+            layer_cache,
+        }
+    }
+
+    fn container(&self, id: &str) -> TtrpcResult<Arc<Container>> {
+        self.containers
+            .lock()
+            .ok()
+            .and_then(|containers| containers.get(id).cloned())
+            .ok_or_else(|| status(Code::NOT_FOUND, format!("task {id} not found")))
+    }
+
+    async fn publish(
+        &self,
+        topic: &str,
+        event: Box<dyn containerd_shim_protos::protobuf::MessageDyn>,
+    ) {
+        self.events.publish(topic, event).await;
+    }
+
+    /// Builds the layer disks, boots the VM and creates the container in it.
+    async fn boot(&self, request: &api::CreateTaskRequest, spec: Spec) -> TtrpcResult<Vm> {
+        let mounts: Vec<RootfsMount> = request
+            .rootfs
+            .iter()
+            .map(|m| RootfsMount {
+                kind: m.type_.clone(),
+                source: m.source.clone(),
+                options: m.options.clone(),
+            })
+            .collect();
+        let bundle_rootfs = Path::new(&request.bundle).join("rootfs");
+        let source = layers::source_of(&mounts, &bundle_rootfs)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
+        let cache = self.layer_cache.clone();
+        let private = self.layout.container_dir(&request.id).join("rootfs.erofs");
+        let _ = std::fs::create_dir_all(self.layout.container_dir(&request.id));
+        let disks =
+            tokio::task::spawn_blocking(move || layers::ensure_disks(&source, &cache, &private))
+                .await
+                .map_err(|e| status(Code::INTERNAL, format!("layer disk builder failed: {e}")))?
+                .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
+        Vm::boot(
+            &self.layout,
+            VmRequest {
+                id: &request.id,
+                spec,
+                layers: disks,
+                terminal: request.terminal,
+                stdin: !request.stdin.is_empty(),
+            },
+        )
+        .await
+        .map_err(|e| status(Code::INTERNAL, format!("task {}: {e}", request.id)))
+    }
+
+    /// Copies the process's stdio and, when it exits, records the status and publishes TaskExit.
+    fn watch_process(&self, container: &Arc<Container>, process: &Arc<Process>) {
+        let pumps = stdio::start(
+            &container.vm.session,
+            &container.id,
+            &process.exec_id,
+            &process.stdio,
+        );
+        tokio::spawn(wait_process(
+            container.clone(),
+            process.clone(),
+            pumps,
+            self.events.clone(),
+        ));
+    }
+}
+
+async fn wait_process(
+    container: Arc<Container>,
+    process: Arc<Process>,
+    pumps: Vec<JoinHandle<()>>,
+    events: Arc<Events>,
+) {
+    let session = &container.vm.session;
+    let (code, oom) = tokio::select! {
+        waited = session.wait(&container.id, &process.exec_id) => match waited {
+            Ok(status) => (u32::try_from(status.code).unwrap_or(EXIT_UNKNOWN), status.oom_killed),
+            Err(err) => {
+                // The connection usually breaks because the VM went away: then report how.
+                let end = tokio::time::timeout(VM_END_GRACE, container.vm.ended()).await;
+                tracing::warn!(%err, exec = %process.exec_id, vm = ?end, "lost the exit status");
+                (end.map_or(EXIT_UNKNOWN, |end| end.code), false)
+            }
+        },
+        end = container.vm.ended() => {
+            tracing::warn!(reason = %end.reason, exec = %process.exec_id, "the VM ended under the process");
+            (end.code, false)
+        }
+    };
+    for pump in pumps {
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, pump).await;
+    }
+    let at = process.set_exited(code);
+    tracing::info!(task = %container.id, exec = %process.exec_id, code, oom, "process exited");
+    if oom {
+        events
+            .publish(
+                topics::TASK_OOM_EVENT_TOPIC,
+                Box::new(TaskOOM {
+                    container_id: container.id.clone(),
+                    ..Default::default()
+                }),
+            )
+            .await;
+    }
+    let id = if process.exec_id.is_empty() {
+        container.id.clone()
+    } else {
+        process.exec_id.clone()
+    };
+    events
+        .publish(
+            topics::TASK_EXIT_EVENT_TOPIC,
+            Box::new(TaskExit {
+                container_id: container.id.clone(),
+                id,
+                pid: process.pid(),
+                exit_status: code,
+                exited_at: MessageField::some(timestamp(at)),
+                ..Default::default()
+            }),
+        )
+        .await;
+}
+
+fn read_spec(bundle: &str) -> TtrpcResult<Spec> {
+    let path = Path::new(bundle).join("config.json");
+    Spec::load(&path).map_err(|e| {
+        status(
+            Code::INVALID_ARGUMENT,
+            format!("cannot read the OCI spec {}: {e}", path.display()),
+        )
+    })
+}
+
+fn stdio_of(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> StdioPaths {
+    StdioPaths {
+        stdin: stdin.to_owned(),
+        stdout: stdout.to_owned(),
+        stderr: stderr.to_owned(),
+        terminal,
+    }
+}
+
+fn started_or_failed(
+    process: &Process,
+    id: &str,
+    result: Result<Started, rvm_runtime::sandbox::agent::AgentError>,
+) -> TtrpcResult<u32> {
+    match result {
+        Ok(Started {
+            failure: Some(failure),
+            ..
+        }) => {
+            process.set_exited(u32::try_from(failure.code).unwrap_or(EXIT_UNKNOWN));
+            Err(status(
+                Code::UNKNOWN,
+                format!("task {id}: {}", failure.message),
+            ))
+        }
+        Ok(started) => Ok(started.pid),
+        Err(err) => {
+            process.set_exited(u32::try_from(err.exit_code()).unwrap_or(EXIT_UNKNOWN));
+            Err(status(
+                Code::UNKNOWN,
+                format!("task {id}: {}", err.agent_message()),
+            ))
+        }
+    }
+}
+
+fn agent_error(id: &str, err: impl std::fmt::Display) -> ttrpc::Error {
+    status(Code::UNKNOWN, format!("task {id}: {err}"))
+}
+
+#[async_trait]
+impl Task for Service {
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        request: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        let id = request.id.clone();
+        if self.container(&id).is_ok() {
+            return Err(status(
+                Code::ALREADY_EXISTS,
+                format!("task {id} already exists"),
+            ));
+        }
+        tracing::info!(%id, bundle = %request.bundle, rootfs = ?request.rootfs, "create");
+        let spec = read_spec(&request.bundle)?;
+        let vm = match self.boot(&request, spec).await {
+            Ok(vm) => Arc::new(vm),
+            Err(err) => {
+                crate::vm::remove_files(&self.layout, &id);
+                return Err(err);
+            }
+        };
+        let pid = vm.pid;
+        let stdio = stdio_of(
+            &request.stdin,
+            &request.stdout,
+            &request.stderr,
+            request.terminal,
+        );
+        let container = Arc::new(Container {
+            id: id.clone(),
+            bundle: request.bundle.clone(),
+            init: Arc::new(Process::new("", stdio, Vec::new(), pid)),
+            vm,
+            execs: Mutex::new(HashMap::new()),
+            paused: AtomicBool::new(false),
+        });
+        if let Ok(mut containers) = self.containers.lock() {
+            containers.insert(id.clone(), container);
+        }
+        self.publish(
+            topics::TASK_CREATE_EVENT_TOPIC,
+            Box::new(TaskCreate {
+                container_id: id,
+                bundle: request.bundle.clone(),
+                rootfs: request.rootfs.clone(),
+                io: MessageField::some(TaskIO {
+                    stdin: request.stdin.clone(),
+                    stdout: request.stdout.clone(),
+                    stderr: request.stderr.clone(),
+                    terminal: request.terminal,
+                    ..Default::default()
+                }),
+                pid,
+                ..Default::default()
+            }),
+        )
+        .await;
+        Ok(api::CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn start(
+        &self,
+        _ctx: &TtrpcContext,
+        request: api::StartRequest,
+    ) -> TtrpcResult<api::StartResponse> {
+        let container = self.container(&request.id)?;
+        let process = container.process(&request.exec_id)?;
+        if process.status() != Status::Created {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!(
+                    "process {:?} of task {} was already started",
+                    request.exec_id, request.id
+                ),
+            ));
+        }
+        let session = &container.vm.session;
+        let pid = if request.exec_id.is_empty() {
+            let result = session.start(&container.id).await;
+            started_or_failed(&process, &container.id, result)?;
+            // The task's pid is the VMM's: the guest's pids mean nothing on the host.
+            container.vm.pid
+        } else {
+            let exec = ExecProcessRequest {
+                container_id: container.id.clone(),
+                exec_id: request.exec_id.clone(),
+                oci_process_json: process.spec_json.clone(),
+                terminal: process.stdio.terminal,
+                stdin: !process.stdio.stdin.is_empty(),
+                ..Default::default()
+            };
+            let result = session.exec(&exec).await;
+            started_or_failed(&process, &container.id, result)?
+        };
+        process.set_running(pid);
+        self.watch_process(&container, &process);
+        if request.exec_id.is_empty() {
+            self.publish(
+                topics::TASK_START_EVENT_TOPIC,
+                Box::new(TaskStart {
+                    container_id: container.id.clone(),
+                    pid,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        } else {
+            self.publish(
+                topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+                Box::new(TaskExecStarted {
+                    container_id: container.id.clone(),
+                    exec_id: request.exec_id.clone(),
+                    pid,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        }
+        Ok(api::StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn delete(
+        &self,
+        _ctx: &TtrpcContext,
+        request: api::DeleteRequest,
+    ) -> TtrpcResult<api::DeleteResponse> {
+        let container = self.container(&request.id)?;
+        let process = container.process(&request.exec_id)?;
+        let (code, at) = match process.status() {
+            Status::Exited { code, at } => (code, at),
+            // Never started: nothing ran, nothing failed.
+            Status::Created => (0, process.set_exited(0)),
+            Status::Running => {
+                return Err(status(
+                    Code::FAILED_PRECONDITION,
+                    format!(
+                        "process {:?} of task {} is running; kill it first",
+                        request.exec_id, request.id
+                    ),
+                ))
+            }
+        };
+        let response = api::DeleteResponse {
+            pid: process.pid(),
+            exit_status: code,
+            exited_at: MessageField::some(timestamp(at)),
+            ..Default::default()
+        };
+        if !request.exec_id.is_empty() {
+            if let Ok(mut execs) = container.execs.lock() {
+                execs.remove(&request.exec_id);
+            }
+            return Ok(response);
+        }
+        container.vm.shutdown().await;
+        if let Ok(mut containers) = self.containers.lock() {
+            containers.remove(&request.id);
+        }
+        tracing::info!(id = %request.id, code, "task deleted");
+        self.publish(
+            topics::TASK_DELETE_EVENT_TOPIC,
+            Box::new(TaskDelete {
+                container_id: request.id.clone(),
+                pid: process.pid(),
+                exit_status: code,
+                exited_at: MessageField::some(timestamp(at)),
+                id: request.id.clone(),
+                ..Default::default()
+            }),
+        )
+        .await;
+        Ok(response)
+    }
+
+    async fn pids(
+        &self,
+        _ctx: &TtrpcContext,
+        request: api::PidsRequest,
+    ) -> TtrpcResult<api::PidsResponse> {
+        let container = self.container(&request.id)?;
+        let processes = container
+            .vm
+            .session
+            .list_processes(&container.id)
+            .await
+            .map_err(|e| agent_error(&container.id, e))?;
+        Ok(api::PidsResponse {
+            processes: processes
+                .into_iter()
+                .map(|p| ProcessInfo {
+                    pid: p.pid,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    async fn pause(
+        &self,
+        _ctx: &TtrpcContext,
+        request: api::PauseRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let container = self.container(&request.id)?;
+        container
+            .vm
+            .session
+            .pause(&container.id, true)
+            .await
+            .map_err(|e| agent_error(&container.id, e))?;
+        container.paused.store(true, Ordering::SeqCst);
+        self.publish(
+            topics::TASK_PAUSED_EVENT_TOPIC,
+            Box::new(TaskPaused {
+                container_id: container.id.clone(),
+                ..Default::default()
+            }),
+        )
+        .await;
+        Ok(api::Empty::default())
+    }
+
+    async fn resume(
+        &self,
+        _ctx: &TtrpcContext,
+        request: api::ResumeRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let container = self.container(&request.id)?;
+        container
+            .vm
+            .session
+            .pause(&container.id, false)
+            .await
+            .map_err(|e| agent_error(&container.id, e))?;
+        container.paused.store(false, Ordering::SeqCst);
+        self.publish(
+            topics::TASK_RESUMED_EVENT_TOPIC,
+            Box::new(TaskResumed {
+                container_id: container.id.clone(),
+                ..Default::default()
+            }),
+        )
+        .await;
+        Ok(api::Empty::default())
+    }
+
+    async fn kill(
+        &self,
+        _ctx: &TtrpcContext,
+        request: api::KillRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let container = self.container(&request.id)?;
+        let process = container.process(&request.exec_id)?;
+        match process.status() {
+            Status::Exited { .. } => {
+                return Err(status(
+                    Code::NOT_FOUND,
+                    format!(
+                        "process {:?} of task {} already finished",
+                        request.exec_id, request.id
+                    ),
+                ))
+            }
+            Status::Created => {
+                // Never started: there is nothing in the guest to signal.
+                let code = 128 + request.signal;
+                let at = process.set_exited(code);
+                self.publish(
+                    topics::TASK_EXIT_EVENT_TOPIC,
+                    Box::new(TaskExit {
+                        container_id: container.id.clone(),
+                        id: if request.exec_id.is_empty() {
+                            container.id.clone()
+                        } else {
+                            request.exec_id.clone()
+                        },
+                        pid: process.pid(),
+                        exit_status: code,
+                        exited_at: MessageField::some(timestamp(at)),
+                        ..Default::default()
+                    }),
+                )
+                .await;
+                return Ok(api::Empty::default());
+            }
+            Status::Running => {}
+        }
+        container
+            .vm
+            .session
+            .signal_processes(&container.id, &request.exec_id, request.signal, request.all)
+            .await
+            .map_err(|e| agent_error(&container.id, e))?;
+        Ok(api::Empty::default())
+    }
+
+    async fn exec(
+        &self,
+        _ctx: &TtrpcContext,
+        request: api::ExecProcessRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let container = self.container(&request.id)?;
+        if request.exec_id.is_empty() {
+            return Err(status(Code::INVALID_ARGUMENT, "exec id must not be empty"));
+        }
+        let spec_json = request
+            .spec
+            .as_ref()
+            .map(|any| any.value.clone())
+            .ok_or_else(|| {
+                status(
+                    Code::INVALID_ARGUMENT,
+                    format!("exec {} has no process spec", request.exec_id),
+                )
+            })?;
+        {
+            let mut execs = container
+                .execs
+                .lock()
+                .map_err(|_| status(Code::INTERNAL, "exec table poisoned"))?;
+            if execs.contains_key(&request.exec_id) {
+                return Err(status(
+                    Code::ALREADY_EXISTS,
+                    format!(
+                        "exec {} of task {} already exists",
+                        request.exec_id, request.id
+                    ),
+                ));
+            }
+            let stdio = stdio_of(
+                &request.stdin,
+                &request.stdout,
+                &request.stderr,
+                request.terminal,
+            );
+            execs.insert(
+                request.exec_id.clone(),
+                Arc::new(Process::new(&request.exec_id, stdio, spec_json, 0)),
+            );
+        }
+        self.publish(
+            topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+            Box::new(TaskExecAdded {
+                container_id: container.id.clone(),
+                exec_id: request.exec_id.clone(),
+                ..Default::default()
+            }),
+        )
+        .await;
+        Ok(api::Empty::default())
+    }
+
+    async fn resize_pty(
+        &self,
+        _ctx: &TtrpcContext,
+        request: api::ResizePtyRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let container = self.container(&request.id)?;
+        let rows = u16::try_from(request.height).unwrap_or(u16::MAX);
+        let columns = u16::try_from(request.width).unwrap_or(u16::MAX);
+        container
+            .vm
+            .session
+            .resize(&container.id, &request.exec_id, rows, columns)
+            .await
+            .map_err(|e| agent_error(&container.id, e))?;
+        Ok(api::Empty::default())
+    }
+
+    /// containerd closes its end of the stdin FIFO before asking: the stdin copy forwards what
+    /// is left in the FIFO, sees its end and closes the process's stdin itself, so closing here
+    /// would cut off data still in flight.
+    async fn close_io(
+        &self,
+        _ctx: &TtrpcContext,
+        request: api::CloseIORequest,
+    ) -> TtrpcResult<api::Empty> {
+        let container = self.container(&request.id)?;
+        container.process(&request.exec_id)?;
+        Ok(api::Empty::default())
+    }
+
+    async fn update(
+        &self,
+        _ctx: &TtrpcContext,
+        request: api::UpdateTaskRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let container = self.container(&request.id)?;
+        let resources = request
+            .resources
+            .as_ref()
+            .map(|any| any.value.clone())
+            .ok_or_else(|| {
+                status(
+                    Code::INVALID_ARGUMENT,
+                    format!("update of task {} has no resources", request.id),
+                )
+            })?;
+        container
+            .vm
+            .session
+            .update_resources(&container.id, &resources)
+            .await
+            .map_err(|e| agent_error(&container.id, e))?;
+        Ok(api::Empty::default())
+    }
+
+    async fn wait(
+        &self,
+        _ctx: &TtrpcContext,
+        request: api::WaitRequest,
+    ) -> TtrpcResult<api::WaitResponse> {
+        let container = self.container(&request.id)?;
+        let process = container.process(&request.exec_id)?;
+        let (code, at) = process.wait().await;
+        Ok(api::WaitResponse {
+            exit_status: code,
+            exited_at: MessageField::some(timestamp(at)),
+            ..Default::default()
+        })
+    }
+
+    async fn state(
+        &self,
+        _ctx: &TtrpcContext,
+        request: api::StateRequest,
+    ) -> TtrpcResult<api::StateResponse> {
+        let container = self.container(&request.id)?;
+        let process = container.process(&request.exec_id)?;
+        let mut response = api::StateResponse {
+            id: request.id.clone(),
+            bundle: container.bundle.clone(),
+            pid: process.pid(),
+            stdin: process.stdio.stdin.clone(),
+            stdout: process.stdio.stdout.clone(),
+            stderr: process.stdio.stderr.clone(),
+            terminal: process.stdio.terminal,
+            exec_id: request.exec_id.clone(),
+            ..Default::default()
+        };
+        let state = match process.status() {
+            Status::Created => TaskStatus::CREATED,
+            Status::Running if container.paused.load(Ordering::SeqCst) => TaskStatus::PAUSED,
+            Status::Running => TaskStatus::RUNNING,
+            Status::Exited { code, at } => {
+                response.exit_status = code;
+                response.exited_at = MessageField::some(timestamp(at));
+                TaskStatus::STOPPED
+            }
+        };
+        response.status = state.into();
+        Ok(response)
+    }
+
+    async fn stats(
+        &self,
+        _ctx: &TtrpcContext,
+        request: api::StatsRequest,
+    ) -> TtrpcResult<api::StatsResponse> {
+        let container = self.container(&request.id)?;
+        let stats = container
+            .vm
+            .session
+            .stats(&container.id)
+            .await
+            .map_err(|e| agent_error(&container.id, e))?;
+        Ok(api::StatsResponse {
+            stats: MessageField::some(metrics::to_any(&stats)),
+            ..Default::default()
+        })
+    }
+
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        request: api::ConnectRequest,
+    ) -> TtrpcResult<api::ConnectResponse> {
+        let task_pid = self.container(&request.id).map(|c| c.vm.pid).unwrap_or(0);
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(
+        &self,
+        _ctx: &TtrpcContext,
+        _request: api::ShutdownRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let empty = self.containers.lock().map(|c| c.is_empty()).unwrap_or(true);
+        if empty {
+            tracing::info!("no task left; the shim exits");
+            self.exit.signal();
+        }
+        Ok(api::Empty::default())
+    }
+}

@@ -1,0 +1,233 @@
+#!/bin/bash
+# shim/tests/lab-containerd.sh: containerd-shim-rvm-v1 under a real containerd (Debian's), in the
+# lab (issue #9):
+#
+#   cargo build -p containerd-shim-rvm-v1 -p rvm-vmm && guest-kernel/build && agent/build-initramfs \
+#       && tests/lab/run -- shim/tests/lab-containerd.sh
+#
+# Starts containerd with its own root, state, config and socket under a temporary directory, with
+# the shim on its PATH; imports the busybox OCI archive of tools/busybox-image; then:
+#   - `ctr run --rm --runtime io.containerd.rvm.v1 IMG t1 echo hello` prints hello;
+#   - `sh -c 'exit 3'` exits 3;
+#   - a detached task: `ctr task exec` prints its output, `ctr task ps` lists its processes,
+#     `ctr task metrics` shows cgroup v2 counters, `ctr task pause`/`resume` change its status,
+#     `ctr task kill` ends it with SIGTERM's status, `ctr task delete` removes it;
+#   - faults: the VMM killed (kill -9) stops the task with 137; the shim killed takes its VMM
+#     with it and containerd cleans up;
+#   - afterwards no rvm-vmm and no shim process is left, and no task files.
+# Binaries: SHIM_BIN (else target/release, else target/debug) with rvm-vmm beside it; guest
+# artifacts in RVM_GUEST_DIR (else target/rvm-guest). Exit status 0 when every check passed.
+set -uo pipefail
+export LC_ALL=C
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+target=${CARGO_TARGET_DIR:-$repo/target}
+case $target in /*) ;; *) target=$PWD/$target ;; esac
+export RVM_GUEST_DIR=${RVM_GUEST_DIR:-$target/rvm-guest}
+runtime=io.containerd.rvm.v1
+image=docker.io/library/busybox:latest
+
+die() { echo "lab-containerd: error: $*" >&2; exit 1; }
+say() { echo "lab-containerd: $*"; }
+
+shim=${SHIM_BIN:-}
+if [ -z "$shim" ]; then
+    for candidate in "$target/release/containerd-shim-rvm-v1" "$target/debug/containerd-shim-rvm-v1"; do
+        if [ -x "$candidate" ]; then shim=$candidate; break; fi
+    done
+fi
+[ -n "$shim" ] && [ -x "$shim" ] || die "no shim binary: cargo build -p containerd-shim-rvm-v1 first"
+[ -x "$(dirname "$shim")/rvm-vmm" ] || die "no rvm-vmm beside $shim: cargo build -p rvm-vmm"
+for file in vmlinux initramfs.img; do
+    [ -f "$RVM_GUEST_DIR/$file" ] || die "$RVM_GUEST_DIR/$file is missing (guest-kernel/build, agent/build-initramfs)"
+done
+[ -c /dev/kvm ] || die "/dev/kvm is missing"
+[ ! -d /sys/module/kvm_pvm ] || die "/dev/kvm is KVM-PVM (cannot boot Linux); run: tests/lab/run -- $0"
+for tool in containerd ctr mkfs.erofs mkfs.ext4; do
+    command -v "$tool" >/dev/null || die "'$tool' is missing (tools/install-deps)"
+done
+# The overlayfs snapshotter needs the overlay file system.
+grep -qw overlay /proc/filesystems || modprobe overlay || die "no overlay file system"
+
+# Sockets cannot be bound on the 9p-shared repository: everything lives in the lab's /tmp.
+tmp=$(mktemp -d /tmp/lab-containerd.XXXXXX)
+socket=$tmp/containerd.sock
+export RVM_ROOT=$tmp/rvm
+mkdir -p "$tmp/bin" "$RVM_ROOT"
+# Copies on the lab's tmpfs: containerd gives `shim delete` 5 s, and a debug binary read over the
+# 9p share of a busy lab can take longer than that to start. rvm-vmm goes beside the shim, where
+# the shim looks for it.
+cp "$shim" "$tmp/bin/containerd-shim-rvm-v1"
+cp "$(dirname "$shim")/rvm-vmm" "$tmp/bin/rvm-vmm"
+cat >"$tmp/config.toml" <<TOML
+version = 2
+root = "$tmp/root"
+state = "$tmp/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$socket"
+[ttrpc]
+  address = "$socket.ttrpc"
+TOML
+
+containerd_pid=
+cleanup() {
+    if [ -n "$containerd_pid" ]; then
+        kill "$containerd_pid" 2>/dev/null
+        wait "$containerd_pid" 2>/dev/null
+    fi
+    # Whatever a failed check left running: this test's shims and VMMs only.
+    pkill -KILL -f "$tmp/" 2>/dev/null
+    mkdir -p "$target/tmp"
+    cp "$tmp/containerd.log" "$target/tmp/lab-containerd.log" 2>/dev/null
+    umount -R "$tmp/root" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+failures=0
+fail() { echo "FAIL $*"; failures=$((failures + 1)); }
+ok() { echo "ok   $*"; }
+
+# c ARGS...: runs ctr against this containerd; output in $out/$err, status in $status.
+c() {
+    timeout 300 ctr --address "$socket" "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
+    status=$?
+    out=$(cat "$tmp/out")
+    err=$(cat "$tmp/err")
+}
+
+check() {
+    local name=$1
+    shift
+    if "$@"; then
+        ok "$name"
+    else
+        fail "$name (status $status, stdout: ${out:0:300}, stderr: ${err:0:500})"
+    fi
+}
+
+# --- containerd --------------------------------------------------------------------------------
+PATH=$tmp/bin:$PATH containerd --config "$tmp/config.toml" --log-level debug >"$tmp/containerd.log" 2>&1 &
+containerd_pid=$!
+for _ in $(seq 100); do
+    ctr --address "$socket" version >/dev/null 2>&1 && break
+    kill -0 "$containerd_pid" 2>/dev/null || { tail -20 "$tmp/containerd.log"; die "containerd exited"; }
+    sleep 0.2
+done
+ctr --address "$socket" version >/dev/null 2>&1 || { tail -20 "$tmp/containerd.log"; die "containerd did not answer on $socket"; }
+say "containerd $(containerd --version | awk '{print $3}') up on $socket"
+
+"$repo/tools/busybox-image" "$tmp/busybox-oci.tar" >/dev/null || die "tools/busybox-image failed"
+c image import "$tmp/busybox-oci.tar"
+[ "$status" -eq 0 ] || die "ctr image import failed ($status): $err"
+c image ls -q
+check "the imported image is $image" grep -qx "$image" "$tmp/out"
+
+# --- attached runs -------------------------------------------------------------------------------
+c run --rm --runtime "$runtime" "$image" t1 echo hello
+check "ctr run --rm ... echo hello prints hello" test "$status" -eq 0 -a "$out" = hello
+
+c run --rm --runtime "$runtime" "$image" t2 sh -c 'echo to-stderr >&2; exit 3'
+check "sh -c 'exit 3' exits 3" test "$status" -eq 3
+check "stderr reaches ctr" test "$err" = to-stderr
+
+# --- a detached task -----------------------------------------------------------------------------
+c run -d --runtime "$runtime" "$image" t3 sh -c 'trap "exit 7" TERM; while :; do sleep 1; done'
+check "ctr run -d starts a task" test "$status" -eq 0
+c task ls
+check "task t3 is RUNNING" grep -Eq '^t3 +[0-9]+ +RUNNING' "$tmp/out"
+
+c task exec --exec-id e1 t3 sh -c 'echo exec-out; hostname >/dev/null; exit 4'
+check "ctr task exec prints the exec's output and status" test "$status" -eq 4 -a "$out" = exec-out
+
+c task ps t3
+check "ctr task ps lists the task's processes" test "$status" -eq 0 -a "$(echo "$out" | grep -Ec '^ *[0-9]+')" -ge 2
+
+c task metrics t3
+check "ctr task metrics shows cgroup v2 counters" test "$status" -eq 0
+check "metrics show the task's pids (pids.current >= 1)" awk '$1 == "pids.current" && $2 >= 1 { found = 1 } END { exit !found }' "$tmp/out"
+check "metrics show its memory usage (memory.usage > 0)" awk '$1 == "memory.usage" && $2 > 0 { found = 1 } END { exit !found }' "$tmp/out"
+
+c task pause t3
+c task ls
+check "ctr task pause: PAUSED" grep -Eq '^t3 +[0-9]+ +PAUSED' "$tmp/out"
+c task resume t3
+c task ls
+check "ctr task resume: RUNNING" grep -Eq '^t3 +[0-9]+ +RUNNING' "$tmp/out"
+
+c task kill t3
+check "ctr task kill" test "$status" -eq 0
+for _ in $(seq 100); do
+    c task ls
+    grep -Eq '^t3 +[0-9]+ +STOPPED' "$tmp/out" && break
+    sleep 0.2
+done
+check "the killed task is STOPPED" grep -Eq '^t3 +[0-9]+ +STOPPED' "$tmp/out"
+c task delete t3
+# containerd 1.6's ctr task delete warns about a non-zero exit status and exits 0.
+check "ctr task delete reports the TERM trap's exit status 7" grep -q 'non-zero exit code 7' "$tmp/err"
+
+c container delete t3
+check "ctr container delete" test "$status" -eq 0
+
+# wait_status ID STATUS: waits up to 20 s until `ctr task ls` shows task ID in STATUS.
+wait_status() {
+    for _ in $(seq 100); do
+        c task ls
+        grep -Eq "^$1 +[0-9]+ +$2" "$tmp/out" && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+# --- faults: the VMM killed, the shim killed ------------------------------------------------------
+c run -d --runtime "$runtime" "$image" t4 sh -c 'while :; do sleep 1; done'
+check "ctr run -d t4" test "$status" -eq 0
+c task ls
+vmm=$(awk '$1 == "t4" { print $2 }' "$tmp/out")
+check "t4's task pid is its rvm-vmm" test "$(cat "/proc/${vmm:-0}/comm" 2>/dev/null)" = rvm-vmm
+kill -KILL "${vmm:-0}" 2>/dev/null
+check "killing t4's VMM stops the task" wait_status t4 STOPPED
+c task delete t4
+check "t4 exited with 137 (128 + SIGKILL of its VMM)" grep -q 'non-zero exit code 137' "$tmp/err"
+c container delete t4
+
+c run -d --runtime "$runtime" "$image" t5 sh -c 'while :; do sleep 1; done'
+check "ctr run -d t5" test "$status" -eq 0
+c task ls
+vmm=$(awk '$1 == "t5" { print $2 }' "$tmp/out")
+shim_pid=$(pgrep -f "containerd-shim-rvm-v1 .*-id t5 ")
+check "t5 has a shim" test -n "$shim_pid"
+kill -KILL $shim_pid 2>/dev/null
+for _ in $(seq 100); do
+    [ -d "/proc/${vmm:-0}" ] || break
+    sleep 0.2
+done
+check "killing t5's shim ends its VMM" test ! -d "/proc/${vmm:-0}"
+for _ in $(seq 100); do
+    c task ls
+    grep -Eq '^t5 +[0-9]+ +RUNNING' "$tmp/out" || break
+    sleep 0.2
+done
+check "containerd no longer sees t5 running" test "$(grep -Ec '^t5 +[0-9]+ +RUNNING' "$tmp/out")" -eq 0
+c task delete t5
+c container delete t5
+check "ctr container delete t5" test "$status" -eq 0
+
+# --- nothing left behind ---------------------------------------------------------------------------
+for _ in $(seq 50); do
+    pgrep -f "$tmp/bin/containerd-shim-rvm-v1|rvm-vmm" >/dev/null || break
+    sleep 0.2
+done
+left=$(pgrep -af containerd-shim-rvm-v1)
+check "no shim process left${left:+: $left}" test -z "$left"
+check "no rvm-vmm process left" test -z "$(pgrep -x rvm-vmm)"
+check "no task files left" test -z "$(ls "$RVM_ROOT/containerd/default/containers" 2>/dev/null)"
+
+if [ "$failures" -ne 0 ]; then
+    echo "--- containerd log (tail) ---"
+    grep -v 'level=debug' "$tmp/containerd.log" | tail -40
+fi
+echo "lab-containerd: $failures failure(s)"
+[ "$failures" -eq 0 ]
