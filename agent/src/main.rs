@@ -117,6 +117,8 @@ fn main() {
     let (options, ignored) = parse_options(&args);
     logging::init_logging(!options.no_init);
     if !options.no_init && init::switch_root::needed() {
+        // The kernel has just started /init: bench/boot times the guest kernel's boot to here.
+        tracing::info!("rvm-agent started as /init; leaving the initramfs");
         // Returns only on failure; containers then cannot pivot_root, but the agent still serves.
         let error = init::switch_root::switch_root();
         tracing::error!(%error, "staying on the initramfs");
