@@ -373,8 +373,8 @@ impl Engine {
             .prepare_volumes(&request, &rootfs)
             .inspect_err(|_| unmount_rootfs())?;
         volumes::add_mounts(&mut spec, volume_mounts);
-        let cgroup = Cgroup::create(&self.cgroup_parent, &request.id)
-            .inspect_err(|_| unmount_rootfs())?;
+        let cgroup =
+            Cgroup::create(&self.cgroup_parent, &request.id).inspect_err(|_| unmount_rootfs())?;
         let cleanup = |error: EngineError| {
             cgroup.remove();
             unmount_rootfs();

@@ -243,7 +243,10 @@ mod tests {
             Path::new("index.html")
         );
         assert!(data.join("sub").is_dir());
-        assert_eq!(fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o750);
+        assert_eq!(
+            fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+            0o750
+        );
 
         // Not empty any more: a second use leaves it as the container left it.
         fs::remove_file(data.join("index.html")).unwrap();

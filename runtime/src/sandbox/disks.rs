@@ -74,7 +74,12 @@ fn create_ext4_from(path: &Path, size: u64, content: Option<&Path>) -> Result<()
             "-E",
             "lazy_itable_init=1,lazy_journal_init=1",
         ])
-        .args(content.map(|dir| [Path::new("-d"), dir]).into_iter().flatten())
+        .args(
+            content
+                .map(|dir| [Path::new("-d"), dir])
+                .into_iter()
+                .flatten(),
+        )
         .arg(path)
         .output();
     let result = match output {

@@ -14,6 +14,7 @@ use super::layout::{Layout, MAX_SOCKET_PATH};
 use super::spec::{self, RunSpec, SpecError};
 use super::state::{Containers, StateError};
 use super::time;
+use super::volumes::{VolumeError, Volumes};
 use crate::image::disk::{self as layer_disks, DiskError as LayerDiskError};
 use crate::image::manifest::{self, ManifestError, Platform};
 use crate::image::reference::ReferenceError;
@@ -42,6 +43,8 @@ pub enum PrepareError {
     State(#[from] StateError),
     #[error(transparent)]
     Disk(#[from] DiskError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
     #[error("invalid volume specification: {spec:?}: {why}")]
     BadVolume { spec: String, why: &'static str },
     #[error("-v {0}: binding a host directory is not supported: rvm has no host directory sharing into its microVMs yet; use a named volume instead (-v NAME:/path)")]
@@ -157,6 +160,10 @@ pub fn create_container(
             serial: layer_serial(index),
         })
         .collect();
+    let store_volumes = Volumes::new(layout);
+    for volume in &options.volumes {
+        store_volumes.check_available(&volume.name, volume.read_only)?;
+    }
     let mut volumes = Vec::new();
     for (index, volume) in options.volumes.iter().enumerate() {
         volumes.push(VolumeRef {

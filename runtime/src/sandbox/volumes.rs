@@ -11,7 +11,9 @@ use thiserror::Error;
 use super::disks::{self, DiskError};
 use super::id;
 use super::layout::Layout;
-use super::state::{Containers, StateError};
+use rustix::fs::{flock, FlockOperation};
+
+use super::state::{Containers, StateError, Status};
 use super::time;
 
 /// The suffix of a volume's image file.
@@ -32,6 +34,8 @@ pub enum VolumeError {
         path: PathBuf,
         source: io::Error,
     },
+    #[error("volume {name:?} is in use by running container {holder}: a volume is attached to one microVM at a time when written to (read-only uses may share it)")]
+    Busy { name: String, holder: String },
     #[error(transparent)]
     Disk(#[from] DiskError),
     #[error(transparent)]
@@ -137,6 +141,47 @@ impl Volumes {
             .collect())
     }
 
+    /// Refuses a volume that another VM holds in a conflicting way: any use while one VM writes
+    /// to it, a read-write use while others read it. Takes (and releases) the lock `rvm-vmm`
+    /// takes on the disk, so the answer matches what the VMM would find.
+    pub fn check_available(&self, name: &str, read_only: bool) -> Result<(), VolumeError> {
+        let path = self.path(name);
+        let file = match fs::File::open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(VolumeError::Io {
+                    action: "open",
+                    path,
+                    source,
+                })
+            }
+        };
+        let operation = if read_only {
+            FlockOperation::NonBlockingLockShared
+        } else {
+            FlockOperation::NonBlockingLockExclusive
+        };
+        if flock(&file, operation).is_ok() {
+            return Ok(());
+        }
+        let holders: Vec<String> = Containers::open(&self.layout)?
+            .list()?
+            .into_iter()
+            .filter(|c| c.state.status != Status::Exited)
+            .filter(|c| c.config.volumes.iter().any(|v| v.name == name))
+            .map(|c| format!("\"/{}\" ({})", c.config.name, id::short(&c.config.id)))
+            .collect();
+        Err(VolumeError::Busy {
+            name: name.to_owned(),
+            holder: if holders.is_empty() {
+                "(another rvm-vmm holds its disk)".to_owned()
+            } else {
+                holders.join(", ")
+            },
+        })
+    }
+
     /// Removes volume `name` and its data; refused while a container refers to it (as Docker
     /// refuses, even for a stopped container).
     pub fn remove(&self, name: &str) -> Result<(), VolumeError> {
@@ -177,9 +222,17 @@ mod tests {
         let (data, new) = volumes.create("data").unwrap();
         assert!(new);
         assert_eq!(data.path, root.path().join("volumes/data.ext4"));
-        assert!(!volumes.create("data").unwrap().1, "second create is a no-op");
+        assert!(
+            !volumes.create("data").unwrap().1,
+            "second create is a no-op"
+        );
         volumes.create("cache").unwrap();
-        let names: Vec<_> = volumes.list().unwrap().into_iter().map(|v| v.name).collect();
+        let names: Vec<_> = volumes
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
         assert_eq!(names, ["cache", "data"]);
         volumes.remove("data").unwrap();
         assert!(matches!(
