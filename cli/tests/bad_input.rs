@@ -2,6 +2,9 @@
 //! started, with Docker's exit code (125 for `run`, 1 for `rm` and `volume`) and one line naming
 //! what was wrong. Also `rvm volume` end to end (needs mkfs.ext4). No VM is needed.
 
+// Test helpers panic on broken fixtures, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Command, Output};
 
 fn rvm(root: &std::path::Path, args: &[&str]) -> Output {

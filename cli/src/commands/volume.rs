@@ -64,13 +64,13 @@ pub fn main(layout: &Layout, command: VolumeCommand) -> i32 {
         VolumeCommand::Ls(args) => match volumes.list() {
             Ok(list) => {
                 if !args.quiet {
-                    println!("{:<10}{}", "DRIVER", "VOLUME NAME");
+                    println!("DRIVER    VOLUME NAME");
                 }
                 for volume in list {
                     if args.quiet {
                         println!("{}", volume.name);
                     } else {
-                        println!("{:<10}{}", "local", volume.name);
+                        println!("local     {}", volume.name);
                     }
                 }
                 0
