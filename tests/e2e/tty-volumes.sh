@@ -6,7 +6,7 @@
 #       && tests/lab/run -- tests/e2e/tty-volumes.sh
 #
 # Checks, as a Docker user would:
-#   - volumes: a file written to `-v data:/data` in one run is read in the next; `:ro` refuses
+#   - volumes: a file written to `-v data:/data` in one run is read by the next VM; `:ro` refuses
 #     writes; a new volume mounted over an image directory (/etc) is filled from the image
 #     (copy-up) and keeps its own content afterwards; `rvm volume ls/inspect/rm`, rm refused
 #     while a container refers to the volume; a volume written by a running VM is refused to a
