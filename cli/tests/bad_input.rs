@@ -61,6 +61,11 @@ fn bad_run_flags_exit_125_naming_the_value() {
         &["-v /srv:/p", "host directory", "named volume"],
     );
     refused(
+        &["run", "-v", "a:/d", "-v", "b:/d", "busybox"],
+        125,
+        &["Duplicate mount point: /d"],
+    );
+    refused(
         &["run", "-v", "data:relative", "busybox"],
         125,
         &["invalid volume specification", "data:relative"],

@@ -147,6 +147,7 @@ fn create_options(args: &RunArgs) -> Result<CreateOptions> {
         .iter()
         .map(|text| prepare::parse_volume(text))
         .collect::<Result<Vec<VolumeSpec>, _>>()?;
+    prepare::check_volumes(&volumes)?;
     if let Some(hostname) = &args.hostname {
         if hostname.is_empty() || hostname.len() > 64 || hostname.contains(char::is_whitespace) {
             bail!("invalid hostname {hostname:?}");
