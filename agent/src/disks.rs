@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nix::mount::{mount, MsFlags};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use thiserror::Error;
 
 /// How long to wait for a disk to appear (virtio-blk probes before init runs, so this is
@@ -126,14 +126,39 @@ impl Disks {
         self.mount_once(serial, "ext4", MsFlags::MS_NODEV, "scratch")
     }
 
-    /// Mounts the ext4 volume disk `serial` (once), read-only if asked.
+    /// Mounts the ext4 volume disk `serial` (once), read-only if asked. A read-only disk whose
+    /// journal needs recovery (its last VM ended without unmounting it) cannot replay it, so it
+    /// is then mounted without the journal (`noload`).
     pub fn mount_volume(&self, serial: &str, read_only: bool) -> Result<PathBuf, DiskError> {
-        let flags = if read_only {
-            MsFlags::MS_RDONLY | MsFlags::MS_NODEV
-        } else {
-            MsFlags::MS_NODEV
-        };
+        if !read_only {
+            return self.mount_once(serial, "ext4", MsFlags::MS_NODEV, "volumes");
+        }
+        let flags = MsFlags::MS_RDONLY | MsFlags::MS_NODEV;
         self.mount_once(serial, "ext4", flags, "volumes")
+            .or_else(|error| {
+                tracing::warn!(%error, "retrying the read-only volume without its journal");
+                self.mount_once_with(serial, "ext4", flags, Some("noload"), "volumes")
+            })
+    }
+
+    /// Unmounts every volume disk, so its file system is clean for the next VM; failures are
+    /// logged (the VM is ending).
+    pub fn unmount_volumes(&self) {
+        let volumes = self.mount_root.join("volumes");
+        let mut mounted = self
+            .mounted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        mounted.retain(|serial, target| {
+            if !target.starts_with(&volumes) {
+                return true;
+            }
+            match umount2(target.as_path(), MntFlags::empty()) {
+                Ok(()) => tracing::info!(serial, "volume unmounted"),
+                Err(error) => tracing::warn!(serial, %error, "volume not unmounted"),
+            }
+            false
+        });
     }
 
     fn mount_once(
@@ -141,6 +166,17 @@ impl Disks {
         serial: &str,
         fstype: &'static str,
         flags: MsFlags,
+        kind: &str,
+    ) -> Result<PathBuf, DiskError> {
+        self.mount_once_with(serial, fstype, flags, None, kind)
+    }
+
+    fn mount_once_with(
+        &self,
+        serial: &str,
+        fstype: &'static str,
+        flags: MsFlags,
+        data: Option<&str>,
         kind: &str,
     ) -> Result<PathBuf, DiskError> {
         check_serial(serial)?;
@@ -157,7 +193,7 @@ impl Disks {
             path: target.clone(),
             source,
         })?;
-        mount(Some(&device), &target, Some(fstype), flags, None::<&str>).map_err(|source| {
+        mount(Some(&device), &target, Some(fstype), flags, data).map_err(|source| {
             DiskError::Mount {
                 fstype,
                 device: device.clone(),

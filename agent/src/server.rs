@@ -13,6 +13,7 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::engine::command::ExecFailure as EngineExecFailure;
+use crate::engine::volumes::VolumeRequest;
 use crate::engine::{CreateRequest, Engine, EngineError, Started};
 use crate::init::power::{power_off, PowerMode};
 
@@ -43,7 +44,10 @@ fn engine_status(error: EngineError) -> ttrpc::Error {
         EngineError::ContainerExists(_) | EngineError::ExecExists { .. } => Code::ALREADY_EXISTS,
         EngineError::Invalid { .. } | EngineError::Setup { .. } => Code::INVALID_ARGUMENT,
         EngineError::State { .. } => Code::FAILED_PRECONDITION,
-        EngineError::Disk(_) | EngineError::Cgroup(_) | EngineError::Io { .. } => Code::INTERNAL,
+        EngineError::Disk(_)
+        | EngineError::Cgroup(_)
+        | EngineError::Volume(_)
+        | EngineError::Io { .. } => Code::INTERNAL,
     };
     tracing::warn!(%error, "request failed");
     status(code, error)
@@ -106,15 +110,6 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         r: CreateContainerRequest,
     ) -> RpcResult<Empty> {
-        if !r.volumes.is_empty() {
-            return Err(status(
-                Code::UNIMPLEMENTED,
-                format!(
-                    "container {:?}: volume disks are not supported by this agent yet",
-                    r.container_id
-                ),
-            ));
-        }
         let request = CreateRequest {
             id: r.container_id,
             spec_json: r.oci_spec_json,
@@ -123,6 +118,15 @@ impl Agent for AgentService {
             terminal: r.terminal,
             stdin: r.stdin,
             shutdown_on_exit: r.shutdown_on_exit,
+            volumes: r
+                .volumes
+                .into_iter()
+                .map(|v| VolumeRequest {
+                    serial: v.serial,
+                    destination: v.destination.into(),
+                    read_only: v.read_only,
+                })
+                .collect(),
         };
         self.engine.create(request).await.map_err(engine_status)?;
         Ok(Empty::default())
@@ -415,5 +419,6 @@ pub async fn serve(address: &str, engine: Arc<Engine>, power: PowerMode) -> Resu
         }
         _ = engine.power_off_requested() => {}
     }
+    engine.release_volumes();
     power_off(power)
 }

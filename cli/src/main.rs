@@ -57,6 +57,11 @@ enum Command {
     Images(commands::images::Args),
     /// Remove one or more images.
     Rmi(commands::rmi::Args),
+    /// Manage volumes.
+    Volume {
+        #[command(subcommand)]
+        command: commands::volume::VolumeCommand,
+    },
     /// Manage rvm itself.
     System {
         #[command(subcommand)]
@@ -111,6 +116,7 @@ fn main() -> ExitCode {
         Command::Kill(args) => Ok(code(commands::kill::main(&layout, args))),
         Command::Rm(args) => Ok(code(commands::rm::main(&layout, args))),
         Command::Inspect(args) => Ok(code(commands::inspect::main(&layout, args))),
+        Command::Volume { command } => Ok(code(commands::volume::main(&layout, command))),
         Command::ContainerMonitor(args) => Ok(code(commands::monitor::main(&layout, args))),
         Command::Pull(args) => commands::pull::run(&cli.root, args),
         Command::Load(args) => commands::load::run(&cli.root, args),

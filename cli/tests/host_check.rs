@@ -1,5 +1,9 @@
-//! On a host whose /dev/kvm cannot boot rvm's guest (KVM-PVM, or none), `rvm run` says why in
-//! one line and exits 125 before creating anything. Skipped on hosts with hardware KVM.
+//! On a host whose /dev/kvm cannot boot rvm's guest (KVM-PVM, or none), `rvm run` of an image
+//! it has says why in one line and exits 125 before creating anything. Skipped on hosts with
+//! hardware KVM.
+
+#[path = "../../tests/fixtures/images.rs"]
+mod images;
 
 use std::process::Command;
 
@@ -12,6 +16,21 @@ fn run_explains_a_host_that_cannot_boot_guests() {
         return;
     };
     let root = tempfile::tempdir().unwrap();
+    // The image is there: otherwise rvm would try to pull it first, as Docker does.
+    let archive = root.path().join("busybox.tar");
+    images::write_oci_archive(
+        &images::busybox_image(images::Compression::None),
+        &archive,
+        "busybox:latest",
+    );
+    let load = Command::new(env!("CARGO_BIN_EXE_rvm"))
+        .arg("--root")
+        .arg(root.path())
+        .args(["load", "-i"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(load.status.success(), "{load:?}");
     let out = Command::new(env!("CARGO_BIN_EXE_rvm"))
         .arg("--root")
         .arg(root.path())

@@ -17,6 +17,7 @@ pub mod spawn;
 pub mod stats;
 pub mod stdio;
 pub mod user;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -70,6 +71,8 @@ pub enum EngineError {
     Disk(#[from] DiskError),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Volume(#[from] volumes::VolumeError),
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
 }
@@ -119,6 +122,8 @@ pub struct CreateRequest {
     pub terminal: bool,
     pub stdin: bool,
     pub shutdown_on_exit: bool,
+    /// Volume disks bound into the container.
+    pub volumes: Vec<volumes::VolumeRequest>,
 }
 
 /// What StartContainer and ExecProcess report.
@@ -320,6 +325,33 @@ impl Engine {
         Ok((rootfs, true, vec![scratch]))
     }
 
+    /// Mounts the request's volume disks in the guest, fills new writable ones from the image
+    /// (copy-up) and returns the bind mounts that put them in the container.
+    fn prepare_volumes(
+        &self,
+        request: &CreateRequest,
+        rootfs: &Path,
+    ) -> Result<Vec<oci_spec::runtime::Mount>, EngineError> {
+        let mut mounts = Vec::new();
+        for volume in &request.volumes {
+            let mounted = self.disks.mount_volume(&volume.serial, volume.read_only)?;
+            let (data, _) = volumes::data_dir(&volume.serial, &mounted, volume.read_only)?;
+            if !volume.read_only
+                && volumes::copy_up(&volume.serial, rootfs, &volume.destination, &data)?
+            {
+                tracing::info!(container = %request.id, serial = %volume.serial, destination = %volume.destination.display(), "new volume filled from the image");
+            }
+            mounts.push(volumes::bind_mount(volume, &data)?);
+        }
+        Ok(mounts)
+    }
+
+    /// Unmounts the guest's volume disks (at shutdown, after the containers have ended), so
+    /// their file systems are clean for the next VM that uses them.
+    pub fn release_volumes(&self) {
+        self.disks.unmount_volumes();
+    }
+
     /// Creates a container: rootfs, cgroup, stdio, and its init helper, which sets everything up
     /// and waits for start. A bad spec, user or cwd fails here.
     pub async fn create(&self, request: CreateRequest) -> Result<(), EngineError> {
@@ -327,17 +359,25 @@ impl Engine {
         if self.containers().contains_key(&request.id) {
             return Err(EngineError::ContainerExists(request.id));
         }
-        let spec = parse_spec(&request.spec_json)?;
+        let mut spec = parse_spec(&request.spec_json)?;
         let dir = self.config.run_dir.join("containers").join(&request.id);
         fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
         let (rootfs, overlay, scratch_dirs) = self.prepare_rootfs(&request, &spec, &dir)?;
-        let cgroup = Cgroup::create(&self.cgroup_parent, &request.id)?;
-        let cleanup = |error: EngineError| {
-            cgroup.remove();
+        let unmount_rootfs = || {
             if overlay {
                 let _ = umount2(&rootfs, MntFlags::MNT_DETACH);
             }
             let _ = fs::remove_dir_all(&dir);
+        };
+        let volume_mounts = self
+            .prepare_volumes(&request, &rootfs)
+            .inspect_err(|_| unmount_rootfs())?;
+        volumes::add_mounts(&mut spec, volume_mounts);
+        let cgroup =
+            Cgroup::create(&self.cgroup_parent, &request.id).inspect_err(|_| unmount_rootfs())?;
+        let cleanup = |error: EngineError| {
+            cgroup.remove();
+            unmount_rootfs();
             error
         };
         if let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {

@@ -8,7 +8,7 @@ pub const EXIT_FAILED: i32 = 1;
 
 /// Prints an error the way Docker's CLI does (`rvm: ...`) and returns `code`.
 pub fn report(err: &anyhow::Error, code: i32) -> i32 {
-    eprintln!("rvm: {err:#}");
+    eprintln!("rvm: {}", super::message(err));
     code
 }
 

@@ -13,6 +13,7 @@ use rvm_runtime::sandbox::spec::{self, SpecUser};
 use rvm_runtime::sandbox::state::Status;
 use rvm_runtime::sandbox::{env, id};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::signal::unix::{signal, SignalKind};
 
 use super::common::{self, report, EXIT_FAILED};
 use super::{container, terminal};
@@ -159,6 +160,11 @@ async fn exec(layout: &Layout, args: &ExecArgs) -> Result<i32, ExecFailure> {
         if let Some((rows, columns)) = terminal::size() {
             let _ = session.resize(&cid, &exec_id, rows, columns).await;
         }
+        tokio::spawn(forward_resizes(
+            session.clone(),
+            cid.clone(),
+            exec_id.clone(),
+        ));
     }
     let pumps = [
         tokio::spawn(copy_out(
@@ -199,6 +205,20 @@ async fn copy_out(
             return;
         }
         let _ = out.flush().await;
+    }
+}
+
+/// Follows the terminal's size (SIGWINCH) on the exec's pty.
+async fn forward_resizes(session: AgentSession, cid: String, exec_id: String) {
+    let Ok(mut winch) = signal(SignalKind::window_change()) else {
+        return;
+    };
+    while winch.recv().await.is_some() {
+        if let Some((rows, columns)) = terminal::size() {
+            if session.resize(&cid, &exec_id, rows, columns).await.is_err() {
+                return;
+            }
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub mod run;
 pub mod start;
 pub mod stop;
 pub mod terminal;
+pub mod volume;
 
 use std::process::ExitCode;
 

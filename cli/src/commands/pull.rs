@@ -37,9 +37,16 @@ pub struct Args {
 pub fn run(root: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let reference = Reference::parse(&args.image)?;
     let store = Store::open(root)?;
+    pull(&store, &reference, args.quiet)?;
+    println!("{reference}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pulls `reference` into `store`, showing Docker's progress lines unless `quiet`.
+pub fn pull(store: &Store, reference: &Reference, quiet: bool) -> anyhow::Result<()> {
     let options = options()?;
-    let display = Display::new(args.quiet);
-    let before = store.resolve(&reference)?;
+    let display = Display::new(quiet);
+    let before = store.resolve(reference)?;
     let what = reference
         .tag()
         .map_or_else(|| reference.familiar(), ToOwned::to_owned);
@@ -51,7 +58,7 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let pulled = runtime.block_on(async {
         tokio::select! {
-            pulled = registry::pull(&store, &reference, &options, &display) => pulled.map_err(anyhow::Error::from),
+            pulled = registry::pull(store, reference, &options, &display) => pulled.map_err(anyhow::Error::from),
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("pull {}: interrupted", reference.familiar())),
         }
     });
@@ -64,8 +71,7 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<ExitCode> {
         "Downloaded newer image for"
     };
     display.line(&format!("Status: {status} {}", reference.familiar()));
-    println!("{reference}");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn options() -> anyhow::Result<PullOptions> {

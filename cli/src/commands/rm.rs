@@ -26,7 +26,7 @@ pub fn main(layout: &Layout, args: RmArgs) -> i32 {
     for name in &args.containers {
         match remove(layout, name, args.force) {
             Ok(()) => println!("{name}"),
-            Err(err) => code = report(&err, EXIT_FAILED),
+            Err(err) => code = report(&err.context("Error response from daemon"), EXIT_FAILED),
         }
     }
     code

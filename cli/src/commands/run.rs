@@ -7,14 +7,14 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use rvm_runtime::image::Store;
+use rvm_runtime::image::{Reference, Store};
 use rvm_runtime::sandbox::attach::{self, Frame};
-use rvm_runtime::sandbox::env;
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::prepare::{self, CreateOptions, VolumeSpec};
 use rvm_runtime::sandbox::spec::RunSpec;
 use rvm_runtime::sandbox::state::{Containers, Status};
 use rvm_runtime::sandbox::units::{self, Cpus};
+use rvm_runtime::sandbox::{env, id};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
@@ -23,6 +23,7 @@ use tokio::sync::Mutex;
 
 use super::common::{self, report, EXIT_RVM_ERROR};
 use super::container::{self, Started};
+use super::pull;
 use super::terminal;
 
 #[derive(Debug, Args)]
@@ -117,6 +118,9 @@ fn check_network(args: &RunArgs) -> Result<()> {
 /// Turns the flags into create options, refusing bad ones before anything is created.
 fn create_options(args: &RunArgs) -> Result<CreateOptions> {
     check_network(args)?;
+    if let Some(name) = &args.name {
+        id::check_name(name)?;
+    }
     let mut env_entries = Vec::new();
     for file in &args.env_file {
         env_entries.extend(env::read_env_file(file)?);
@@ -143,6 +147,7 @@ fn create_options(args: &RunArgs) -> Result<CreateOptions> {
         .iter()
         .map(|text| prepare::parse_volume(text))
         .collect::<Result<Vec<VolumeSpec>, _>>()?;
+    prepare::check_volumes(&volumes)?;
     if let Some(hostname) = &args.hostname {
         if hostname.is_empty() || hostname.len() > 64 || hostname.contains(char::is_whitespace) {
             bail!("invalid hostname {hostname:?}");
@@ -171,8 +176,12 @@ fn create_options(args: &RunArgs) -> Result<CreateOptions> {
 
 fn run(layout: &Layout, args: RunArgs) -> Result<i32> {
     let options = create_options(&args)?;
-    common::require_bootable_kvm()?;
     let store = Store::open(layout.root()).context("cannot open the image store")?;
+    ensure_image(&store, &options.image)?;
+    if !options.name.is_empty() {
+        container::open(layout)?.check_name_free(&options.name)?;
+    }
+    common::require_bootable_kvm()?;
     let config = prepare::create_container(layout, &store, options)?;
     let containers = container::open(layout)?;
     if args.detach {
@@ -187,6 +196,16 @@ fn run(layout: &Layout, args: RunArgs) -> Result<i32> {
     // The stdin reader may be blocked in read(2): do not wait for it.
     runtime.shutdown_background();
     result
+}
+
+/// Docker's order: an image that is not in the store is pulled, saying so first.
+fn ensure_image(store: &Store, image: &str) -> Result<()> {
+    let reference = Reference::parse(image)?;
+    if store.resolve(&reference)?.is_some() {
+        return Ok(());
+    }
+    eprintln!("Unable to find image '{}' locally", reference.familiar());
+    pull::pull(store, &reference, true)
 }
 
 fn run_detached(containers: &Containers, id: &str) -> Result<i32> {

@@ -38,9 +38,18 @@ pub enum DiskError {
     BadVolumeName(String),
 }
 
+/// The directory of a volume's file system that the container sees (Docker's `_data`); the
+/// agent binds it, keeping `lost+found` out of the container.
+pub const VOLUME_DATA_DIR: &str = "_data";
+
 /// Creates a sparse file of `size` bytes at `path` (which must not exist) holding an empty ext4
 /// file system.
 pub fn create_ext4(path: &Path, size: u64) -> Result<(), DiskError> {
+    create_ext4_from(path, size, None)
+}
+
+/// As [`create_ext4`], with the file system's root filled from directory `content`.
+fn create_ext4_from(path: &Path, size: u64, content: Option<&Path>) -> Result<(), DiskError> {
     let io_err = |action| {
         move |source| DiskError::Io {
             action,
@@ -65,6 +74,12 @@ pub fn create_ext4(path: &Path, size: u64) -> Result<(), DiskError> {
             "-E",
             "lazy_itable_init=1,lazy_journal_init=1",
         ])
+        .args(
+            content
+                .map(|dir| [Path::new("-d"), dir])
+                .into_iter()
+                .flatten(),
+        )
         .arg(path)
         .output();
     let result = match output {
@@ -85,8 +100,13 @@ pub fn create_ext4(path: &Path, size: u64) -> Result<(), DiskError> {
     result
 }
 
-/// The image of named volume `name`, created empty on first use.
+/// The image of named volume `name`, created on first use with an empty `_data` directory.
 pub fn ensure_volume(volumes_dir: &Path, name: &str) -> Result<PathBuf, DiskError> {
+    Ok(ensure_volume_new(volumes_dir, name)?.0)
+}
+
+/// As [`ensure_volume`], also telling whether the volume was created by this call.
+pub fn ensure_volume_new(volumes_dir: &Path, name: &str) -> Result<(PathBuf, bool), DiskError> {
     if id::check_name(name).is_err() {
         return Err(DiskError::BadVolumeName(name.to_owned()));
     }
@@ -97,18 +117,34 @@ pub fn ensure_volume(volumes_dir: &Path, name: &str) -> Result<PathBuf, DiskErro
     })?;
     let path = volumes_dir.join(format!("{name}.ext4"));
     if path.is_file() {
-        return Ok(path);
+        return Ok((path, false));
     }
     // Formatted under a temporary name and renamed: a volume is either complete or absent.
     let temp = volumes_dir.join(format!(".{name}.ext4.tmp-{}", std::process::id()));
+    let content = volumes_dir.join(format!(".{name}.content.tmp-{}", std::process::id()));
     let _ = fs::remove_file(&temp);
-    create_ext4(&temp, VOLUME_SIZE)?;
-    fs::rename(&temp, &path).map_err(|source| DiskError::Io {
-        action: "rename into place",
-        path: path.clone(),
-        source,
-    })?;
-    Ok(path)
+    let _ = fs::remove_dir_all(&content);
+    let made = fs::create_dir_all(content.join(VOLUME_DATA_DIR))
+        .map_err(|source| DiskError::Io {
+            action: "prepare the content of",
+            path: path.clone(),
+            source,
+        })
+        .and_then(|()| create_ext4_from(&temp, VOLUME_SIZE, Some(&content)));
+    let _ = fs::remove_dir_all(&content);
+    made?;
+    // A hard link never replaces a volume another rvm created meanwhile.
+    let linked = fs::hard_link(&temp, &path);
+    let _ = fs::remove_file(&temp);
+    match linked {
+        Ok(()) => Ok((path, true)),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok((path, false)),
+        Err(source) => Err(DiskError::Io {
+            action: "put into place",
+            path,
+            source,
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -20,3 +20,4 @@ pub mod state;
 pub mod time;
 pub mod units;
 pub mod vmm;
+pub mod volumes;

@@ -14,6 +14,7 @@ use super::layout::{Layout, MAX_SOCKET_PATH};
 use super::spec::{self, RunSpec, SpecError};
 use super::state::{Containers, StateError};
 use super::time;
+use super::volumes::{VolumeError, Volumes};
 use crate::image::disk::{self as layer_disks, DiskError as LayerDiskError};
 use crate::image::manifest::{self, ManifestError, Platform};
 use crate::image::reference::ReferenceError;
@@ -42,8 +43,14 @@ pub enum PrepareError {
     State(#[from] StateError),
     #[error(transparent)]
     Disk(#[from] DiskError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
     #[error("invalid volume specification: {spec:?}: {why}")]
     BadVolume { spec: String, why: &'static str },
+    #[error("Duplicate mount point: {0}")]
+    DuplicateMountPoint(String),
+    #[error("volume {0:?} is given twice: a volume's disk can be attached to a microVM once")]
+    DuplicateVolume(String),
     #[error("-v {0}: binding a host directory is not supported: rvm has no host directory sharing into its microVMs yet; use a named volume instead (-v NAME:/path)")]
     HostBind(String),
     #[error("the container's socket path {} is longer than {MAX_SOCKET_PATH} bytes; use a shorter --root", .0.display())]
@@ -94,6 +101,27 @@ pub fn parse_volume(text: &str) -> Result<VolumeSpec, PrepareError> {
         destination: destination.to_owned(),
         read_only,
     })
+}
+
+/// Refuses two volumes at one destination (as Docker does) and one volume given twice (its disk
+/// can be attached once).
+pub fn check_volumes(volumes: &[VolumeSpec]) -> Result<(), PrepareError> {
+    for (index, volume) in volumes.iter().enumerate() {
+        let earlier = &volumes[..index];
+        let destination = volume.destination.trim_end_matches('/');
+        if earlier
+            .iter()
+            .any(|v| v.destination.trim_end_matches('/') == destination)
+        {
+            return Err(PrepareError::DuplicateMountPoint(
+                volume.destination.clone(),
+            ));
+        }
+        if earlier.iter().any(|v| v.name == volume.name) {
+            return Err(PrepareError::DuplicateVolume(volume.name.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// What `rvm run`/`rvm create` asks for.
@@ -157,6 +185,11 @@ pub fn create_container(
             serial: layer_serial(index),
         })
         .collect();
+    check_volumes(&options.volumes)?;
+    let store_volumes = Volumes::new(layout);
+    for volume in &options.volumes {
+        store_volumes.check_available(&volume.name, volume.read_only)?;
+    }
     let mut volumes = Vec::new();
     for (index, volume) in options.volumes.iter().enumerate() {
         volumes.push(VolumeRef {
@@ -236,6 +269,24 @@ mod tests {
             let error = parse_volume(text).unwrap_err();
             assert!(error.to_string().contains(text), "{error}");
         }
+    }
+
+    #[test]
+    fn duplicate_volumes_are_refused() {
+        let specs = |texts: &[&str]| -> Vec<VolumeSpec> {
+            texts.iter().map(|t| parse_volume(t).unwrap()).collect()
+        };
+        assert!(check_volumes(&specs(&["a:/a", "b:/b"])).is_ok());
+        assert_eq!(
+            check_volumes(&specs(&["a:/a", "b:/a/"]))
+                .unwrap_err()
+                .to_string(),
+            "Duplicate mount point: /a/"
+        );
+        assert!(matches!(
+            check_volumes(&specs(&["a:/a", "a:/b"])),
+            Err(PrepareError::DuplicateVolume(name)) if name == "a"
+        ));
     }
 
     #[test]

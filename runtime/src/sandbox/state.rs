@@ -295,6 +295,21 @@ impl Containers {
         Ok(all)
     }
 
+    /// Refuses `name` when a container already has it (Docker's "Conflict" message).
+    pub fn check_name_free(&self, name: &str) -> Result<()> {
+        match self
+            .load_all_unlocked()?
+            .into_iter()
+            .find(|c| c.config.name == name)
+        {
+            Some(other) => Err(StateError::NameInUse {
+                name: name.to_owned(),
+                id: other.config.id,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Finds a container by full ID, name, or unique ID prefix (as Docker does).
     pub fn find(&self, reference: &str) -> Result<String> {
         let all = self.load_all_unlocked()?;
