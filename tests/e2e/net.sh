@@ -6,7 +6,7 @@
 #
 # Loads a busybox image into a fresh --root, then checks, as a Docker user would:
 #   - `run -d --name web -p 8080:80 busybox httpd`: `curl localhost:8080` gets its file (DNAT
-#     from the host's loopback), and so does the host's own non-loopback address if it has one;
+#     from the host's loopback), and so does a client in another network namespace (outside);
 #     `ps` shows `0.0.0.0:8080->80/tcp`, `inspect` the address;
 #   - the container pings the bridge gateway, has Docker's /etc/hosts and a /etc/resolv.conf;
 #   - a second container fetches the first one's page by IP;
@@ -40,7 +40,7 @@ for file in vmlinux initramfs.img; do
 done
 [ -c /dev/kvm ] || die "/dev/kvm is missing"
 [ ! -d /sys/module/kvm_pvm ] || die "/dev/kvm is KVM-PVM (cannot boot Linux); run: tests/lab/run -- $0"
-for tool in mkfs.erofs mkfs.ext4 nft curl ip; do
+for tool in mkfs.erofs mkfs.ext4 nft curl ip ss busybox; do
     command -v "$tool" >/dev/null || die "'$tool' is missing (tools/install-deps)"
 done
 if [ ! -c /dev/net/tun ]; then
@@ -51,8 +51,13 @@ fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/e2e-net.XXXXXX")
 root=$tmp/root
 listener=
+cleanup_netns=
 cleanup() {
     [ -n "$listener" ] && kill "$listener" 2>/dev/null
+    if [ -n "$cleanup_netns" ]; then
+        ip link del rvmout0 2>/dev/null
+        ip netns del "$cleanup_netns" 2>/dev/null
+    fi
     if [ -d "$root/containers" ]; then
         "$rvm" --root "$root" ps -aq 2>/dev/null | while read -r id; do
             timeout 60 "$rvm" --root "$root" rm -f "$id" >/dev/null 2>&1 || true
@@ -114,14 +119,18 @@ fetch() { page=$(curl -s --max-time 5 "$1") && [ "$page" = hi ]; }
 until_ok 60 fetch http://localhost:8080/index.html
 check "curl localhost:8080/index.html returns the file" test "${page:-}" = hi
 
-host_ip=$(ip -4 -o addr show scope global | awk '$2 != "rvm0" {sub("/.*", "", $4); print $4; exit}')
-if [ -n "$host_ip" ]; then
-    page=
-    fetch "http://$host_ip:8080/index.html"
-    check "curl $host_ip:8080 (the host's own address) returns the file" test "${page:-}" = hi
-else
-    say "no non-loopback IPv4 address on this host: forwarding from outside not checked"
-fi
+# From outside: a client in its own network namespace, linked to the host by a veth pair.
+outside=rvmout$$
+ip netns add "$outside" && cleanup_netns=$outside
+ip link add rvmout0 type veth peer name eth0 netns "$outside"
+ip addr add 192.168.77.1/24 dev rvmout0 && ip link set rvmout0 up
+ip -n "$outside" addr add 192.168.77.2/24 dev eth0
+ip -n "$outside" link set eth0 up
+ip -n "$outside" link set lo up
+page=
+fetch_outside() { page=$(ip netns exec "$outside" curl -s --max-time 5 http://192.168.77.1:8080/index.html) && [ "$page" = hi ]; }
+until_ok 30 fetch_outside
+check "curl 192.168.77.1:8080 from another network namespace (outside) returns the file" test "${page:-}" = hi
 
 r ps
 check "ps shows 0.0.0.0:8080->80/tcp" eval '[[ "$out" == *"0.0.0.0:8080->80/tcp"*web* ]]'
@@ -150,11 +159,10 @@ r run -d --name dup -p 8080:80 busybox true
 check "a second -p 8080 is refused with exit 125" test "$status" -eq 125
 check "the refusal is one line naming the port" eval '[ "$(echo "$err" | wc -l)" -eq 1 ] && [[ "$err" == *8080* ]]'
 
-python3 -c 'import socket, time
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 8099)); s.listen(); time.sleep(300)' &
+busybox nc -l -p 8099 </dev/null >/dev/null 2>&1 &
 listener=$!
 until_ok 20 eval 'ss -ltn | grep -q ":8099 "'
+check "a host socket listens on 8099" eval 'ss -ltn | grep -q ":8099 "'
 r run -d --name hostport -p 8099:80 busybox true
 check "a port a host socket listens on is refused with exit 125" test "$status" -eq 125 -a -n "$err"
 kill "$listener" 2>/dev/null
