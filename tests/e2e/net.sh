@@ -191,7 +191,7 @@ check "no address allocation of web is left" eval '[[ "$out" != *"$web"* ]]'
 r inspect client
 monitor_pid=$(echo "$out" | sed -n 's/.*"Monitor": \([0-9]*\).*/\1/p' | head -1)
 [ -n "$monitor_pid" ] && kill -9 "$monitor_pid"
-monitor_gone() { [ ! -e "/proc/$monitor_pid" ] || grep -q '^[^)]*) Z' "/proc/$monitor_pid/stat"; }
+monitor_gone() { [ ! -e "/proc/$monitor_pid" ] || grep -q '^[^)]*) Z' "/proc/$monitor_pid/stat" 2>/dev/null; }
 [ -n "$monitor_pid" ] && until_ok 30 monitor_gone
 r rm -f client
 check "rm -f of a container whose monitor was killed" test "$status" -eq 0
