@@ -27,5 +27,6 @@ pub mod disks;
 pub mod engine;
 pub mod helper;
 pub mod init;
+pub mod netconfig;
 pub mod reaper;
 pub mod server;

@@ -16,6 +16,7 @@ use crate::engine::command::ExecFailure as EngineExecFailure;
 use crate::engine::volumes::VolumeRequest;
 use crate::engine::{CreateRequest, Engine, EngineError, Started};
 use crate::init::power::{power_off, PowerMode};
+use crate::netconfig;
 
 /// How long the Shutdown answer gets to leave before the VM ends.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
@@ -103,6 +104,20 @@ impl Agent for AgentService {
 
     async fn ping(&self, _: &TtrpcContext, _: PingRequest) -> RpcResult<PingResponse> {
         Ok(PingResponse::default())
+    }
+
+    async fn configure_network(
+        &self,
+        _: &TtrpcContext,
+        r: ConfigureNetworkRequest,
+    ) -> RpcResult<Empty> {
+        netconfig::apply(&r).await.map_err(|error| {
+            tracing::warn!(%error, "ConfigureNetwork failed");
+            status(Code::INTERNAL, error)
+        })?;
+        self.engine
+            .set_network_files(netconfig::NetworkFiles::from_request(&r));
+        Ok(Empty::default())
     }
 
     async fn create_container(

@@ -2,4 +2,5 @@
 
 pub mod host;
 pub mod image;
+pub mod network;
 pub mod sandbox;

@@ -38,6 +38,7 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::disks::{self, DiskError, Disks};
+use crate::netconfig::NetworkFiles;
 use crate::reaper::{ExitStatus, Reaper};
 use cgroups::{Cgroup, CgroupError};
 use command::ExecFailure;
@@ -143,6 +144,8 @@ pub struct Engine {
     cgroup_parent: PathBuf,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     power_off: Arc<Notify>,
+    /// The /etc files of ConfigureNetwork, written into each container's rootfs.
+    network_files: Mutex<Option<NetworkFiles>>,
 }
 
 /// Container and exec ids become paths and cgroup names.
@@ -236,6 +239,7 @@ impl Engine {
             cgroup_parent,
             containers: Mutex::new(HashMap::new()),
             power_off: Arc::new(Notify::new()),
+            network_files: Mutex::new(None),
         })
     }
 
@@ -259,6 +263,21 @@ impl Engine {
                 container: id.to_owned(),
                 exec_id: exec_id.to_owned(),
             })
+    }
+
+    /// Keeps the network files for the containers created from now on.
+    pub fn set_network_files(&self, files: NetworkFiles) {
+        *self
+            .network_files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(files);
+    }
+
+    fn network_files(&self) -> Option<NetworkFiles> {
+        self.network_files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Resolves when the last container has exited and been fully reported, if one of them was
@@ -382,6 +401,14 @@ impl Engine {
         };
         if let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
             cgroup.apply(resources).map_err(|e| cleanup(e.into()))?;
+        }
+        if let Some(files) = self.network_files() {
+            files.write_into(&rootfs).map_err(|e| {
+                cleanup(io_error(format!(
+                    "write /etc files into {}",
+                    rootfs.display()
+                ))(e))
+            })?;
         }
         let seccomp = spec
             .annotations()

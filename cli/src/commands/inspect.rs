@@ -1,6 +1,7 @@
 //! `rvm inspect CONTAINER...`: a JSON array shaped like Docker's container inspect output.
 
 use clap::Args;
+use rvm_runtime::sandbox::config::{ContainerConfig, NetworkMode};
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::state::{Container, Status};
 use serde_json::{json, Value};
@@ -74,7 +75,8 @@ pub fn describe(layout: &Layout, c: &Container) -> Value {
             "Memory": memory,
             "NanoCpus": 0,
             "AutoRemove": config.auto_remove,
-            "NetworkMode": "none",
+            "NetworkMode": network_mode(config),
+            "PortBindings": port_bindings(config),
             "ReadonlyRootfs": config.spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
         },
         "Config": {
@@ -95,6 +97,51 @@ pub fn describe(layout: &Layout, c: &Container) -> Value {
             "Vmm": state.vmm.map(|p| p.pid),
             "GuestPid": state.guest_pid,
         },
+        "NetworkSettings": network_settings(config),
         "Mounts": config.volumes.iter().map(|v| json!({"Type": "volume", "Name": v.name, "Source": v.path, "Destination": v.destination, "RW": !v.read_only})).collect::<Vec<_>>(),
+    })
+}
+
+fn network_mode(config: &ContainerConfig) -> &'static str {
+    match config.network {
+        NetworkMode::None => "none",
+        NetworkMode::Bridge => "bridge",
+    }
+}
+
+/// Docker's `HostConfig.PortBindings`: `{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}`.
+fn port_bindings(config: &ContainerConfig) -> Value {
+    let mut bindings = serde_json::Map::new();
+    for port in config.endpoint.iter().flat_map(|e| &e.ports) {
+        let key = format!("{}/{}", port.container_port, port.protocol.as_str());
+        let entry = bindings.entry(key).or_insert_with(|| json!([]));
+        if let Value::Array(list) = entry {
+            list.push(
+                json!({"HostIp": port.host_ip.to_string(), "HostPort": port.host_port.to_string()}),
+            );
+        }
+    }
+    Value::Object(bindings)
+}
+
+/// Docker's `NetworkSettings`, with the address in the places scripts look for it.
+fn network_settings(config: &ContainerConfig) -> Value {
+    let Some(endpoint) = &config.endpoint else {
+        return json!({"IPAddress": "", "Networks": {"none": {}}});
+    };
+    let bridge = json!({
+        "IPAddress": endpoint.ip.to_string(),
+        "IPPrefixLen": endpoint.prefix,
+        "Gateway": endpoint.gateway.to_string(),
+        "MacAddress": endpoint.mac,
+    });
+    json!({
+        "IPAddress": endpoint.ip.to_string(),
+        "IPPrefixLen": endpoint.prefix,
+        "Gateway": endpoint.gateway.to_string(),
+        "MacAddress": endpoint.mac,
+        "Ports": port_bindings(config),
+        "Tap": endpoint.tap,
+        "Networks": {"bridge": bridge},
     })
 }

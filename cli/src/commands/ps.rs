@@ -60,7 +60,7 @@ fn run(layout: &Layout, args: &PsArgs) -> Result<()> {
                 command(c, args.no_trunc),
                 format!("{} ago", time::human_since(&c.config.created)),
                 status(c),
-                String::new(),
+                ports(c),
                 c.config.name.clone(),
             ]
         })
@@ -85,6 +85,14 @@ fn command(c: &Container, no_trunc: bool) -> String {
         format!("\"{command}\"")
     } else {
         format!("\"{}…\"", chars[..19].iter().collect::<String>())
+    }
+}
+
+/// Docker's PORTS column (`0.0.0.0:8080->80/tcp`), shown while the container runs.
+fn ports(c: &Container) -> String {
+    match (&c.config.endpoint, c.state.status) {
+        (Some(endpoint), Status::Running) => endpoint.ports_text(),
+        _ => String::new(),
     }
 }
 

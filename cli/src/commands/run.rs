@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use rvm_runtime::image::{Reference, Store};
+use rvm_runtime::network::PortMapping;
 use rvm_runtime::sandbox::attach::{self, Frame};
+use rvm_runtime::sandbox::config::NetworkMode;
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::prepare::{self, CreateOptions, VolumeSpec};
 use rvm_runtime::sandbox::spec::RunSpec;
@@ -53,7 +55,7 @@ pub struct RunArgs {
     /// Bind mount a volume (named volumes only: NAME:/path[:ro])
     #[arg(short, long = "volume", value_name = "NAME:/PATH[:ro]")]
     volume: Vec<String>,
-    /// Publish a container's port(s) to the host (needs bridge networking)
+    /// Publish a container's port(s) to the host ([IP:]HOST:CONTAINER[/tcp|udp])
     #[arg(short, long = "publish", value_name = "HOST:CONTAINER")]
     publish: Vec<String>,
     /// Memory limit (also sizes the microVM), e.g. 512m, 1g
@@ -71,7 +73,7 @@ pub struct RunArgs {
     /// Overwrite the default ENTRYPOINT of the image
     #[arg(long)]
     entrypoint: Option<String>,
-    /// Connect a container to a network: none (default for now) or bridge (not available yet)
+    /// Connect a container to a network: bridge (default, the rvm0 bridge) or none
     #[arg(long, value_name = "NETWORK")]
     network: Option<String>,
     /// Container host name
@@ -99,25 +101,31 @@ pub fn main(layout: &Layout, args: RunArgs) -> i32 {
     }
 }
 
-/// The network options, as far as rvm supports them today.
-fn check_network(args: &RunArgs) -> Result<()> {
-    match args.network.as_deref() {
-        None | Some("none") => {}
-        Some("bridge") => bail!(
-            "--network bridge is not available yet: rvm has no bridge networking; containers get \
-             a loopback-only network (--network none)"
-        ),
-        Some(other) => bail!("network {other} not found (rvm supports --network none)"),
+/// `--network` (bridge by default, as Docker) and the `-p` mappings.
+fn network_options(args: &RunArgs) -> Result<(NetworkMode, Vec<PortMapping>)> {
+    let mode = match args.network.as_deref() {
+        None | Some("bridge") | Some("default") => NetworkMode::Bridge,
+        Some("none") => NetworkMode::None,
+        Some(other) => {
+            bail!("network {other} not found (rvm supports --network bridge and --network none)")
+        }
+    };
+    let ports = args
+        .publish
+        .iter()
+        .map(|text| PortMapping::parse(text))
+        .collect::<Result<Vec<_>, _>>()?;
+    if mode == NetworkMode::None {
+        if let Some(port) = args.publish.first() {
+            bail!("-p {port}: publishing ports needs bridge networking; drop --network none");
+        }
     }
-    if let Some(port) = args.publish.first() {
-        bail!("-p {port}: publishing ports needs bridge networking, which rvm does not have yet");
-    }
-    Ok(())
+    Ok((mode, ports))
 }
 
 /// Turns the flags into create options, refusing bad ones before anything is created.
 fn create_options(args: &RunArgs) -> Result<CreateOptions> {
-    check_network(args)?;
+    let (network, ports) = network_options(args)?;
     if let Some(name) = &args.name {
         id::check_name(name)?;
     }
@@ -171,6 +179,8 @@ fn create_options(args: &RunArgs) -> Result<CreateOptions> {
         volumes,
         open_stdin: args.interactive,
         auto_remove: args.rm,
+        network,
+        ports,
     })
 }
 

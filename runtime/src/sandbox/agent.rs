@@ -6,10 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use rvm_protocol::agent::{
-    CloseStdinRequest, CreateContainerRequest, ExecProcessRequest, ListProcessesRequest,
-    PauseRequest, ProcessInfo, ReadOutputRequest, RemoveContainerRequest, ResizePtyRequest,
-    ResumeRequest, ShutdownRequest, SignalProcessRequest, StartContainerRequest, StatsRequest,
-    StatsResponse, UpdateResourcesRequest, WaitProcessRequest, WaitProcessResponse,
+    CloseStdinRequest, ConfigureNetworkRequest, CreateContainerRequest, ExecProcessRequest,
+    ListProcessesRequest, PauseRequest, ProcessInfo, ReadOutputRequest, RemoveContainerRequest,
+    ResizePtyRequest, ResumeRequest, ShutdownRequest, SignalProcessRequest, StartContainerRequest,
+    StatsRequest, StatsResponse, UpdateResourcesRequest, WaitProcessRequest, WaitProcessResponse,
     WriteStdinRequest,
 };
 use rvm_protocol::agent_ttrpc::AgentClient;
@@ -224,6 +224,15 @@ impl AgentSession {
             tracing::trace!(%last, "agent not ready yet");
             tokio::time::sleep(RETRY_PAUSE).await;
         }
+    }
+
+    /// Configures the guest's network (eth0, routes, DNS, hosts) before containers are created.
+    pub async fn configure_network(&self, request: &ConfigureNetworkRequest) -> Result<()> {
+        self.client
+            .configure_network(call_ctx(), request)
+            .await
+            .map_err(|e| AgentError::rpc("ConfigureNetwork", e))?;
+        Ok(())
     }
 
     pub async fn create(&self, request: &CreateContainerRequest) -> Result<()> {

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
+use crate::network::Endpoint;
+
 /// Virtio-blk serial of the scratch disk.
 pub const SCRATCH_SERIAL: &str = "rvm-scratch";
 
@@ -50,6 +52,8 @@ pub struct VmSize {
 pub enum NetworkMode {
     /// Loopback only.
     None,
+    /// On the `rvm0` bridge (Docker's default).
+    Bridge,
 }
 
 /// Everything fixed at `rvm create`/`rvm run` time.
@@ -70,6 +74,9 @@ pub struct ContainerConfig {
     pub volumes: Vec<VolumeRef>,
     pub vm: VmSize,
     pub network: NetworkMode,
+    /// The container's address, TAP and published ports with `--network bridge`.
+    #[serde(default)]
+    pub endpoint: Option<Endpoint>,
     /// `-t`: a pty in the guest.
     pub tty: bool,
     /// `-i`: keep stdin open.

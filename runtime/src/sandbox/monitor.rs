@@ -28,6 +28,7 @@ use super::process::ProcessId;
 use super::state::{Containers, StateError, Status, UNKNOWN_EXIT};
 use super::time;
 use super::vmm::VmmCommand;
+use crate::network::endpoint;
 
 /// How long the guest may take to boot to a listening agent, unless `RVM_AGENT_TIMEOUT` says.
 pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -123,6 +124,9 @@ pub async fn run(
         },
     )?));
 
+    if let Err(failure) = attach_network(containers, &config).await {
+        return finish_failed(containers, &config, failure, outbox, None, writer).await;
+    }
     let mut vmm = match spawn_vmm(containers, &config) {
         Ok(child) => child,
         Err(failure) => {
@@ -253,6 +257,19 @@ fn spawn_vmm(containers: &Containers, config: &ContainerConfig) -> Result<Child,
     Ok(child)
 }
 
+/// Puts the VM's TAP on the bridge and installs its port forwards (bridge networking only).
+async fn attach_network(
+    containers: &Containers,
+    config: &ContainerConfig,
+) -> Result<(), StartFailure> {
+    let Some(endpoint) = &config.endpoint else {
+        return Ok(());
+    };
+    endpoint::attach(containers.layout().root(), &config.id, endpoint)
+        .await
+        .map_err(|e| StartFailure::runtime(e.to_string()))
+}
+
 /// Waits for the agent and creates the container in it.
 async fn boot(
     vsock: &Path,
@@ -275,6 +292,13 @@ async fn boot(
     })
     .await
     .map_err(|e| StartFailure::runtime(e.to_string()))?;
+    if let Some(endpoint) = &config.endpoint {
+        let request = endpoint::configure_request(endpoint, &config.hostname());
+        session
+            .configure_network(&request)
+            .await
+            .map_err(|e| StartFailure::agent(&e))?;
+    }
     let request = create_request(config).map_err(StartFailure::runtime)?;
     session
         .create(&request)
@@ -465,6 +489,9 @@ async fn cleanup(
     writer: Option<tokio::task::JoinHandle<()>>,
 ) -> Result<(), MonitorError> {
     let _ = fs::remove_dir_all(containers.layout().run_dir(&config.id));
+    if let Some(endpoint) = &config.endpoint {
+        endpoint::detach(containers.layout().root(), &config.id, endpoint);
+    }
     let result = if config.auto_remove {
         containers
             .remove(&config.id)

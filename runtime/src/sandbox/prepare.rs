@@ -19,6 +19,8 @@ use crate::image::disk::{self as layer_disks, DiskError as LayerDiskError};
 use crate::image::manifest::{self, ManifestError, Platform};
 use crate::image::reference::ReferenceError;
 use crate::image::{Reference, Store};
+use crate::network::endpoint::{self, NetworkError};
+use crate::network::PortMapping;
 
 /// VM memory when `--memory` is not given.
 pub const DEFAULT_VM_MEMORY_MIB: u64 = 256;
@@ -53,6 +55,10 @@ pub enum PrepareError {
     DuplicateVolume(String),
     #[error("-v {0}: binding a host directory is not supported: rvm has no host directory sharing into its microVMs yet; use a named volume instead (-v NAME:/path)")]
     HostBind(String),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error("-p {0}: publishing ports needs bridge networking (--network bridge)")]
+    PortsWithoutNetwork(String),
     #[error("the container's socket path {} is longer than {MAX_SOCKET_PATH} bytes; use a shorter --root", .0.display())]
     SocketPathTooLong(PathBuf),
 }
@@ -125,7 +131,7 @@ pub fn check_volumes(volumes: &[VolumeSpec]) -> Result<(), PrepareError> {
 }
 
 /// What `rvm run`/`rvm create` asks for.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CreateOptions {
     /// `--name`; empty for a generated one.
     pub name: String,
@@ -135,6 +141,9 @@ pub struct CreateOptions {
     pub volumes: Vec<VolumeSpec>,
     pub open_stdin: bool,
     pub auto_remove: bool,
+    pub network: NetworkMode,
+    /// `-p`; only with [`NetworkMode::Bridge`].
+    pub ports: Vec<PortMapping>,
 }
 
 /// The VM size for a container limit of `memory` bytes and `vcpus` CPUs.
@@ -170,12 +179,49 @@ pub fn create_container(
     if vsock.as_os_str().len() > MAX_SOCKET_PATH {
         return Err(PrepareError::SocketPathTooLong(vsock));
     }
-    let mut run = options.run;
+    let mut run = options.run.clone();
     if run.hostname.is_empty() {
         run.hostname = id::short(&id).to_owned();
     }
     let spec = spec::build_spec(&image.config, &run)?;
-    let disks = layer_disks::ensure_image_disks(store, &image)?;
+    let endpoint = match options.network {
+        NetworkMode::Bridge => Some(endpoint::reserve(layout.root(), &id, &options.ports)?),
+        NetworkMode::None => match options.ports.first() {
+            Some(port) => return Err(PrepareError::PortsWithoutNetwork(port.to_string())),
+            None => None,
+        },
+    };
+    let result = finish_create(
+        layout,
+        store,
+        &image,
+        id.clone(),
+        options,
+        run,
+        spec,
+        endpoint.clone(),
+    );
+    if result.is_err() {
+        if let Some(endpoint) = &endpoint {
+            let _ = endpoint::release(layout.root(), &id, endpoint);
+        }
+    }
+    result
+}
+
+/// The rest of [`create_container`], once the address is reserved.
+#[allow(clippy::too_many_arguments)]
+fn finish_create(
+    layout: &Layout,
+    store: &Store,
+    image: &manifest::ResolvedImage,
+    id: String,
+    options: CreateOptions,
+    run: RunSpec,
+    spec: oci_spec::runtime::Spec,
+    endpoint: Option<endpoint::Endpoint>,
+) -> Result<ContainerConfig, PrepareError> {
+    let disks = layer_disks::ensure_image_disks(store, image)?;
     let layers = disks
         .into_iter()
         .enumerate()
@@ -212,7 +258,8 @@ pub fn create_container(
         scratch: layout.scratch_path(&id),
         volumes,
         vm: vm_size(run.memory, vcpus),
-        network: NetworkMode::None,
+        network: options.network,
+        endpoint,
         tty: run.tty,
         open_stdin: options.open_stdin,
         auto_remove: options.auto_remove,

@@ -350,6 +350,16 @@ impl Containers {
 
     /// Deletes the container's files and sockets. The caller has made sure nothing runs.
     pub fn remove(&self, id: &str) -> Result<()> {
+        // The address, TAP and port forwards go first: the config says which they are.
+        if let Ok(container) = self.load(id) {
+            if let Some(endpoint) = &container.config.endpoint {
+                if let Err(err) =
+                    crate::network::endpoint::release(self.layout.root(), id, endpoint)
+                {
+                    tracing::warn!(%err, "cannot release the container's network");
+                }
+            }
+        }
         for dir in [self.layout.run_dir(id), self.layout.container_dir(id)] {
             match fs::remove_dir_all(&dir) {
                 Err(err) if err.kind() != io::ErrorKind::NotFound => {

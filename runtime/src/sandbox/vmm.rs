@@ -1,5 +1,5 @@
 //! The `rvm-vmm` command line of a sandbox: kernel, agent initramfs, kernel command line, VM
-//! size, layer disks (read-only), scratch and volume disks, and the hybrid vsock socket.
+//! size, layer disks (read-only), scratch and volume disks, the hybrid vsock socket and the TAP.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -49,6 +49,8 @@ pub struct VmmCommand {
     pub disks: Vec<DiskArg>,
     pub vsock: PathBuf,
     pub console_log: PathBuf,
+    /// `--net tap=NAME,mac=MAC` with bridge networking.
+    pub net: Option<String>,
 }
 
 impl VmmCommand {
@@ -83,6 +85,7 @@ impl VmmCommand {
             disks: layers.chain(scratch).chain(volumes).collect(),
             vsock: layout.vsock_path(&config.id),
             console_log: layout.console_path(&config.id),
+            net: config.endpoint.as_ref().map(|endpoint| endpoint.vmm_arg()),
         }
     }
 
@@ -108,6 +111,10 @@ impl VmmCommand {
         vsock.push(&self.vsock);
         args.push("--vsock".into());
         args.push(vsock);
+        if let Some(net) = &self.net {
+            args.push("--net".into());
+            args.push(net.into());
+        }
         args.push("--console-log".into());
         args.push(self.console_log.clone().into());
         args
@@ -192,6 +199,7 @@ mod tests {
                 vcpus: 2,
             },
             network: NetworkMode::None,
+            endpoint: None,
             tty: false,
             open_stdin: false,
             auto_remove: false,

@@ -1,0 +1,185 @@
+//! NAT through nftables, in a table of rvm's own (`ip rvm`) so that nothing else on the host is
+//! touched and `nft delete table ip rvm` undoes it all: masquerade of the containers' traffic
+//! to the uplink, and published ports as elements of two DNAT maps (one keyed by protocol and
+//! port for `0.0.0.0`, one also by the host address), so that a port is added or removed
+//! without rule handles, and a port already taken is refused by the kernel (`create element`).
+//!
+//! The `nft` binary applies the scripts: the `nftables` crate drives that same binary through
+//! JSON, and a script of four chains reads more plainly than its JSON.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use thiserror::Error;
+
+use super::ports::PortMapping;
+use super::{subnet, BRIDGE};
+
+/// The table holding all of rvm's rules.
+pub const TABLE: &str = "rvm";
+
+#[derive(Debug, Error)]
+pub enum NatError {
+    #[error("cannot run nft (is nftables installed?): {0}")]
+    Spawn(std::io::Error),
+    #[error("nft refused {what}: {message}")]
+    Refused { what: String, message: String },
+}
+
+/// The table: DNAT of published ports in prerouting (from outside) and output (from the host
+/// itself, 127.0.0.1 included), masquerade of the subnet towards the uplink and of loopback
+/// sources towards the bridge (which has `route_localnet` for that).
+pub fn table_script() -> String {
+    let dnat = "fib daddr type local meta l4proto { tcp, udp } dnat ip to";
+    format!(
+        "table ip {TABLE} {{
+    map fwd_any {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}
+    map fwd_ip {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}
+    chain prerouting {{
+        type nat hook prerouting priority dstnat; policy accept;
+        {dnat} ip daddr . meta l4proto . th dport map @fwd_ip
+        {dnat} meta l4proto . th dport map @fwd_any
+    }}
+    chain output {{
+        type nat hook output priority -100; policy accept;
+        {dnat} ip daddr . meta l4proto . th dport map @fwd_ip
+        {dnat} meta l4proto . th dport map @fwd_any
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr {subnet} oifname != \"{BRIDGE}\" masquerade
+        ip saddr 127.0.0.0/8 oifname \"{BRIDGE}\" masquerade
+    }}
+}}
+",
+        subnet = subnet()
+    )
+}
+
+/// Creates the table unless it exists. The caller holds the host-wide network lock, so two
+/// containers starting at once do not both add the chains.
+pub fn ensure_table() -> Result<(), NatError> {
+    if table_exists()? {
+        return Ok(());
+    }
+    apply(&table_script(), "the rvm nftables table")
+}
+
+fn table_exists() -> Result<bool, NatError> {
+    let status = Command::new("nft")
+        .args(["list", "table", "ip", TABLE])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(NatError::Spawn)?;
+    Ok(status.success())
+}
+
+/// The map element of a published port: its map, key and value.
+fn element(port: &PortMapping, container: std::net::Ipv4Addr) -> (String, String) {
+    let proto = port.protocol.as_str();
+    let value = format!("{container} . {}", port.container_port);
+    if port.host_ip.is_unspecified() {
+        (
+            "fwd_any".to_owned(),
+            format!("{proto} . {} : {value}", port.host_port),
+        )
+    } else {
+        (
+            "fwd_ip".to_owned(),
+            format!("{} . {proto} . {} : {value}", port.host_ip, port.host_port),
+        )
+    }
+}
+
+/// Adds the forwards of a container's published ports, all or none; a host port another
+/// container already forwards is refused.
+pub fn add_forwards(ports: &[PortMapping], container: std::net::Ipv4Addr) -> Result<(), NatError> {
+    if ports.is_empty() {
+        return Ok(());
+    }
+    let mut script = String::new();
+    for port in ports {
+        let (map, element) = element(port, container);
+        script.push_str(&format!(
+            "create element ip {TABLE} {map} {{ {element} }}\n"
+        ));
+    }
+    apply(&script, "the published ports").map_err(|err| match err {
+        NatError::Refused { message, .. } if message.contains("File exists") => NatError::Refused {
+            what: "the published ports".to_owned(),
+            message: "port is already allocated".to_owned(),
+        },
+        other => other,
+    })
+}
+
+/// Removes the forwards of a container's published ports; ones already gone are skipped.
+pub fn remove_forwards(ports: &[PortMapping], container: std::net::Ipv4Addr) {
+    for port in ports {
+        let (map, element) = element(port, container);
+        let key = element.split(" : ").next().unwrap_or_default();
+        let script = format!("delete element ip {TABLE} {map} {{ {key} }}\n");
+        if let Err(err) = apply(&script, &format!("removing the forward of {port}")) {
+            tracing::debug!(%err, "forward already gone");
+        }
+    }
+}
+
+/// Runs `nft -f -` on `script`.
+fn apply(script: &str, what: &str) -> Result<(), NatError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NatError::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(NatError::Spawn)?;
+    }
+    let output = child.wait_with_output().map_err(NatError::Spawn)?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let message = stderr
+        .lines()
+        .find(|line| line.contains("Error:"))
+        .unwrap_or_else(|| stderr.lines().next().unwrap_or("failed"))
+        .trim()
+        .to_owned();
+    Err(NatError::Refused {
+        what: what.to_owned(),
+        message,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::ports::PortMapping;
+
+    #[test]
+    fn elements_go_to_the_map_of_their_address() {
+        let ip = std::net::Ipv4Addr::new(10, 88, 0, 2);
+        let (map, e) = element(&PortMapping::parse("8080:80").unwrap(), ip);
+        assert_eq!(
+            (map.as_str(), e.as_str()),
+            ("fwd_any", "tcp . 8080 : 10.88.0.2 . 80")
+        );
+        let (map, e) = element(&PortMapping::parse("127.0.0.1:53:53/udp").unwrap(), ip);
+        assert_eq!(
+            (map.as_str(), e.as_str()),
+            ("fwd_ip", "127.0.0.1 . udp . 53 : 10.88.0.2 . 53")
+        );
+    }
+
+    #[test]
+    fn table_masquerades_the_subnet() {
+        assert!(table_script().contains("ip saddr 10.88.0.0/16 oifname != \"rvm0\" masquerade"));
+    }
+}
