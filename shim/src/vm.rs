@@ -137,6 +137,7 @@ impl Vm {
             volumes: Vec::new(),
             vm,
             network: NetworkMode::None,
+            endpoint: None,
             tty: request.terminal,
             open_stdin: request.stdin,
             auto_remove: false,
