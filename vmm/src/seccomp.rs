@@ -4,8 +4,8 @@
 //!
 //! The filter is one allowlist for the whole process, installed with TSYNC so that it covers the
 //! threads that exist and every thread started later (vCPUs, device workers). `ioctl` is allowed
-//! only for the requests the running VM makes (KVM_RUN, interrupt lines, the TAP's offloads and
-//! terminal queries), `socket` only for Unix sockets (vsock connections to the host),
+//! only for the requests the running VM makes (KVM_RUN, the TAP's offloads, FIONBIO on the
+//! vsock's sockets), `socket` only for Unix sockets (vsock connections to the host),
 //! `prctl` only for naming threads.
 
 use std::collections::BTreeMap;
@@ -122,6 +122,9 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_shutdown,
     libc::SYS_getsockopt,
     libc::SYS_setsockopt,
+    // The vsock's listening socket file is removed when the VMM ends.
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
     // virtio-rng.
     libc::SYS_getrandom,
 ];
@@ -131,9 +134,10 @@ const KVMIO: libc::c_uint = 0xAE;
 ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
 
 /// `ioctl` requests the running VM makes: vCPUs entering the guest, the TAP taking the
-/// offloads the guest's driver accepted when it activates virtio-net.
-fn allowed_ioctls() -> [u64; 2] {
-    [KVM_RUN(), libc::TUNSETOFFLOAD]
+/// offloads the guest's driver accepted when it activates virtio-net, and the vsock's Unix
+/// sockets made non-blocking (the standard library does that with FIONBIO).
+fn allowed_ioctls() -> [u64; 3] {
+    [KVM_RUN(), libc::TUNSETOFFLOAD, libc::FIONBIO]
 }
 
 /// The allowlist as seccompiler rules.
