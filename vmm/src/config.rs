@@ -282,8 +282,8 @@ pub struct Args {
     pub no_pvh: bool,
     /// The VMM's own seccomp filter, installed before the guest runs: `enforce` (a system call
     /// outside it kills the VMM), `log` (allowed and logged by the kernel) or `off`. Off by
-    /// default until the allowlist covers the vsock device (the lab's vsock test dies of SIGSYS
-    /// under `enforce`).
+    /// default until the allowlist covers the vsock device (in the lab its path still makes one
+    /// `openat` under `enforce`).
     #[arg(long, value_name = "enforce|log|off", default_value = "off")]
     pub seccomp: SeccompMode,
 }

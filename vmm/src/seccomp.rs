@@ -112,6 +112,10 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_epoll_pwait,
     libc::SYS_poll,
     libc::SYS_ppoll,
+    // The vsock muxer's timer (made when the guest's driver activates the device).
+    libc::SYS_timerfd_create,
+    libc::SYS_timerfd_settime,
+    libc::SYS_timerfd_gettime,
     // Unix sockets of the hybrid vsock (socket itself is filtered below).
     libc::SYS_connect,
     libc::SYS_accept4,
