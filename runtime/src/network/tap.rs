@@ -43,12 +43,32 @@ pub fn mac_address(id: &str) -> String {
         .join(":")
 }
 
+/// The TUN/TAP control device's path and numbers (misc major 10, minor 200).
+const TUN_PATH: &str = "/dev/net/tun";
+const TUN_MAJOR: u32 = 10;
+const TUN_MINOR: u32 = 200;
+
+/// Makes /dev/net/tun where no udev made it (a minimal host, the lab): opening the node then
+/// loads the tun module by its device number. Errors surface when the node is opened.
+fn ensure_tun_node() {
+    if std::path::Path::new(TUN_PATH).exists() {
+        return;
+    }
+    tracing::debug!("{TUN_PATH} is missing; creating it");
+    let _ = std::fs::create_dir_all("/dev/net");
+    let path = c"/dev/net/tun";
+    let device = libc::makedev(TUN_MAJOR, TUN_MINOR);
+    // SAFETY: `path` is a NUL-terminated string that outlives the call; mknod reads nothing else.
+    let _ = unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o666, device) };
+}
+
 /// Opens /dev/net/tun bound to the TAP `name` (created if missing).
 fn bind(name: &str, flags: libc::c_int) -> Result<File, TapError> {
+    ensure_tun_node();
     let file = OpenOptions::new()
         .read(true)
         .write(true)
-        .open("/dev/net/tun")
+        .open(TUN_PATH)
         .map_err(|source| TapError::OpenTun {
             name: name.to_owned(),
             source,
