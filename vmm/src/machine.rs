@@ -358,7 +358,7 @@ fn exit_reason((index, result): VcpuReport) -> Result<ExitReason, MachineError> 
             Ok(ExitReason::Reset)
         }
         VcpuStop::Shutdown => {
-            tracing::info!("vCPU {index}: triple fault (shutdown)");
+            tracing::warn!("vCPU {index}: the guest triple-faulted (KVM shutdown exit), ending the VM as for a reset");
             Ok(ExitReason::TripleFault)
         }
         VcpuStop::SystemEvent(kind) => {

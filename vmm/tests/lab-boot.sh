@@ -104,6 +104,7 @@ boot() {
         if [ "$left" -le 0 ]; then
             fail "$name: deadline passed (marker: ${marker_us:-none}); stopping it"
             kill -TERM "$vm_pid" 2>/dev/null || true
+            show_tail "$name" >&2
             break
         fi
         [ "$left" -ge 10000 ] || left=10000
@@ -227,8 +228,6 @@ else
 fi
 
 if [ ${#failures[@]} -gt 0 ]; then
-    echo "--- guest console of rvm-2cpu-pvh"
-    sed 's/^/guest| /' "$tmp/rvm-2cpu-pvh.console" 2>/dev/null || true
     echo "lab-boot: FAILED:" >&2
     printf '  - %s\n' "${failures[@]}" >&2
     exit 1

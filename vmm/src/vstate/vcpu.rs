@@ -175,7 +175,36 @@ impl Vcpu {
                 }
             };
             if let Some(stop) = outcome {
+                if stop == VcpuStop::Shutdown {
+                    self.log_triple_fault();
+                }
                 return Ok(stop);
+            }
+        }
+    }
+}
+
+impl Vcpu {
+    /// Logs where the guest was when it triple-faulted: a guest that meant to reboot goes
+    /// through the i8042 (reboot=k), so a triple fault is worth a warning with the registers.
+    fn log_triple_fault(&self) {
+        let index = self.index;
+        match (self.fd.get_regs(), self.fd.get_sregs()) {
+            (Ok(regs), Ok(sregs)) => tracing::warn!(
+                "vCPU {index}: triple fault at rip {:#x} rsp {:#x} (cs {:#x}) cr0 {:#x} cr2 {:#x} \
+                 cr3 {:#x} cr4 {:#x} efer {:#x} rflags {:#x}",
+                regs.rip,
+                regs.rsp,
+                sregs.cs.selector,
+                sregs.cr0,
+                sregs.cr2,
+                sregs.cr3,
+                sregs.cr4,
+                sregs.efer,
+                regs.rflags
+            ),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("vCPU {index}: triple fault; its registers cannot be read: {e}")
             }
         }
     }
