@@ -15,37 +15,21 @@
 #   - faults: the VMM killed (kill -9) stops the task with 137; the shim killed takes its VMM
 #     with it and containerd cleans up;
 #   - afterwards no rvm-vmm and no shim process is left, and no task files.
-# Binaries: SHIM_BIN (else target/release, else target/debug) with rvm-vmm beside it; guest
-# artifacts in RVM_GUEST_DIR (else target/rvm-guest). Exit status 0 when every check passed.
+# Binaries: SHIM_BIN (else target/debug, else target/release) with rvm-vmm beside it; guest
+# artifacts in RVM_GUEST_DIR (else target/rvm-guest). die/say, the binary and host checks, fail/ok
+# and check come from tests/e2e/lib.sh; ctr (c) and containerd are this script's own.
+# Exit status 0 when every check passed.
 set -uo pipefail
-export LC_ALL=C
-
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-target=${CARGO_TARGET_DIR:-$repo/target}
-case $target in /*) ;; *) target=$PWD/$target ;; esac
-export RVM_GUEST_DIR=${RVM_GUEST_DIR:-$target/rvm-guest}
+e2e_name=lab-containerd
+# shellcheck source-path=SCRIPTDIR source=../../tests/e2e/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../tests/e2e/lib.sh" || exit 1
 runtime=io.containerd.rvm.v1
 image=docker.io/library/busybox:latest
 
-die() { echo "lab-containerd: error: $*" >&2; exit 1; }
-say() { echo "lab-containerd: $*"; }
-
-shim=${SHIM_BIN:-}
-if [ -z "$shim" ]; then
-    for candidate in "$target/release/containerd-shim-rvm-v1" "$target/debug/containerd-shim-rvm-v1"; do
-        if [ -x "$candidate" ]; then shim=$candidate; break; fi
-    done
-fi
-[ -n "$shim" ] && [ -x "$shim" ] || die "no shim binary: cargo build -p containerd-shim-rvm-v1 first"
-[ -x "$(dirname "$shim")/rvm-vmm" ] || die "no rvm-vmm beside $shim: cargo build -p rvm-vmm"
-for file in vmlinux initramfs.img; do
-    [ -f "$RVM_GUEST_DIR/$file" ] || die "$RVM_GUEST_DIR/$file is missing (guest-kernel/build, agent/build-initramfs)"
-done
-[ -c /dev/kvm ] || die "/dev/kvm is missing"
-[ ! -d /sys/module/kvm_pvm ] || die "/dev/kvm is KVM-PVM (cannot boot Linux); run: tests/lab/run -- $0"
-for tool in containerd ctr mkfs.erofs mkfs.ext4; do
-    command -v "$tool" >/dev/null || die "'$tool' is missing (tools/install-deps)"
-done
+e2e_find_binary containerd-shim-rvm-v1 containerd-shim-rvm-v1 "${SHIM_BIN:-}"
+shim=$e2e_bin
+e2e_require_lab
+e2e_require_tools containerd ctr mkfs.erofs mkfs.ext4
 # The overlayfs snapshotter needs the overlay file system.
 grep -qw overlay /proc/filesystems || modprobe overlay || die "no overlay file system"
 
@@ -85,26 +69,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-failures=0
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
-ok() { echo "ok   $*"; }
-
 # c ARGS...: runs ctr against this containerd; output in $out/$err, status in $status.
 c() {
     timeout 300 ctr --address "$socket" "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
     status=$?
     out=$(cat "$tmp/out")
     err=$(cat "$tmp/err")
-}
-
-check() {
-    local name=$1
-    shift
-    if "$@"; then
-        ok "$name"
-    else
-        fail "$name (status $status, stdout: ${out:0:300}, stderr: ${err:0:500})"
-    fi
 }
 
 # --- containerd --------------------------------------------------------------------------------

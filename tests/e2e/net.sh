@@ -15,80 +15,33 @@
 #   - `stop` + `rm` leave no TAP, no nft element and no address allocation; neither does `rm` of a
 #     container whose monitor was killed.
 # Three VMs boot (web, client, a --network none run); the refused ones never boot.
-# Needs a /dev/kvm that boots Linux (the lab's), nft, curl. Binaries as tests/e2e/run.sh finds them.
+# Needs a /dev/kvm that boots Linux (the lab's), nft, curl. Binaries, setup, r and check:
+# tests/e2e/lib.sh.
 set -uo pipefail
-export LC_ALL=C
-
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-target=${CARGO_TARGET_DIR:-$repo/target}
-case $target in /*) ;; *) target=$PWD/$target ;; esac
-export RVM_GUEST_DIR=${RVM_GUEST_DIR:-$target/rvm-guest}
+e2e_name=e2e-net
 command_timeout=${RVM_E2E_TIMEOUT:-600}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" || exit 1
 
-die() { echo "e2e-net: error: $*" >&2; exit 1; }
-say() { echo "e2e-net: $*"; }
-
-rvm=${RVM_BIN:-}
-if [ -z "$rvm" ]; then
-    for candidate in "$target/release/rvm" "$target/debug/rvm"; do
-        if [ -x "$candidate" ]; then rvm=$candidate; break; fi
-    done
-fi
-[ -n "$rvm" ] && [ -x "$rvm" ] || die "no rvm binary: cargo build -p rvm-cli -p rvm-vmm first"
-[ -x "$(dirname "$rvm")/rvm-vmm" ] || die "no rvm-vmm beside $rvm: cargo build -p rvm-vmm"
-for file in vmlinux initramfs.img; do
-    [ -f "$RVM_GUEST_DIR/$file" ] || die "$RVM_GUEST_DIR/$file is missing (guest-kernel/build, agent/build-initramfs)"
-done
-[ -c /dev/kvm ] || die "/dev/kvm is missing"
-[ ! -d /sys/module/kvm_pvm ] || die "/dev/kvm is KVM-PVM (cannot boot Linux); run: tests/lab/run -- $0"
-for tool in mkfs.erofs mkfs.ext4 nft curl ip ss busybox; do
-    command -v "$tool" >/dev/null || die "'$tool' is missing (tools/install-deps)"
-done
+e2e_find_rvm
+e2e_require_lab
+e2e_require_tools mkfs.erofs mkfs.ext4 nft curl ip ss busybox
 if [ ! -c /dev/net/tun ]; then
     modprobe tun 2>/dev/null
     [ -c /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }
 fi
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/e2e-net.XXXXXX")
-root=$tmp/root
 listener=
 cleanup_netns=
-cleanup() {
+# Called by lib.sh's cleanup on exit, before it removes the containers.
+e2e_extra_cleanup() {
     [ -n "$listener" ] && kill "$listener" 2>/dev/null
     if [ -n "$cleanup_netns" ]; then
         ip link del rvmout0 2>/dev/null
         ip netns del "$cleanup_netns" 2>/dev/null
     fi
-    if [ -d "$root/containers" ]; then
-        "$rvm" --root "$root" ps -aq 2>/dev/null | while read -r id; do
-            timeout 60 "$rvm" --root "$root" rm -f "$id" >/dev/null 2>&1 || true
-        done
-    fi
-    rm -rf "$tmp"
 }
-trap cleanup EXIT
-
-failures=0
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
-ok() { echo "ok   $*"; }
-
-# r ARGS...: runs rvm with this root; output in $out/$err, status in $status.
-r() {
-    timeout "$command_timeout" "$rvm" --root "$root" "$@" >"$tmp/out" 2>"$tmp/err"
-    status=$?
-    out=$(cat "$tmp/out")
-    err=$(cat "$tmp/err")
-}
-
-check() {
-    local name=$1
-    shift
-    if "$@"; then
-        ok "$name"
-    else
-        fail "$name (status $status, stdout: ${out:0:400}, stderr: ${err:0:500})"
-    fi
-}
+e2e_setup_root
 
 # until_ok SECONDS CMD...: runs CMD until it succeeds or the deadline passes.
 until_ok() {
@@ -101,14 +54,7 @@ until_ok() {
 }
 
 # --- the image --------------------------------------------------------------------------------
-image=${RVM_E2E_IMAGE:-}
-if [ -z "$image" ]; then
-    [ -x "$repo/tools/busybox-image" ] || die "tools/busybox-image is missing; set RVM_E2E_IMAGE"
-    image=$tmp/busybox-oci.tar
-    "$repo/tools/busybox-image" "$image" >/dev/null || die "tools/busybox-image failed"
-fi
-r load -i "$image"
-[ "$status" -eq 0 ] || die "rvm load -i $image failed ($status): $err"
+e2e_load_image
 
 # --- a web server with a published port ---------------------------------------------------------
 r run -d --name web -p 8080:80 busybox sh -c 'mkdir -p /srv && echo hi > /srv/index.html && exec httpd -f -p 80 -h /srv'
@@ -198,9 +144,4 @@ check "rm -f of a container whose monitor was killed" test "$status" -eq 0
 out=$(ip -o link; nft list table ip rvm 2>&1; cat "$root/network/allocations.json" 2>/dev/null)
 check "...leaves no TAP, nft element or allocation" eval '[[ "$out" != *"rvm${client:0:12}"* ]] && [[ "$out" != *8081* ]] && [[ "$out" != *"$client"* ]]'
 
-if [ "$failures" -eq 0 ]; then
-    say "all checks passed"
-else
-    say "$failures check(s) failed"
-fi
-[ "$failures" -eq 0 ]
+e2e_finish

@@ -2,7 +2,7 @@
 # tests/e2e/run.sh: `rvm run` end to end in the lab (issue #8), with the real rvm-vmm, guest
 # kernel and rvm-agent:
 #
-#   cargo build --release -p rvm-cli -p rvm-vmm && guest-kernel/build && agent/build-initramfs \
+#   cargo build -p rvm-cli -p rvm-vmm && guest-kernel/build && agent/build-initramfs \
 #       && tests/lab/run -- tests/e2e/run.sh
 #
 # Loads a busybox image (tools/busybox-image, or the archive in RVM_E2E_IMAGE) into a fresh
@@ -17,84 +17,23 @@
 #   - `--memory 64m` and a process that keeps allocating (`tail /dev/zero` buffers an endless
 #     line): OOM-killed, exit 137.
 # ls without -A: the store's lock file (.lock) stays in containers/.
-# Needs a /dev/kvm that boots Linux (the lab's). Binaries: RVM_BIN (else target/release/rvm, else
-# target/debug/rvm) with rvm-vmm beside it; guest artifacts in RVM_GUEST_DIR (else
-# target/rvm-guest). Exit status 0 when every check passed; 1 naming each failure otherwise.
+# Needs a /dev/kvm that boots Linux (the lab's). Binaries: RVM_BIN (else target/debug/rvm, else
+# target/release/rvm) with rvm-vmm beside it; guest artifacts in RVM_GUEST_DIR (else
+# target/rvm-guest). Setup, r and check: tests/e2e/lib.sh. Exit status 0 when every check
+# passed; 1 naming each failure otherwise.
 set -uo pipefail
-export LC_ALL=C
-
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-target=${CARGO_TARGET_DIR:-$repo/target}
-case $target in /*) ;; *) target=$PWD/$target ;; esac
-export RVM_GUEST_DIR=${RVM_GUEST_DIR:-$target/rvm-guest}
+e2e_name=e2e-run
 command_timeout=${RVM_E2E_TIMEOUT:-600}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" || exit 1
 
-die() { echo "e2e-run: error: $*" >&2; exit 1; }
-say() { echo "e2e-run: $*"; }
-
-rvm=${RVM_BIN:-}
-if [ -z "$rvm" ]; then
-    for candidate in "$target/release/rvm" "$target/debug/rvm"; do
-        if [ -x "$candidate" ]; then rvm=$candidate; break; fi
-    done
-fi
-[ -n "$rvm" ] && [ -x "$rvm" ] || die "no rvm binary: cargo build --release -p rvm-cli -p rvm-vmm first"
-[ -x "$(dirname "$rvm")/rvm-vmm" ] || die "no rvm-vmm beside $rvm: cargo build --release -p rvm-vmm"
-for file in vmlinux initramfs.img; do
-    [ -f "$RVM_GUEST_DIR/$file" ] || die "$RVM_GUEST_DIR/$file is missing (guest-kernel/build, agent/build-initramfs)"
-done
-[ -c /dev/kvm ] || die "/dev/kvm is missing"
-[ ! -d /sys/module/kvm_pvm ] || die "/dev/kvm is KVM-PVM (cannot boot Linux); run: tests/lab/run -- $0"
-for tool in mkfs.erofs mkfs.ext4; do
-    command -v "$tool" >/dev/null || die "'$tool' is missing (tools/install-deps)"
-done
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/e2e-run.XXXXXX")
-root=$tmp/root
-cleanup() {
-    # Whatever a failed check left running: the VMMs and monitors of this root only.
-    if [ -d "$root/containers" ]; then
-        "$rvm" --root "$root" ps -aq 2>/dev/null | while read -r id; do
-            timeout 60 "$rvm" --root "$root" rm -f "$id" >/dev/null 2>&1 || true
-        done
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-failures=0
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
-ok() { echo "ok   $*"; }
-
-# r ARGS...: runs rvm with this root; output in $out/$err, status in $status.
-r() {
-    timeout "$command_timeout" "$rvm" --root "$root" "$@" >"$tmp/out" 2>"$tmp/err"
-    status=$?
-    out=$(cat "$tmp/out")
-    err=$(cat "$tmp/err")
-}
-
-# check NAME CONDITION: prints ok/FAIL with the last command's output on failure.
-check() {
-    local name=$1
-    shift
-    if "$@"; then
-        ok "$name"
-    else
-        fail "$name (status $status, stdout: ${out:0:300}, stderr: ${err:0:500})"
-    fi
-}
+e2e_find_rvm
+e2e_require_lab
+e2e_require_tools mkfs.erofs mkfs.ext4
+e2e_setup_root
 
 # --- the image --------------------------------------------------------------------------------
-image=${RVM_E2E_IMAGE:-}
-if [ -z "$image" ]; then
-    [ -x "$repo/tools/busybox-image" ] || die "tools/busybox-image is missing; set RVM_E2E_IMAGE to a busybox OCI archive"
-    image=$tmp/busybox-oci.tar
-    "$repo/tools/busybox-image" "$image" >/dev/null || die "tools/busybox-image failed"
-fi
-r load -i "$image"
-[ "$status" -eq 0 ] || die "rvm load -i $image failed ($status): $err"
-say "loaded $image into $root"
+e2e_load_image
 
 # --- attached runs ----------------------------------------------------------------------------
 r run --rm busybox echo hello
@@ -176,9 +115,4 @@ check "rm of the killed container" test "$status" -eq 0 -a -z "$(ls "$root/conta
 r run --rm --memory 64m busybox tail /dev/zero
 check "--memory 64m: an endless allocation is OOM-killed, exit 137" test "$status" -eq 137
 
-if [ "$failures" -eq 0 ]; then
-    say "all checks passed"
-else
-    say "$failures check(s) failed"
-fi
-[ "$failures" -eq 0 ]
+e2e_finish

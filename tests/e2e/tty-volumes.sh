@@ -17,83 +17,30 @@
 #     `sleep`, `exit` ends rvm with 0 and the terminal's settings are restored; `exit 5` -> 5;
 #     `exec -it` into a running container the same way.
 # Binaries: RVM_BIN (else target/debug/rvm, else target/release/rvm) with rvm-vmm beside it;
-# guest artifacts in RVM_GUEST_DIR (else target/rvm-guest). Exit 0 when every check passed.
+# guest artifacts in RVM_GUEST_DIR (else target/rvm-guest). Setup, r and check: tests/e2e/lib.sh.
+# Exit 0 when every check passed.
 set -uo pipefail
-export LC_ALL=C
-
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-target=${CARGO_TARGET_DIR:-$repo/target}
-case $target in /*) ;; *) target=$PWD/$target ;; esac
-export RVM_GUEST_DIR=${RVM_GUEST_DIR:-$target/rvm-guest}
+e2e_name=e2e-tty-volumes
 command_timeout=${RVM_E2E_TIMEOUT:-300}
 # How long a terminal check waits for the screen to show what it expects (the lab is emulated).
 screen_timeout=${RVM_E2E_SCREEN_TIMEOUT:-120}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" || exit 1
 
-die() { echo "e2e-tty-volumes: error: $*" >&2; exit 1; }
-say() { echo "e2e-tty-volumes: $*"; }
+e2e_find_rvm
+e2e_require_lab
+e2e_require_tools mkfs.erofs mkfs.ext4 tmux
 
-rvm=${RVM_BIN:-}
-if [ -z "$rvm" ]; then
-    for candidate in "$target/debug/rvm" "$target/release/rvm"; do
-        if [ -x "$candidate" ]; then rvm=$candidate; break; fi
-    done
-fi
-[ -n "$rvm" ] && [ -x "$rvm" ] || die "no rvm binary: cargo build -p rvm-cli -p rvm-vmm first"
-[ -x "$(dirname "$rvm")/rvm-vmm" ] || die "no rvm-vmm beside $rvm: cargo build -p rvm-vmm"
-for file in vmlinux initramfs.img; do
-    [ -f "$RVM_GUEST_DIR/$file" ] || die "$RVM_GUEST_DIR/$file is missing (guest-kernel/build, agent/build-initramfs)"
-done
-[ -c /dev/kvm ] || die "/dev/kvm is missing"
-[ ! -d /sys/module/kvm_pvm ] || die "/dev/kvm is KVM-PVM (cannot boot Linux); run: tests/lab/run -- $0"
-for tool in mkfs.erofs mkfs.ext4 tmux; do
-    command -v "$tool" >/dev/null || die "'$tool' is missing (tools/install-deps)"
-done
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/e2e-tty.XXXXXX")
-root=$tmp/root
+e2e_setup_root
 tmux_socket=$tmp/tmux.sock
 tmux() { command tmux -S "$tmux_socket" -f /dev/null "$@"; }
-cleanup() {
+# Called by lib.sh's cleanup on exit, before it removes the containers.
+e2e_extra_cleanup() {
     tmux kill-server >/dev/null 2>&1 || true
-    if [ -d "$root/containers" ]; then
-        "$rvm" --root "$root" ps -aq 2>/dev/null | while read -r id; do
-            timeout 60 "$rvm" --root "$root" rm -f "$id" >/dev/null 2>&1 || true
-        done
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-failures=0
-fail() { echo "FAIL $* (${SECONDS} s)"; failures=$((failures + 1)); }
-ok() { echo "ok   $* (${SECONDS} s)"; }
-
-# r ARGS...: runs rvm with this root; output in $out/$err, status in $status.
-r() {
-    timeout "$command_timeout" "$rvm" --root "$root" "$@" >"$tmp/out" 2>"$tmp/err"
-    status=$?
-    out=$(cat "$tmp/out")
-    err=$(cat "$tmp/err")
-}
-
-check() {
-    local name=$1
-    shift
-    if "$@"; then
-        ok "$name"
-    else
-        fail "$name (status $status, stdout: ${out:0:300}, stderr: ${err:0:500})"
-    fi
 }
 
 # --- the image --------------------------------------------------------------------------------
-image=${RVM_E2E_IMAGE:-}
-if [ -z "$image" ]; then
-    image=$tmp/busybox-oci.tar
-    "$repo/tools/busybox-image" "$image" >/dev/null || die "tools/busybox-image failed"
-fi
-r load -i "$image"
-[ "$status" -eq 0 ] || die "rvm load -i $image failed ($status): $err"
+e2e_load_image
 
 # --- volumes ------------------------------------------------------------------------------------
 r run --rm -v data:/data -v etcvol:/etc busybox sh -c \
@@ -215,9 +162,4 @@ r volume rm data
 check "volume rm of a missing volume (exit 1, Docker's words)" \
     eval '[ "$status" -eq 1 ] && [[ "$err" == *"get data: no such volume"* ]]'
 
-if [ "$failures" -eq 0 ]; then
-    say "all checks passed"
-else
-    say "$failures check(s) failed"
-fi
-[ "$failures" -eq 0 ]
+e2e_finish
