@@ -16,6 +16,7 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 use vmm_sys_util::ioctl_io_nr;
+use vmm_sys_util::signal::register_signal_handler;
 
 /// What to do about the filter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,6 +53,89 @@ pub enum SeccompError {
     /// The kernel refused the filter.
     #[error("cannot install the VMM's seccomp filter: {0}")]
     Install(#[from] seccompiler::Error),
+    /// The handler that reports a blocked call could not be installed.
+    #[error("cannot install the SIGSYS handler of the seccomp filter: {0}")]
+    SigsysHandler(vmm_sys_util::errno::Error),
+}
+
+/// Offset of `si_syscall` in the kernel's `siginfo_t` for SIGSYS on x86_64: after `si_signo`,
+/// `si_errno`, `si_code` (and padding to 16 bytes) comes `_sigsys { _call_addr: *void,
+/// _syscall: int, _arch: uint }`.
+const SI_SYSCALL_OFFSET: usize = 24;
+
+/// SIGSYS handler of [`SeccompMode::Enforce`]: writes which system call the filter blocked to
+/// stderr, then lets SIGSYS kill the process. Uses only calls the filter allows (write,
+/// rt_sigaction, rt_sigprocmask, getpid, gettid, tgkill) and no allocation or lock.
+extern "C" fn report_blocked_call(
+    _: libc::c_int,
+    info: *mut libc::siginfo_t,
+    _: *mut libc::c_void,
+) {
+    let syscall = if info.is_null() {
+        -1
+    } else {
+        let field = info
+            .cast::<u8>()
+            .wrapping_add(SI_SYSCALL_OFFSET)
+            .cast::<i32>();
+        // SAFETY: the kernel passes a valid siginfo_t for a SA_SIGINFO handler; for a SIGSYS
+        // raised by seccomp its union holds `_sigsys`, whose `_syscall` int sits at
+        // SI_SYSCALL_OFFSET, so `field` points at 4 initialised bytes inside it.
+        unsafe { std::ptr::read_unaligned(field) }
+    };
+    let (digits, digit_count) = decimal(syscall);
+    let mut message = [0u8; 128];
+    let mut len = 0;
+    for part in [
+        &b"rvm-vmm: seccomp: system call "[..],
+        &digits[..digit_count],
+        &b" is not in the VMM's allowlist; stopping (run with --seccomp log to find its caller)\n"
+            [..],
+    ] {
+        let end = (len + part.len()).min(message.len());
+        message[len..end].copy_from_slice(&part[..end - len]);
+        len = end;
+    }
+    // SAFETY: writes `len` initialised bytes of `message` to fd 2; write(2) is async-signal-safe.
+    unsafe { libc::write(libc::STDERR_FILENO, message.as_ptr().cast(), len) };
+    // SAFETY: restoring SIGSYS's default action is async-signal-safe and affects no memory.
+    unsafe { libc::signal(libc::SIGSYS, libc::SIG_DFL) };
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the sigset_t that `set` provides room for.
+    unsafe { libc::sigemptyset(set.as_mut_ptr()) };
+    // SAFETY: `set` was initialised just above; adding a valid signal number to it.
+    unsafe { libc::sigaddset(set.as_mut_ptr(), libc::SIGSYS) };
+    // SAFETY: unblocking SIGSYS on this thread with an initialised set; no old set is wanted.
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, set.as_ptr(), std::ptr::null_mut()) };
+    // SAFETY: raising SIGSYS, now unblocked and with its default action, ends the process as a
+    // killing filter would.
+    unsafe { libc::raise(libc::SIGSYS) };
+}
+
+/// `value` in decimal ASCII: the digits and their count, without allocating.
+fn decimal(value: i32) -> ([u8; 12], usize) {
+    let mut digits = [0u8; 12];
+    let mut out = [0u8; 12];
+    let mut n = i64::from(value).unsigned_abs();
+    let mut count = 0;
+    loop {
+        digits[count] = b'0' + (n % 10) as u8;
+        count += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut len = 0;
+    if value < 0 {
+        out[0] = b'-';
+        len = 1;
+    }
+    for i in (0..count).rev() {
+        out[len] = digits[i];
+        len += 1;
+    }
+    (out, len)
 }
 
 /// System calls allowed with any arguments.
@@ -170,7 +254,8 @@ fn arg_equals(index: u8, value: u64) -> Result<SeccompRule, SeccompError> {
 /// The filter for `mode` as a BPF program (`None` for [`SeccompMode::Off`]).
 pub fn program(mode: SeccompMode) -> Result<Option<BpfProgram>, SeccompError> {
     let mismatch = match mode {
-        SeccompMode::Enforce => SeccompAction::KillProcess,
+        // Trap, not kill: the SIGSYS handler names the call, then the process dies of SIGSYS.
+        SeccompMode::Enforce => SeccompAction::Trap,
         SeccompMode::Log => SeccompAction::Log,
         SeccompMode::Off => return Ok(None),
     };
@@ -182,6 +267,10 @@ pub fn program(mode: SeccompMode) -> Result<Option<BpfProgram>, SeccompError> {
 /// started later).
 pub fn install(mode: SeccompMode) -> Result<(), SeccompError> {
     if let Some(program) = program(mode)? {
+        if mode == SeccompMode::Enforce {
+            register_signal_handler(libc::SIGSYS, report_blocked_call)
+                .map_err(SeccompError::SigsysHandler)?;
+        }
         seccompiler::apply_filter_all_threads(&program)?;
         tracing::debug!("seccomp filter installed ({mode:?})");
     }
@@ -208,7 +297,7 @@ mod tests {
 
     /// Runs this test binary again as a child that installs the filter in `mode` and then opens
     /// a file; returns how the child ended.
-    fn child_opening_a_file(mode: &str) -> std::process::ExitStatus {
+    fn child_opening_a_file(mode: &str) -> std::process::Output {
         Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -217,7 +306,7 @@ mod tests {
                 "--test-threads=1",
             ])
             .env("RVM_SECCOMP_CHILD", mode)
-            .status()
+            .output()
             .unwrap()
     }
 
@@ -237,14 +326,31 @@ mod tests {
 
     #[test]
     fn enforce_kills_the_process_on_a_call_outside_the_allowlist() {
-        let status = child_opening_a_file("enforce");
-        assert_eq!(status.signal(), Some(libc::SIGSYS), "{status:?}");
+        let output = child_opening_a_file("enforce");
+        assert_eq!(output.status.signal(), Some(libc::SIGSYS), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // openat is system call 257 on x86_64.
+        assert!(
+            stderr.contains("rvm-vmm: seccomp: system call 257 is not in the VMM's allowlist"),
+            "{stderr}"
+        );
+    }
+
+    #[test]
+    fn decimal_formats_without_allocating() {
+        for value in [0, 7, 257, -1, i32::MAX, i32::MIN] {
+            let (digits, len) = decimal(value);
+            assert_eq!(
+                std::str::from_utf8(&digits[..len]).unwrap(),
+                value.to_string()
+            );
+        }
     }
 
     #[test]
     fn log_and_off_allow_it() {
-        assert!(child_opening_a_file("log").success());
-        assert!(child_opening_a_file("off").success());
+        assert!(child_opening_a_file("log").status.success());
+        assert!(child_opening_a_file("off").status.success());
     }
 
     #[test]
