@@ -75,6 +75,7 @@ async fn main() {
     scenario!(bad_specs_are_refused);
     scenario!(isolation);
     scenario!(exec_signal_list);
+    scenario!(spec_seccomp_profile);
     scenario!(oom_is_reported);
     client
         .shutdown(ctx(), &ShutdownRequest::default())

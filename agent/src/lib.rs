@@ -14,8 +14,9 @@
 //!   "name:group") resolved in the image's /etc/passwd and /etc/group; without it the numeric
 //!   uid/gid are used, plus the supplementary groups /etc/group lists for that user.
 //! - Capabilities: the spec's `process.capabilities`, or Docker's default set when absent.
-//!   Seccomp: Docker's default profile unless the annotation `org.rvm.seccomp` is `unconfined`
-//!   (a custom `linux.seccomp` profile is not interpreted).
+//! - Seccomp: the spec's `linux.seccomp` profile (x86_64 only; SCMP_ACT_NOTIFY is refused),
+//!   else Docker's default profile; none when the annotation `org.rvm.seccomp` is `unconfined`.
+//!   A profile that cannot be compiled fails CreateContainer with INVALID_ARGUMENT.
 //! - A command that cannot be executed: StartContainer/ExecProcess succeed with `exec_failure`
 //!   set (127 not found, 126 not invocable, with Docker's message); WaitProcess then reports the
 //!   same status.

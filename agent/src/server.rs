@@ -43,7 +43,9 @@ fn engine_status(error: EngineError) -> ttrpc::Error {
     let code = match &error {
         EngineError::NoContainer(_) | EngineError::NoProcess { .. } => Code::NOT_FOUND,
         EngineError::ContainerExists(_) | EngineError::ExecExists { .. } => Code::ALREADY_EXISTS,
-        EngineError::Invalid { .. } | EngineError::Setup { .. } => Code::INVALID_ARGUMENT,
+        EngineError::Invalid { .. } | EngineError::Setup { .. } | EngineError::Seccomp(_) => {
+            Code::INVALID_ARGUMENT
+        }
         EngineError::State { .. } => Code::FAILED_PRECONDITION,
         EngineError::Disk(_)
         | EngineError::Cgroup(_)

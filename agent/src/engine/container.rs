@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::cgroups::Cgroup;
 use super::process::Process;
+use super::seccomp::SeccompPolicy;
 
 /// The init helper's pipes until start: the start byte goes to `start`, the exec result comes on
 /// `status`.
@@ -35,7 +36,8 @@ pub struct Container {
     pub pending_start: Mutex<Option<PendingStart>>,
     pub started: AtomicBool,
     pub shutdown_on_exit: bool,
-    pub seccomp: bool,
+    /// The filters of its init, which its execs get too.
+    pub seccomp: SeccompPolicy,
 }
 
 impl Container {

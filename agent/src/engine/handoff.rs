@@ -8,6 +8,7 @@ use oci_spec::runtime::{Process, Spec};
 use serde::{Deserialize, Serialize};
 
 use super::command::ExecFailure;
+use super::seccomp::SeccompPolicy;
 
 /// The argument that turns `rvm-agent` into a helper: `rvm-agent __rvm-helper init|exec CONFIG`.
 pub const HELPER_ARG: &str = "__rvm-helper";
@@ -23,7 +24,7 @@ pub struct InitConfig {
     pub rootfs: PathBuf,
     pub spec: Spec,
     pub terminal: bool,
-    pub seccomp: bool,
+    pub seccomp: SeccompPolicy,
 }
 
 /// A process started in a running container.
@@ -35,7 +36,7 @@ pub struct ExecConfig {
     pub cgroup: PathBuf,
     pub process: Process,
     pub terminal: bool,
-    pub seccomp: bool,
+    pub seccomp: SeccompPolicy,
 }
 
 /// A line on the status pipe.

@@ -13,9 +13,11 @@ pub mod process_setup;
 pub mod rlimits;
 pub mod rootfs;
 pub mod seccomp;
+pub mod seccomp_oci;
 pub mod spawn;
 pub mod stats;
 pub mod stdio;
+pub mod syscall_table;
 pub mod user;
 pub mod volumes;
 
@@ -45,10 +47,10 @@ use command::ExecFailure;
 use container::{Container, PendingStart};
 use handoff::{ExecConfig, HelperMessage, InitConfig, HELPER_ARG};
 use process::{ExitRecord, Process};
+use seccomp::SeccompPolicy;
 use stdio::{ChildStdio, ProcessStdio};
 
-/// The annotation that turns off the default seccomp profile ("unconfined").
-pub const SECCOMP_ANNOTATION: &str = "org.rvm.seccomp";
+pub use seccomp::SECCOMP_ANNOTATION;
 /// How long removal waits for a killed container to exit.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -74,6 +76,8 @@ pub enum EngineError {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Volume(#[from] volumes::VolumeError),
+    #[error("container seccomp profile: {0}")]
+    Seccomp(#[from] seccomp_oci::ProfileError),
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
 }
@@ -379,6 +383,7 @@ impl Engine {
             return Err(EngineError::ContainerExists(request.id));
         }
         let mut spec = parse_spec(&request.spec_json)?;
+        let seccomp = SeccompPolicy::for_spec(&spec)?;
         let dir = self.config.run_dir.join("containers").join(&request.id);
         fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
         let (rootfs, overlay, scratch_dirs) = self.prepare_rootfs(&request, &spec, &dir)?;
@@ -410,16 +415,11 @@ impl Engine {
                 ))(e))
             })?;
         }
-        let seccomp = spec
-            .annotations()
-            .as_ref()
-            .and_then(|a| a.get(SECCOMP_ANNOTATION))
-            .is_none_or(|v| v != "unconfined");
         let config = InitConfig {
             rootfs: rootfs.clone(),
             spec,
             terminal: request.terminal,
-            seccomp,
+            seccomp: seccomp.clone(),
         };
         let config_path = dir.join("init.json");
         write_config(&config_path, &config).map_err(&cleanup)?;
@@ -600,7 +600,7 @@ impl Engine {
             cgroup: container.cgroup.dir().to_owned(),
             process,
             terminal,
-            seccomp: container.seccomp,
+            seccomp: container.seccomp.clone(),
         };
         let config_path = container.dir.join(format!("exec-{exec_id}.json"));
         write_config(&config_path, &config)?;

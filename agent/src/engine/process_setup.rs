@@ -1,6 +1,11 @@
 //! Turning the current (helper) process into the container process described by an OCI
 //! Process: session and terminal, rlimits, user and groups, cwd, env, umask, capabilities,
 //! no_new_privs and seccomp. Runs after the process is in the container's namespaces.
+//!
+//! Like runc, seccomp is loaded as late as it can be, so that a profile need allow few of the
+//! set-up's own calls: with no_new_privs, after the uid and capability changes (then only the
+//! helper's status write, its start read, the command lookup and execve follow); without it,
+//! before them (loading a filter then needs CAP_SYS_ADMIN, which the uid change drops).
 
 use std::path::Path;
 
@@ -10,7 +15,7 @@ use thiserror::Error;
 
 use super::capabilities::{self, CapabilityError, CapabilitySets};
 use super::rlimits::{self, RlimitError};
-use super::seccomp::{self, SeccompError};
+use super::seccomp::{self, SeccompError, SeccompPolicy};
 use super::user::{Accounts, UserError};
 
 #[derive(Debug, Error)]
@@ -58,8 +63,13 @@ fn user_spec(process: &Process) -> String {
     }
 }
 
-/// Sets the process up; returns its environment. `seccomp` false leaves it unconfined.
-pub fn setup(process: &Process, terminal: bool, seccomp: bool) -> Result<Vec<String>, SetupError> {
+/// Sets the process up (seccomp as late as it can be); returns its environment.
+pub fn setup(
+    process: &Process,
+    terminal: bool,
+    seccomp: &SeccompPolicy,
+) -> Result<Vec<String>, SetupError> {
+    let filters = seccomp.filters()?;
     setsid().map_err(syscall("setsid"))?;
     if terminal {
         // SAFETY: TIOCSCTTY takes an integer argument; fd 0 is the pty slave we were given.
@@ -85,7 +95,8 @@ pub fn setup(process: &Process, terminal: bool, seccomp: bool) -> Result<Vec<Str
     }
     let caps = CapabilitySets::from_spec(process.capabilities().as_ref())?;
     capabilities::drop_bounding(&caps)?;
-    if process.no_new_privileges().unwrap_or(false) {
+    let no_new_privs = process.no_new_privileges().unwrap_or(false);
+    if no_new_privs {
         // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(SetupError::Syscall {
@@ -94,8 +105,8 @@ pub fn setup(process: &Process, terminal: bool, seccomp: bool) -> Result<Vec<Str
             });
         }
     }
-    if seccomp {
-        seccomp::load_default()?;
+    if !no_new_privs {
+        seccomp::load_all(&filters)?;
     }
     // Keep the permitted set across the uid change; the sets are then cut to the spec's.
     // SAFETY: PR_SET_KEEPCAPS takes integer arguments only.
@@ -112,5 +123,8 @@ pub fn setup(process: &Process, terminal: bool, seccomp: bool) -> Result<Vec<Str
     let uid = Uid::from_raw(identity.uid);
     setresuid(uid, uid, uid).map_err(syscall("setresuid"))?;
     capabilities::apply(&caps)?;
+    if no_new_privs {
+        seccomp::load_all(&filters)?;
+    }
     Ok(env)
 }

@@ -1,19 +1,28 @@
-//! Docker's default seccomp profile, built as a BPF filter with seccompiler (pure Rust, so the
-//! static agent needs no libseccomp).
+//! The seccomp filters of a container's processes, and loading them. A container gets the
+//! profile of its spec's `linux.seccomp` (compiled by [`super::seccomp_oci`]), else Docker's
+//! default profile, or no filter with the annotation `org.rvm.seccomp=unconfined`.
 //!
-//! The profile is an allow list: every syscall of moby's `profiles/seccomp/default.json` that
-//! Docker allows with its default capabilities, on x86_64; anything else fails with EPERM.
-//! Arguments are checked as Docker does for `personality`, `socket` (no AF_VSOCK: the host's
-//! port must stay the agent's) and `clone` (no new namespaces); `clone3` fails with ENOSYS so
-//! that libc falls back to `clone`.
+//! Docker's default profile is built as a BPF filter with seccompiler (pure Rust, so the static
+//! agent needs no libseccomp). It is an allow list: every syscall of moby's
+//! `profiles/seccomp/default.json` that Docker allows with its default capabilities, on x86_64;
+//! anything else fails with EPERM. Arguments are checked as Docker does for `personality`,
+//! `socket` (no AF_VSOCK: the host's port must stay the agent's) and `clone` (no new
+//! namespaces); `clone3` fails with ENOSYS so that libc falls back to `clone`.
 
 use std::collections::BTreeMap;
 
+use oci_spec::runtime::Spec;
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
+    SeccompFilter, SeccompRule, TargetArch,
 };
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use super::seccomp_oci::{self, ProfileError};
+
+/// The annotation that turns seccomp off ("unconfined"), whatever the spec asks for.
+pub const SECCOMP_ANNOTATION: &str = "org.rvm.seccomp";
 
 #[derive(Debug, Error)]
 pub enum SeccompError {
@@ -21,6 +30,79 @@ pub enum SeccompError {
     Build(#[from] seccompiler::BackendError),
     #[error("load the seccomp filter: {0}")]
     Load(std::io::Error),
+}
+
+/// A BPF program and the seccomp(2) flags (`SECCOMP_FILTER_FLAG_*`) to load it with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    pub program: BpfProgram,
+    pub flags: libc::c_ulong,
+}
+
+/// What filters a container's processes (its init and its execs) get. Travels to the helper in
+/// its configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeccompPolicy {
+    /// No filter.
+    Unconfined,
+    /// Docker's default profile (compiled by the helper).
+    DockerDefault,
+    /// The spec's profile, compiled by the agent: `program` holds the BPF instructions as
+    /// `(code, jt, jf, k)`.
+    Profile {
+        flags: u64,
+        program: Vec<(u16, u8, u8, u32)>,
+    },
+}
+
+impl SeccompPolicy {
+    /// The policy `spec` asks for: none with the unconfined annotation, else its
+    /// `linux.seccomp` compiled, else Docker's default. A bad profile is an error.
+    pub fn for_spec(spec: &Spec) -> Result<Self, ProfileError> {
+        let unconfined = spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(SECCOMP_ANNOTATION))
+            .is_some_and(|v| v == "unconfined");
+        if unconfined {
+            return Ok(Self::Unconfined);
+        }
+        match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+            Some(profile) => Ok(Self::from_filter(seccomp_oci::compile(profile)?)),
+            None => Ok(Self::DockerDefault),
+        }
+    }
+
+    fn from_filter(filter: Filter) -> Self {
+        Self::Profile {
+            flags: filter.flags,
+            program: filter
+                .program
+                .iter()
+                .map(|i| (i.code, i.jt, i.jf, i.k))
+                .collect(),
+        }
+    }
+
+    /// The filters to load, in order.
+    pub fn filters(&self) -> Result<Vec<Filter>, SeccompError> {
+        Ok(match self {
+            Self::Unconfined => Vec::new(),
+            Self::DockerDefault => vec![unflagged(default_filter()?), unflagged(clone3_filter()?)],
+            Self::Profile { flags, program } => vec![Filter {
+                program: program
+                    .iter()
+                    .map(|&(code, jt, jf, k)| sock_filter { code, jt, jf, k })
+                    .collect(),
+                flags: *flags,
+            }],
+        })
+    }
+}
+
+fn unflagged(program: BpfProgram) -> Filter {
+    Filter { program, flags: 0 }
 }
 
 macro_rules! syscalls {
@@ -395,20 +477,22 @@ fn clone3_filter() -> Result<BpfProgram, SeccompError> {
     Ok(BpfProgram::try_from(filter)?)
 }
 
-/// Loads `program` on the calling thread. Unlike seccompiler's own loader this does not force
-/// no_new_privs: we still hold CAP_SYS_ADMIN here, and no_new_privs follows the spec.
-pub fn load(program: &BpfProgram) -> Result<(), SeccompError> {
+/// Loads `filter` on the calling thread with seccomp(2). Unlike seccompiler's own loader this
+/// does not force no_new_privs: without it the caller needs CAP_SYS_ADMIN, and no_new_privs
+/// follows the spec.
+pub fn load(filter: &Filter) -> Result<(), SeccompError> {
     let fprog = libc::sock_fprog {
-        len: u16::try_from(program.len())
+        len: u16::try_from(filter.program.len())
             .map_err(|_| SeccompError::Load(std::io::Error::from_raw_os_error(libc::E2BIG)))?,
-        filter: program.as_ptr() as *mut libc::sock_filter,
+        filter: filter.program.as_ptr() as *mut libc::sock_filter,
     };
-    // SAFETY: `fprog` points at `program`'s instructions, which outlive the call; the kernel
-    // copies the filter before returning.
+    // SAFETY: `fprog` points at the program's instructions (seccompiler's `sock_filter` has the
+    // kernel's layout), which outlive the call; the kernel copies the filter before returning.
     let rc = unsafe {
-        libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::c_ulong::from(libc::SECCOMP_SET_MODE_FILTER),
+            filter.flags,
             &fprog as *const libc::sock_fprog,
         )
     };
@@ -418,17 +502,199 @@ pub fn load(program: &BpfProgram) -> Result<(), SeccompError> {
     Ok(())
 }
 
-/// Loads Docker's default profile (both filters) on the calling thread.
-pub fn load_default() -> Result<(), SeccompError> {
-    // The kernel runs the newest filter first and keeps its action among equal ones, so the
-    // clone3 filter goes last for its ENOSYS to win over the main filter's EPERM.
-    load(&default_filter()?)?;
-    load(&clone3_filter()?)
+/// Loads `filters` on the calling thread, in order. For Docker's default profile the kernel runs
+/// the newest filter first and keeps its action among equal ones, so the clone3 filter goes last
+/// for its ENOSYS to win over the main filter's EPERM.
+pub fn load_all(filters: &[Filter]) -> Result<(), SeccompError> {
+    filters.iter().try_for_each(load)
+}
+
+/// Running filters in a forked child, for the behavioural tests of this module and of
+/// [`super::seccomp_oci`].
+#[cfg(test)]
+pub(crate) mod testing {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+
+    use super::{load_all, Filter};
+
+    /// A system call whose arguments are plain integers: its result, or the errno it failed with.
+    pub fn call(nr: libc::c_long, args: [u64; 3]) -> Result<libc::c_long, i32> {
+        // SAFETY: callers only name calls that take integers (or null pointers), so the kernel
+        // dereferences no memory of ours.
+        let rc = unsafe { libc::syscall(nr, args[0], args[1], args[2]) };
+        if rc < 0 {
+            Err(nix::errno::Errno::last_raw())
+        } else {
+            Ok(rc)
+        }
+    }
+
+    /// uname(2) into a buffer on the stack.
+    pub fn uname() -> Result<(), i32> {
+        let mut name = std::mem::MaybeUninit::<libc::utsname>::uninit();
+        // SAFETY: uname writes one utsname into the buffer we own.
+        let rc = unsafe { libc::uname(name.as_mut_ptr()) };
+        if rc < 0 {
+            Err(nix::errno::Errno::last_raw())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// getcwd(2) into a buffer on the stack.
+    pub fn getcwd() -> Result<(), i32> {
+        let mut buffer = [0u8; 4096];
+        // SAFETY: getcwd writes at most `buffer.len()` bytes into the buffer we own.
+        let rc = unsafe { libc::syscall(libc::SYS_getcwd, buffer.as_mut_ptr(), buffer.len()) };
+        if rc < 0 {
+            Err(nix::errno::Errno::last_raw())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Forks a child that sets no_new_privs, loads `filters`, runs `body` and exits with its
+    /// status (98: no_new_privs failed, 99: loading failed); returns how the child ended.
+    pub fn in_child(filters: &[Filter], body: fn() -> i32) -> WaitStatus {
+        // SAFETY: the child makes system calls only (no allocation, no locks another thread of
+        // the test process could hold) until it calls _exit.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => child(filters, body),
+            ForkResult::Parent { child } => waitpid(child, None).unwrap(),
+        }
+    }
+
+    fn child(filters: &[Filter], body: fn() -> i32) -> ! {
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: setrlimit reads the rlimit we own. (No core file for the SIGSYS deaths.)
+        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+        // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
+        let status = if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            98
+        } else if load_all(filters).is_err() {
+            99
+        } else {
+            body()
+        };
+        // SAFETY: _exit ends the forked child at once, without the parent's exit handlers.
+        unsafe { libc::_exit(status) }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::collections::HashMap;
+
+    use nix::sys::wait::WaitStatus;
+    use oci_spec::runtime::{LinuxBuilder, LinuxSeccompAction, LinuxSeccompBuilder, SpecBuilder};
+
+    use super::testing::{call, in_child};
+
+    fn spec(annotation: Option<&str>, profile: bool) -> Spec {
+        let mut linux = LinuxBuilder::default();
+        if profile {
+            let seccomp = LinuxSeccompBuilder::default()
+                .default_action(LinuxSeccompAction::ScmpActAllow)
+                .build()
+                .unwrap();
+            linux = linux.seccomp(seccomp);
+        }
+        let mut spec = SpecBuilder::default().linux(linux.build().unwrap());
+        if let Some(value) = annotation {
+            spec = spec.annotations(HashMap::from([(
+                SECCOMP_ANNOTATION.to_owned(),
+                value.to_owned(),
+            )]));
+        }
+        spec.build().unwrap()
+    }
+
+    #[test]
+    fn the_policy_follows_the_spec() {
+        assert_eq!(
+            SeccompPolicy::for_spec(&spec(None, false)).unwrap(),
+            SeccompPolicy::DockerDefault
+        );
+        assert_eq!(
+            SeccompPolicy::for_spec(&spec(Some("default"), false)).unwrap(),
+            SeccompPolicy::DockerDefault
+        );
+        assert_eq!(
+            SeccompPolicy::for_spec(&spec(Some("unconfined"), false)).unwrap(),
+            SeccompPolicy::Unconfined
+        );
+        assert!(matches!(
+            SeccompPolicy::for_spec(&spec(None, true)).unwrap(),
+            SeccompPolicy::Profile { .. }
+        ));
+        // The annotation is rvm's explicit opt-out: it wins over a profile in the spec.
+        assert_eq!(
+            SeccompPolicy::for_spec(&spec(Some("unconfined"), true)).unwrap(),
+            SeccompPolicy::Unconfined
+        );
+        assert!(SeccompPolicy::Unconfined.filters().unwrap().is_empty());
+        assert_eq!(SeccompPolicy::DockerDefault.filters().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_compiled_profile_survives_the_helper_config() {
+        let policy = SeccompPolicy::for_spec(&spec(None, true)).unwrap();
+        let json = serde_json::to_string(&policy).unwrap();
+        let back: SeccompPolicy = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, policy);
+        let linux = spec(None, true).linux().clone().unwrap();
+        let compiled = seccomp_oci::compile(linux.seccomp().as_ref().unwrap()).unwrap();
+        assert_eq!(back.filters().unwrap(), vec![compiled]);
+    }
+
+    /// Docker's default profile, as a container without `linux.seccomp` gets it.
+    fn under_docker_default() -> i32 {
+        const PER_LINUX32: u64 = 0x0008;
+        if call(libc::SYS_getppid, [0; 3]).is_err() {
+            return 1;
+        }
+        if call(libc::SYS_personality, [PER_LINUX32, 0, 0]) != Err(libc::EPERM) {
+            return 2;
+        }
+        if call(libc::SYS_unshare, [0; 3]) != Err(libc::EPERM) {
+            return 3;
+        }
+        if call(libc::SYS_clone3, [0; 3]) != Err(libc::ENOSYS) {
+            return 4;
+        }
+        let vsock = u64::try_from(libc::AF_VSOCK).unwrap_or_default();
+        if call(libc::SYS_socket, [vsock, 1, 0]) != Err(libc::EPERM) {
+            return 5;
+        }
+        0
+    }
+
+    #[test]
+    fn docker_default_applies_without_a_profile() {
+        let policy = SeccompPolicy::for_spec(&spec(None, false)).unwrap();
+        let filters = policy.filters().unwrap();
+        let status = in_child(&filters, under_docker_default);
+        assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+    }
+
+    fn unconfined() -> i32 {
+        match call(libc::SYS_personality, [0xffff_ffff, 0, 0]) {
+            Ok(_) => 0,
+            Err(_) => 1,
+        }
+    }
+
+    #[test]
+    fn unconfined_loads_nothing() {
+        let status = in_child(&SeccompPolicy::Unconfined.filters().unwrap(), unconfined);
+        assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+    }
 
     #[test]
     fn default_profile_compiles() {

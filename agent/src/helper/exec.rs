@@ -41,7 +41,7 @@ fn join(config: &ExecConfig) -> Result<(), String> {
 }
 
 fn child(mut status: File, config: &ExecConfig, ready: OwnedFd) -> ! {
-    let env = match process_setup::setup(&config.process, config.terminal, config.seccomp) {
+    let env = match process_setup::setup(&config.process, config.terminal, &config.seccomp) {
         Ok(env) => env,
         Err(e) => fail(&mut status, e.to_string()),
     };

@@ -39,7 +39,7 @@ fn build(config: &InitConfig) -> Result<Vec<String>, String> {
         .process()
         .as_ref()
         .ok_or_else(|| "the spec has no process".to_owned())?;
-    process_setup::setup(process, config.terminal, config.seccomp).map_err(|e| e.to_string())
+    process_setup::setup(process, config.terminal, &config.seccomp).map_err(|e| e.to_string())
 }
 
 pub(super) fn run(mut status: File, config_path: &Path) -> ! {

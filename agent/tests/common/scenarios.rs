@@ -127,6 +127,30 @@ pub async fn bad_specs_are_refused(client: &AgentClient, rootfs: &Rootfs) {
         );
         assert!(error.to_string().contains(expected), "{error}");
     }
+    let profiles = [
+        (
+            serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                {"names": ["uname"], "action": "SCMP_ACT_ERRNO",
+                 "args": [{"index": 7, "value": 0, "op": "SCMP_CMP_EQ"}]}]}),
+            "container seccomp profile: linux.seccomp.syscalls[0]: argument index 7 is out of range",
+        ),
+        (
+            serde_json::json!({"defaultAction": "SCMP_ACT_SOMETIMES"}),
+            "SCMP_ACT_SOMETIMES",
+        ),
+    ];
+    for (profile, expected) in profiles {
+        let mut request =
+            create_request("badseccomp", rootfs, &spec(rootfs, &["true"], "", "/", &[]));
+        request.oci_spec_json = with_seccomp(&request.oci_spec_json, profile);
+        let error = client.create_container(ctx(), &request).await.unwrap_err();
+        assert_eq!(
+            code_of(&error),
+            Some(ttrpc::Code::INVALID_ARGUMENT),
+            "{error}"
+        );
+        assert!(error.to_string().contains(expected), "{error}");
+    }
     let mut garbage = create_request("garbage", rootfs, &spec(rootfs, &["true"], "", "/", &[]));
     garbage.oci_spec_json = b"{not json".to_vec();
     let error = client.create_container(ctx(), &garbage).await.unwrap_err();
@@ -300,4 +324,66 @@ pub async fn oom_is_reported(client: &AgentClient, rootfs: &Rootfs) {
         (137, 9),
         "{outcome:?}"
     );
+}
+
+/// `spec_json` with `profile` as its `linux.seccomp` (raw JSON: a bad profile does not parse).
+fn with_seccomp(spec_json: &[u8], profile: serde_json::Value) -> Vec<u8> {
+    let mut spec: serde_json::Value = serde_json::from_slice(spec_json).unwrap();
+    spec["linux"]["seccomp"] = profile;
+    serde_json::to_vec(&spec).unwrap()
+}
+
+/// The spec's seccomp profile applies to the container's init (loaded before the uid change
+/// without no_new_privs) and to its execs (loaded last with it): mkdir fails with the profile's
+/// errno, the rest is allowed.
+pub async fn spec_seccomp_profile(client: &AgentClient, rootfs: &Rootfs) {
+    let id = "seccomp";
+    let script = "grep Seccomp: /proc/self/status; mkdir /tmp/init || echo init-denied; \
+                  exec sleep 600";
+    let mut spec = spec(rootfs, &["sh", "-c", script], "", "/", &[]);
+    if let Some(p) = spec.process_mut() {
+        p.set_no_new_privileges(Some(false));
+    }
+    let mut request = create_request(id, rootfs, &spec);
+    let profile = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 28},
+        {"names": ["socketcall"], "action": "SCMP_ACT_KILL"}]});
+    request.oci_spec_json = with_seccomp(&request.oci_spec_json, profile);
+    client.create_container(ctx(), &request).await.unwrap();
+    let start = StartContainerRequest {
+        container_id: id.into(),
+        ..Default::default()
+    };
+    client.start_container(ctx(), &start).await.unwrap();
+    let mut process = spec.process().clone().unwrap();
+    process.set_no_new_privileges(Some(true));
+    process.set_args(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "mkdir /tmp/exec || echo exec-denied; grep NoNewPrivs: /proc/self/status".into(),
+    ]));
+    let exec = ExecProcessRequest {
+        container_id: id.into(),
+        exec_id: "e1".into(),
+        oci_process_json: serde_json::to_vec(&process).unwrap(),
+        ..Default::default()
+    };
+    client.exec_process(ctx(), &exec).await.unwrap();
+    let out = String::from_utf8_lossy(&read_all(client, id, "e1", false).await).into_owned();
+    let err = String::from_utf8_lossy(&read_all(client, id, "e1", true).await).into_owned();
+    assert_eq!(out, "exec-denied\nNoNewPrivs:\t1\n", "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(wait(client, id, "e1").await.exit_status, 0);
+    let signal = SignalProcessRequest {
+        container_id: id.into(),
+        signal: 9,
+        ..Default::default()
+    };
+    client.signal_process(ctx(), &signal).await.unwrap();
+    let out = String::from_utf8_lossy(&read_all(client, id, "", false).await).into_owned();
+    let err = String::from_utf8_lossy(&read_all(client, id, "", true).await).into_owned();
+    assert_eq!(out, "Seccomp:\t2\ninit-denied\n", "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(wait(client, id, "").await.signal, 9);
+    remove(client, id).await;
 }
