@@ -8,14 +8,17 @@ use std::str::FromStr;
 use clap::Parser;
 use linux_loader::cmdline::Cmdline;
 
-use crate::arch::x86_64::layout::CMDLINE_MAX_SIZE;
+use crate::arch::x86_64::layout::{CMDLINE_MAX_SIZE, MMIO_MAX_DEVICES};
 use crate::devices::virtio::block::{DiskError, DiskImage};
 use crate::seccomp::SeccompMode;
+use crate::uds::MAX_SOCKET_PATH;
 
 /// Fewest MiB of guest RAM we boot.
 pub const MIN_MEMORY_MIB: u64 = 32;
 /// Most vCPUs a VM may have.
 pub const MAX_VCPUS: u32 = 32;
+/// Most `--disk-slots`.
+pub const MAX_DISK_SLOTS: u32 = 16;
 /// Kernel command line used when none is given.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
 
@@ -81,6 +84,20 @@ pub enum ConfigError {
     /// The vsock socket path cannot be used.
     #[error("--vsock uds={path}: {reason}")]
     VsockPath {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Too many disk slots.
+    #[error("--disk-slots {0}: at most {MAX_DISK_SLOTS}")]
+    DiskSlots(u32),
+    /// More virtio devices than interrupt lines.
+    #[error("{0} virtio devices (entropy, --disk, --disk-slots, --net, --vsock), but at most {MMIO_MAX_DEVICES} fit (one interrupt line each)")]
+    TooManyDevices(usize),
+    /// The API socket path cannot be used.
+    #[error("--api {path}: {reason}")]
+    ApiPath {
         /// The path given.
         path: PathBuf,
         /// What is wrong.
@@ -271,6 +288,14 @@ pub struct Args {
     /// vsock device with a hybrid Unix socket on the host.
     #[arg(long, value_name = "cid=N,uds=PATH")]
     pub vsock: Option<VsockSpec>,
+    /// N empty read-only disks after the `--disk` ones (capacity 0, no serial), filled and
+    /// emptied while the guest runs through the `--api` socket; 0 to 16.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub disk_slots: u32,
+    /// Unix socket of the host API: `ATTACH <slot> <serial>` with the image's descriptor
+    /// (SCM_RIGHTS), `DETACH <slot>`, one request per line.
+    #[arg(long, value_name = "PATH")]
+    pub api: Option<PathBuf>,
     /// Copy the guest's serial console to stdout.
     #[arg(long)]
     pub console: bool,
@@ -322,6 +347,10 @@ pub struct VmConfig {
     pub net: Option<NetSpec>,
     /// The vsock device, if any.
     pub vsock: Option<VsockSpec>,
+    /// Empty disk slots after the disks, at most [`MAX_DISK_SLOTS`].
+    pub disk_slots: u32,
+    /// The API socket, if any.
+    pub api: Option<PathBuf>,
     /// The VMM's seccomp filter.
     pub seccomp: SeccompMode,
 }
@@ -363,6 +392,8 @@ pub fn validate(args: &Args, host_mib: u64) -> Result<VmConfig, ConfigError> {
         disks,
         net: args.net.clone(),
         vsock: args.vsock.clone(),
+        disk_slots: args.disk_slots,
+        api: args.api.clone(),
         seccomp: args.seccomp,
     })
 }
@@ -448,8 +479,22 @@ pub fn parse_cmdline(s: &str) -> Result<Cmdline, ConfigError> {
 }
 
 fn check_devices(args: &Args) -> Result<(), ConfigError> {
+    if args.disk_slots > MAX_DISK_SLOTS {
+        return Err(ConfigError::DiskSlots(args.disk_slots));
+    }
+    let count = 1
+        + args.disks.len()
+        + args.disk_slots as usize
+        + usize::from(args.net.is_some())
+        + usize::from(args.vsock.is_some());
+    if count > MMIO_MAX_DEVICES as usize {
+        return Err(ConfigError::TooManyDevices(count));
+    }
     if let Some(vsock) = &args.vsock {
         check_vsock_path(&vsock.uds)?;
+    }
+    if let Some(api) = &args.api {
+        check_api_path(api)?;
     }
     Ok(())
 }
@@ -468,13 +513,30 @@ fn check_vsock_path(path: &Path) -> Result<(), ConfigError> {
     if path.as_os_str().len() > MAX_VSOCK_PATH {
         return Err(bad("longer than 96 bytes (Unix socket address limit)"));
     }
+    check_socket_directory(path).map_err(bad)
+}
+
+/// Checks that the API socket can be created: short enough, in an existing directory.
+fn check_api_path(path: &Path) -> Result<(), ConfigError> {
+    let bad = |reason| ConfigError::ApiPath {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if path.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(bad("longer than 107 bytes (Unix socket address limit)"));
+    }
+    check_socket_directory(path).map_err(bad)
+}
+
+/// What is wrong with the directory a socket is to be bound in, if anything.
+fn check_socket_directory(path: &Path) -> Result<(), &'static str> {
     let parent = match path.parent() {
         Some(p) if p.as_os_str().is_empty() => Path::new("."),
         Some(p) => p,
-        None => return Err(bad("not a file path")),
+        None => return Err("not a file path"),
     };
     if !parent.is_dir() {
-        return Err(bad("its directory does not exist"));
+        return Err("its directory does not exist");
     }
     Ok(())
 }
@@ -540,11 +602,49 @@ mod tests {
             ["--net", "tap=t,mac=zz"],
             ["--vsock", "cid=2,uds=/x"],
             ["--vsock", "cid=3"],
+            ["--disk-slots", "-1"],
+            ["--disk-slots", "x"],
         ] {
             let mut argv = vec!["rvm-vmm", "--kernel", "/k"];
             argv.extend_from_slice(&bad);
             assert!(Args::try_parse_from(argv).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn disk_slots_and_api_are_checked() {
+        let a = args(&["--disk-slots", "16", "--api", "/tmp/api.sock"]);
+        assert_eq!(a.disk_slots, 16);
+        assert!(check_devices(&a).is_ok());
+        let too_many = check_devices(&args(&["--disk-slots", "17"])).unwrap_err();
+        assert_eq!(too_many.to_string(), "--disk-slots 17: at most 16");
+        let crowded = args(&[
+            "--disk-slots",
+            "16",
+            "--disk",
+            "/a",
+            "--disk",
+            "/b",
+            "--disk",
+            "/c",
+        ]);
+        let err = check_devices(&crowded).unwrap_err().to_string();
+        assert!(
+            err.starts_with("20 virtio devices") && err.contains("at most 19"),
+            "{err}"
+        );
+        let missing = check_devices(&args(&["--api", "/nonexistent/dir/api.sock"]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            missing,
+            "--api /nonexistent/dir/api.sock: its directory does not exist"
+        );
+        let long = format!("/tmp/{}", "x".repeat(103));
+        let err = check_devices(&args(&["--api", &long]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("longer than 107 bytes"), "{err}");
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! Creates a VM's virtio devices from its configuration and announces each on the guest
 //! kernel's command line (`virtio_mmio.device=4K@BASE:IRQ`), in a fixed order: the entropy
-//! device first, then disks in the order given, then network, then vsock.
+//! device first, then disks in the order given, then the empty disk slots, then network, then
+//! vsock.
+
+use std::sync::Arc;
 
 use linux_loader::cmdline::Cmdline;
 use vm_memory::GuestAddress;
 
 use crate::arch::x86_64::layout::MMIO_DEVICE_SIZE;
 use crate::config::VmConfig;
-use crate::devices::virtio::block::Block;
+use crate::devices::virtio::block::{Block, DiskSlot};
 use crate::devices::virtio::net::{generated_mac, Net, Tap, TapError};
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::vsock::{Vsock, VsockError};
@@ -31,12 +34,28 @@ pub enum DeviceError {
     Vsock(#[from] VsockError),
 }
 
-/// Adds every configured device to `machine`; returns the command line with their entries.
-pub fn add_devices(machine: &mut Machine, config: &VmConfig) -> Result<Cmdline, DeviceError> {
+/// What [`add_devices`] made.
+#[derive(Debug)]
+pub struct AddedDevices {
+    /// The kernel command line with the devices' entries.
+    pub cmdline: Cmdline,
+    /// The disk slots, in order: slot `i` is the `i`-th disk after the `--disk` ones.
+    pub disk_slots: Vec<Arc<DiskSlot>>,
+}
+
+/// Adds every configured device to `machine`; returns the command line with their entries and
+/// the disk slots.
+pub fn add_devices(machine: &mut Machine, config: &VmConfig) -> Result<AddedDevices, DeviceError> {
     let mut cmdline = config.cmdline.clone();
     add(machine, &mut cmdline, Box::new(Rng::new()))?;
     for disk in &config.disks {
-        add(machine, &mut cmdline, Box::new(Block::new(disk.clone())))?;
+        add(machine, &mut cmdline, Box::new(Block::new(disk)))?;
+    }
+    let mut disk_slots = Vec::new();
+    for _ in 0..config.disk_slots {
+        let slot = Block::empty_slot();
+        disk_slots.push(slot.slot());
+        add(machine, &mut cmdline, Box::new(slot))?;
     }
     if let Some(net) = &config.net {
         let tap = Tap::open(&net.tap)?;
@@ -47,7 +66,10 @@ pub fn add_devices(machine: &mut Machine, config: &VmConfig) -> Result<Cmdline, 
         let vsock = Vsock::new(u64::from(spec.cid), &spec.uds)?;
         add(machine, &mut cmdline, Box::new(vsock))?;
     }
-    Ok(cmdline)
+    Ok(AddedDevices {
+        cmdline,
+        disk_slots,
+    })
 }
 
 fn add(

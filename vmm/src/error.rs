@@ -1,5 +1,6 @@
 //! The crate's top-level error and the exit status each kind of failure maps to.
 
+use crate::api::ServerError;
 use crate::config::ConfigError;
 use crate::device_manager::DeviceError;
 use crate::loader::LoadError;
@@ -25,6 +26,9 @@ pub enum Error {
     /// Building or running the VM failed.
     #[error(transparent)]
     Machine(#[from] MachineError),
+    /// The API socket could not be set up.
+    #[error(transparent)]
+    Api(#[from] ServerError),
 }
 
 impl Error {
@@ -37,6 +41,8 @@ impl Error {
             Error::Device(DeviceError::Tap(_)) => EXIT_BAD_INPUT,
             Error::Device(DeviceError::Vsock(_)) => EXIT_BAD_INPUT,
             Error::Device(_) | Error::Machine(_) => EXIT_FAILURE,
+            Error::Api(ServerError::Start(_)) => EXIT_FAILURE,
+            Error::Api(_) => EXIT_BAD_INPUT,
         }
     }
 }
@@ -52,5 +58,8 @@ mod tests {
         assert_eq!(Error::from(stuck).exit_code(), 1);
         let vsock = crate::devices::virtio::vsock::VsockError::InUse("/v".into());
         assert_eq!(Error::from(DeviceError::from(vsock)).exit_code(), 2);
+        assert_eq!(Error::from(ServerError::InUse("/a".into())).exit_code(), 2);
+        let start = ServerError::Start(std::io::Error::other("no threads"));
+        assert_eq!(Error::from(start).exit_code(), 1);
     }
 }

@@ -4,8 +4,10 @@
 //! [`vstate::memory`], irqchip and PIT in [`vstate::vm`], legacy devices in [`devices`]),
 //! loads the kernel ([`loader`], boot tables in [`arch::x86_64`]) or raw code, and runs the
 //! vCPU threads ([`vstate::vcpu`]) under the [`event_loop`] until the guest stops, with the
-//! process confined by its [`seccomp`] filter from then on.
+//! process confined by its [`seccomp`] filter from then on. The host fills and empties the
+//! VM's disk slots while it runs through the [`api`] socket.
 
+pub mod api;
 pub mod arch;
 pub mod config;
 pub mod device_manager;
@@ -15,6 +17,7 @@ pub mod event_loop;
 pub mod loader;
 pub mod machine;
 pub mod seccomp;
+mod uds;
 pub mod vstate;
 
 pub use error::Error;

@@ -65,13 +65,20 @@ fn run(args: &Args) -> anyhow::Result<RunOutcome> {
     let mut machine =
         Machine::new(config.memory_bytes(), config.vcpus, console).map_err(rvm_vmm::Error::from)?;
     machine.set_seccomp(config.seccomp);
-    let cmdline = rvm_vmm::device_manager::add_devices(&mut machine, &config)
+    let devices = rvm_vmm::device_manager::add_devices(&mut machine, &config)
         .map_err(rvm_vmm::Error::from)?;
+    // Serves until dropped at the end of this function, which removes its socket.
+    let _api = match &config.api {
+        Some(path) => Some(
+            rvm_vmm::api::Server::start(path, devices.disk_slots).map_err(rvm_vmm::Error::from)?,
+        ),
+        None => None,
+    };
     let files = BootFiles {
         kernel: &config.kernel,
         format: config.kernel_format,
         initrd: config.initrd.as_deref(),
-        cmdline: &cmdline,
+        cmdline: &devices.cmdline,
         pvh: config.pvh,
     };
     let entry = machine

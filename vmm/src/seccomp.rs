@@ -170,7 +170,8 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_clock_gettime,
     libc::SYS_clock_nanosleep,
     libc::SYS_nanosleep,
-    // File descriptors already open: console, disks, TAP, eventfds, epoll, sockets.
+    // File descriptors already open: console, disks, TAP, eventfds, epoll, sockets, and the
+    // disk images the API receives (sized with statx/fstat or lseek, checked with fcntl).
     libc::SYS_read,
     libc::SYS_write,
     libc::SYS_readv,
@@ -200,7 +201,8 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_timerfd_create,
     libc::SYS_timerfd_settime,
     libc::SYS_timerfd_gettime,
-    // Unix sockets of the hybrid vsock (socket itself is filtered below).
+    // Unix sockets of the hybrid vsock (socket itself is filtered below) and of the host API
+    // (`--api`: accept4, recvmsg taking the images' descriptors as SCM_RIGHTS, write).
     libc::SYS_connect,
     libc::SYS_accept4,
     libc::SYS_sendto,
@@ -210,7 +212,7 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_shutdown,
     libc::SYS_getsockopt,
     libc::SYS_setsockopt,
-    // The vsock's listening socket file is removed when the VMM ends.
+    // The vsock's and the API's listening socket files are removed when the VMM ends.
     libc::SYS_unlink,
     libc::SYS_unlinkat,
     // virtio-rng.

@@ -1,6 +1,7 @@
 //! The `rvm-vmm` binary end to end: bad input exits 2 naming the culprit; tiny ELF "kernels"
 //! built here boot through the 64-bit and the PVH entry, print, reset and exit 0; SIGTERM
-//! stops a spinning guest with status 143. KVM tests skip, saying why, without /dev/kvm.
+//! stops a spinning guest with status 143; the `--api` socket fills disk slots while a guest
+//! runs under `--seccomp enforce`. KVM tests skip, saying why, without /dev/kvm.
 
 // Test helpers panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used)]
@@ -159,6 +160,14 @@ fn bad_input_exits_2() {
             ],
             "--vsock",
         ),
+        (
+            vec!["--kernel", kernel, "--disk-slots", "17"],
+            "--disk-slots 17: at most 16",
+        ),
+        (
+            vec!["--kernel", kernel, "--api", "/nonexistent/api.sock"],
+            "--api /nonexistent/api.sock",
+        ),
     ];
     for (args, culprit) in cases {
         let out = run_vmm(&args);
@@ -226,32 +235,70 @@ fn sigterm_stops_a_spinning_guest_with_143() {
         return;
     }
     let dir = scratch_dir("sigterm");
-    // Print a marker so we know the guest runs, then spin forever.
-    let code = [
-        0x66, 0xba, 0xf8, 0x03, 0xb0, b'R', 0xee, 0xb0, b'\n', 0xee, 0xeb, 0xfe,
-    ];
-    let kernel = write_kernel(&dir, "vmlinux", &elf_kernel(&code, false));
-    let mut child = vmm()
-        .args([
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--vcpus",
-            "2",
-            "--console",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut marker = [0u8; 2];
-    std::io::Read::read_exact(&mut stdout, &mut marker).unwrap();
-    assert_eq!(&marker, b"R\n");
+    let child = spinning_guest(&dir, &["--vcpus", "2"]);
     let pid = i32::try_from(child.id()).unwrap();
     let sent = Instant::now();
     // SAFETY: `pid` is our own child, which has not been reaped yet.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = child.wait().unwrap();
+    let out = child.wait_with_output().unwrap();
     assert!(sent.elapsed() < Duration::from_secs(5));
-    assert_eq!(status.code(), Some(143));
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Starts `rvm-vmm` on a guest that prints "R" and spins, with `extra` flags; returns once the
+/// guest runs.
+fn spinning_guest(dir: &Path, extra: &[&str]) -> std::process::Child {
+    let code = [
+        0x66, 0xba, 0xf8, 0x03, 0xb0, b'R', 0xee, 0xb0, b'\n', 0xee, 0xeb, 0xfe,
+    ];
+    let kernel = write_kernel(dir, "vmlinux", &elf_kernel(&code, false));
+    let mut child = vmm()
+        .args(["--kernel", kernel.to_str().unwrap(), "--console"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut marker = [0u8; 2];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut marker).unwrap();
+    assert_eq!(&marker, b"R\n");
+    child
+}
+
+#[test]
+fn the_api_fills_disk_slots_while_the_guest_runs_under_seccomp() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = scratch_dir("api");
+    let socket = dir.join("api.sock");
+    let image_path = dir.join("layer.img");
+    std::fs::write(&image_path, vec![0x5a; 64 * 512]).unwrap();
+    let child = spinning_guest(
+        &dir,
+        &[
+            "--disk-slots",
+            "2",
+            "--api",
+            socket.to_str().unwrap(),
+            "--seccomp",
+            "enforce",
+        ],
+    );
+    let image = std::fs::File::open(&image_path).unwrap();
+    let mut client = rvm_vmm::api::Client::connect(&socket).unwrap();
+    assert_eq!(client.attach(1, "layer-0", &image).unwrap(), 64);
+    let refused = client.attach(1, "layer-0", &image).unwrap_err().to_string();
+    assert!(refused.contains("slot 1 is already attached"), "{refused}");
+    client.detach(1).unwrap();
+    drop(client);
+    rvm_vmm::api::client::detach(&socket, 0).unwrap_err();
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: `pid` is our own child, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(!socket.exists(), "the socket is removed at exit");
     std::fs::remove_dir_all(&dir).unwrap();
 }

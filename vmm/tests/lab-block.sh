@@ -8,6 +8,9 @@
 #           replays the journal, debugfs reads the files) sees the same bytes;
 #   raw-ro, raw-rw  raw images with a marker in a known sector, read back through the device;
 #           the guest overwrites a sector of raw-rw and the host finds it in the file.
+# Then disk slots: a second VM boots with one empty slot (--disk-slots 1, --api, under
+# --seccomp enforce); the host (lab-block-slots-host.py) attaches a raw image while the guest
+# polls the slot's size, detaches it, and attaches an erofs layer the guest mounts.
 #   cargo build --release -p rvm-vmm && tests/lab/run -- vmm/tests/lab-block.sh
 source "$(dirname "$0")/lab-lib.sh"
 
@@ -105,6 +108,80 @@ if [ "$raw_written" = GUEST-WROTE-THIS ]; then
 else
     fail "sector 7 of raw-rw.img holds '$raw_written'"
 fi
+
+# Disk slots filled while the guest runs. slot1.img: a raw image starting with a marker;
+# slot2.erofs: a layer with one file. The guest finds the empty slot (size 0), waits for each
+# change of size, and drops the device's page cache before reading a re-used slot (it still
+# holds the first image's pages).
+printf 'SLOT-IMAGE-ONE' >"$tmp/slot1.img"
+truncate -s 1M "$tmp/slot1.img"
+mkdir -p "$tmp/slot-layer"
+echo "hello from slot two" >"$tmp/slot-layer/hello.txt"
+mkfs.erofs --quiet "$tmp/slot2.erofs" "$tmp/slot-layer"
+slot2_sectors=$(( $(stat -c %s "$tmp/slot2.erofs") / 512 ))
+cat >"$tmp/slots.sh" <<'GUEST'
+slot=
+for d in /sys/block/vd*; do [ "$(cat "$d/size")" = 0 ] && { slot=${d##*/}; break; }; done
+size() { cat /sys/block/$slot/size; }
+serial() { cat /sys/block/$slot/serial; }
+until_attached() { i=0; while [ "$(size)" = 0 ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i + 1)); done; }
+until_detached() { i=0; while [ "$(size)" != 0 ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i + 1)); done; }
+echo "SLOT-DEV /dev/$slot SIZE=$(size) RO=$(cat /sys/block/$slot/ro) SERIAL=[$(serial)]"
+echo SLOT-WAITING
+until_attached
+echo "SLOT-SIZE $(size)"
+echo "SLOT-DATA $(dd if=/dev/$slot bs=512 count=1 2>/dev/null | head -c 14)"
+echo "SLOT-SERIAL $(serial)"
+echo "SLOT-DMESG $(dmesg | grep "$slot: detected capacity change" | tail -n 1)"
+echo SLOT-READ
+until_detached
+echo "SLOT-EMPTY SIZE=$(size) SERIAL=[$(serial)] BYTES=$(dd if=/dev/$slot bs=512 count=1 2>/dev/null | wc -c)"
+until_attached
+blockdev --flushbufs /dev/$slot
+mkdir -p /mnt/slot
+mount -t erofs -o ro /dev/$slot /mnt/slot && echo SLOT-MOUNTED
+echo "SLOT-FILE $(cat /mnt/slot/hello.txt)"
+echo "SLOT-SERIAL2 $(serial)"
+umount /mnt/slot
+GUEST
+
+# Unix sockets cannot live on the lab's shared repository filesystem: use its private /tmp.
+slot_sockdir=$(mktemp -d /tmp/lab-block-slots.XXXXXX)
+cleanup_hooks+=("rm -rf $slot_sockdir")
+slot_sock=$slot_sockdir/api.sock
+python3 "$repo/vmm/tests/lab-block-slots-host.py" "$slot_sock" "$tmp/slots.console" \
+    "$tmp/slot1.img" "$tmp/slot2.erofs" >"$tmp/slots-host.log" 2>&1 &
+slot_host_pid=$!
+cleanup_hooks+=("kill $slot_host_pid 2>/dev/null")
+status=0
+RUST_LOG=${RUST_LOG:-rvm_vmm::api=debug} guest slots "$tmp/slots.sh" -- --memory 256 \
+    --disk-slots 1 --api "$slot_sock" --seccomp enforce || status=$?
+[ "$status" = 0 ] || fail "slots: rvm-vmm exited $status: $(tail -n 5 "$tmp/slots.stderr")"
+# The host side is done long before the guest, unless the guest never reached a step.
+for _ in $(seq 100); do kill -0 "$slot_host_pid" 2>/dev/null || break; sleep 0.1; done
+kill "$slot_host_pid" 2>/dev/null || true
+host_status=0
+wait "$slot_host_pid" || host_status=$?
+sed 's/^/slots host: /' "$tmp/slots-host.log"
+[ "$host_status" = 0 ] || fail "slots: the host side did not finish (exit $host_status)"
+slot_host_check() {
+    if grep -qE -- "$1" "$tmp/slots-host.log"; then say "ok: $2"; else fail "$2 (no /$1/ in the host log)"; fi
+}
+slot_host_check '^HOST-GARBAGE ERR unknown command' "a garbage API line gets an ERR reply"
+slot_host_check '^HOST-ATTACH OK 0 2048$' "ATTACH answers the slot and the image's 2048 sectors"
+slot_host_check '^HOST-ATTACH-AGAIN ERR slot 0 is already attached$' "a second ATTACH to the slot is refused"
+slot_host_check '^HOST-DETACH OK 0$' "DETACH answers OK"
+slot_host_check "^HOST-ATTACH2 OK 0 $slot2_sectors\$" "the slot takes a second image after DETACH"
+check slots '^SLOT-DEV /dev/vd[a-z] SIZE=0 RO=1 SERIAL=\[\]' "the slot boots empty, read-only, without a serial"
+check slots '^SLOT-SIZE 2048' "the guest sees the attached image's capacity"
+check slots '^SLOT-DATA SLOT-IMAGE-ONE' "the guest reads the attached image's first bytes"
+check slots '^SLOT-SERIAL slot-one' "the guest reads the serial given with ATTACH"
+check slots '^SLOT-DMESG .*detected capacity change from 0 to 2048' "the guest kernel saw the capacity change"
+check slots '^SLOT-EMPTY SIZE=0 SERIAL=\[\] BYTES=0' "after DETACH the slot is empty again"
+check slots '^SLOT-MOUNTED' "the guest mounts the erofs layer attached to the re-used slot"
+check slots '^SLOT-FILE hello from slot two' "the layer's file reads back"
+check slots '^SLOT-SERIAL2 slot-two' "the re-used slot has the second serial"
+[ ! -e "$slot_sock" ] || fail "slots: rvm-vmm left its API socket $slot_sock behind"
 
 # Bad input: a missing image exits 2 naming the flag and the path.
 bad_status=0

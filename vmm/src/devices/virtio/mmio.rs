@@ -188,7 +188,7 @@ impl MmioTransport {
             QUEUE_READY => self.selected_queue().map_or(0, |q| u32::from(q.ready())),
             INTERRUPT_STATUS => self.interrupt.status(),
             STATUS => self.status(),
-            CONFIG_GENERATION => 0,
+            CONFIG_GENERATION => self.device.config_generation(),
             _ => 0,
         }
     }
@@ -460,6 +460,9 @@ mod tests {
         fn device_features(&self) -> u64 {
             VIRTIO_F_VERSION_1 | 1
         }
+        fn config_generation(&self) -> u32 {
+            7
+        }
         fn read_config(&self, offset: u64, data: &mut [u8]) {
             let config = [0xaau8, 0xbb, 0xcc, 0xdd];
             for (i, byte) in data.iter_mut().enumerate() {
@@ -529,6 +532,7 @@ mod tests {
         assert_eq!(read(&t, VERSION), 2);
         assert_eq!(read(&t, DEVICE_ID), 42);
         assert_eq!(read(&t, DEVICE_FEATURES), 1);
+        assert_eq!(read(&t, CONFIG_GENERATION), 7, "the device's generation");
         let mut t = t;
         write(&mut t, DEVICE_FEATURES_SEL, 1);
         assert_eq!(read(&t, DEVICE_FEATURES), 1);

@@ -68,6 +68,11 @@ pub trait VirtioDevice: Send + std::fmt::Debug {
             data.len()
         );
     }
+    /// The virtio-mmio ConfigGeneration: a device whose configuration space changes while the
+    /// driver runs changes it with every change, so the driver can tell a torn read.
+    fn config_generation(&self) -> u32 {
+        0
+    }
     /// Starts processing: the driver set DRIVER_OK.
     fn activate(&mut self, context: ActiveQueues) -> Result<(), ActivateError>;
     /// Stops processing (driver reset or VM teardown) and drops the queues. Must be idempotent.

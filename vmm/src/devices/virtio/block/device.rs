@@ -1,6 +1,7 @@
-//! The virtio-blk device model: features and configuration space for one disk image, and the
-//! worker that drains its request queue (one request at a time, used-ring updates and the
-//! interrupt batched per notification, EVENT_IDX honoured).
+//! The virtio-blk device model: features and configuration space for one disk image or disk
+//! slot ([`DiskSlot`]), and the worker that drains its request queue (one request at a time,
+//! each against one snapshot of the slot's backing; used-ring updates and the interrupt batched
+//! per notification, EVENT_IDX honoured).
 
 use std::sync::Arc;
 
@@ -13,7 +14,8 @@ use vm_memory::GuestMemoryMmap;
 
 use super::disk::DiskImage;
 use super::io::{self, Backend};
-use super::request::{self, ID_LEN, MAX_RANGE_SECTORS, MAX_RANGE_SEGMENTS, SECTOR_SIZE, SEG_MAX};
+use super::request::{self, Request, MAX_RANGE_SECTORS, MAX_RANGE_SEGMENTS, SECTOR_SIZE, SEG_MAX};
+use super::slot::{Backing, DiskSlot};
 use crate::devices::virtio::worker::{Poller, QueueHandler, Worker};
 use crate::devices::virtio::{
     ActivateError, ActiveQueues, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1,
@@ -35,46 +37,66 @@ const fn bit(feature: u32) -> u64 {
     1 << feature
 }
 
-/// A virtio block device backed by an image file.
+/// Offset of `capacity` (a little-endian u64) in the configuration space.
+const CAPACITY: usize = 0;
+
+/// A virtio block device backed by an image file, or a disk slot filled at run time.
 #[derive(Debug)]
 pub struct Block {
-    disk: DiskImage,
+    slot: Arc<DiskSlot>,
     features: u64,
+    /// The configuration space but for the capacity, which comes from the slot when read.
     config: [u8; CONFIG_LEN],
     worker: Option<Worker>,
 }
 
 impl Block {
     /// A new, inactive device for `disk`.
-    pub fn new(disk: DiskImage) -> Self {
+    pub fn new(disk: &DiskImage) -> Self {
+        Block::with_slot(
+            DiskSlot::new(Some(Backing::from_disk(disk))),
+            disk.read_only,
+        )
+    }
+
+    /// A new, inactive, empty read-only disk slot: capacity 0 and an empty serial until the
+    /// host attaches an image through [`Block::slot`].
+    pub fn empty_slot() -> Self {
+        Block::with_slot(DiskSlot::new(None), true)
+    }
+
+    fn with_slot(slot: DiskSlot, read_only: bool) -> Self {
         let mut features = VIRTIO_F_VERSION_1
             | VIRTIO_RING_F_EVENT_IDX
             | VIRTIO_RING_F_INDIRECT_DESC
             | bit(VIRTIO_BLK_F_SEG_MAX)
             | bit(VIRTIO_BLK_F_BLK_SIZE)
             | bit(VIRTIO_BLK_F_FLUSH);
-        if disk.read_only {
+        if read_only {
             features |= bit(VIRTIO_BLK_F_RO);
         } else {
             features |= bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES);
         }
-        let config = config_space(disk.sectors);
         Block {
-            disk,
+            slot: Arc::new(slot),
             features,
-            config,
+            config: config_space(),
             worker: None,
         }
     }
+
+    /// What the device serves, shared: the host API swaps it.
+    pub fn slot(&self) -> Arc<DiskSlot> {
+        Arc::clone(&self.slot)
+    }
 }
 
-/// `struct virtio_blk_config`, little-endian.
-fn config_space(sectors: u64) -> [u8; CONFIG_LEN] {
+/// `struct virtio_blk_config`, little-endian, with a zero capacity.
+fn config_space() -> [u8; CONFIG_LEN] {
     let mut config = [0u8; CONFIG_LEN];
     let mut put = |offset: usize, bytes: &[u8]| {
         config[offset..offset + bytes.len()].copy_from_slice(bytes);
     };
-    put(0, &sectors.to_le_bytes()); // capacity
     put(12, &SEG_MAX.to_le_bytes()); // seg_max
     put(20, &(SECTOR_SIZE as u32).to_le_bytes()); // blk_size
     put(36, &MAX_RANGE_SECTORS.to_le_bytes()); // max_discard_sectors
@@ -84,16 +106,6 @@ fn config_space(sectors: u64) -> [u8; CONFIG_LEN] {
     put(52, &(MAX_RANGE_SEGMENTS as u32).to_le_bytes()); // max_write_zeroes_seg
     put(56, &[1]); // write_zeroes_may_unmap
     config
-}
-
-/// The serial as GET_ID returns it: NUL-padded to 20 bytes.
-fn device_id(serial: Option<&str>) -> [u8; ID_LEN] {
-    let mut id = [0u8; ID_LEN];
-    if let Some(serial) = serial {
-        let len = serial.len().min(ID_LEN);
-        id[..len].copy_from_slice(&serial.as_bytes()[..len]);
-    }
-    id
 }
 
 impl VirtioDevice for Block {
@@ -117,11 +129,18 @@ impl VirtioDevice for Block {
         let Ok(start) = usize::try_from(offset) else {
             return;
         };
-        let Some(bytes) = self.config.get(start..) else {
+        let mut config = self.config;
+        let capacity = self.slot.capacity().to_le_bytes();
+        config[CAPACITY..CAPACITY + capacity.len()].copy_from_slice(&capacity);
+        let Some(bytes) = config.get(start..) else {
             return;
         };
         let len = data.len().min(bytes.len());
         data[..len].copy_from_slice(&bytes[..len]);
+    }
+
+    fn config_generation(&self) -> u32 {
+        self.slot.generation()
     }
 
     fn activate(&mut self, context: ActiveQueues) -> Result<(), ActivateError> {
@@ -139,17 +158,18 @@ impl VirtioDevice for Block {
         let handler = BlockHandler {
             mem,
             queue,
-            interrupt,
-            disk: self.disk.clone(),
-            id: device_id(self.disk.serial.as_deref()),
+            interrupt: Arc::clone(&interrupt),
+            slot: Arc::clone(&self.slot),
         };
         let worker = Worker::start_device("block", handler, notifiers)?;
         self.worker = Some(worker);
+        self.slot.activated(interrupt);
         Ok(())
     }
 
     fn reset(&mut self) {
         self.worker = None;
+        self.slot.deactivated();
     }
 }
 
@@ -158,8 +178,7 @@ pub(super) struct BlockHandler {
     pub(super) mem: GuestMemoryMmap,
     pub(super) queue: Queue,
     pub(super) interrupt: Arc<Interrupt>,
-    pub(super) disk: DiskImage,
-    pub(super) id: [u8; ID_LEN],
+    pub(super) slot: Arc<DiskSlot>,
 }
 
 impl BlockHandler {
@@ -187,7 +206,8 @@ impl BlockHandler {
                     break;
                 };
                 let head = chain.head_index();
-                let len = handle(&self.mem, &self.disk, &self.id, chain);
+                let backing = self.slot.current();
+                let len = handle(&self.mem, backing.as_deref(), chain);
                 if let Err(e) = self.queue.add_used(&self.mem, head, len) {
                     self.interrupt.mark_broken("block", &e);
                     return;
@@ -216,28 +236,22 @@ impl BlockHandler {
     }
 }
 
-/// Parses and executes one chain, writes its status byte; returns the used length (bytes
-/// written to the guest: data and status). A chain with no status byte gets 0.
+/// Parses and executes one chain against `backing` (`None`: an empty slot), writes its status
+/// byte; returns the used length (bytes written to the guest: data and status). A chain with
+/// no status byte gets 0.
 fn handle(
     mem: &GuestMemoryMmap,
-    disk: &DiskImage,
-    id: &[u8; ID_LEN],
+    backing: Option<&Backing>,
     chain: DescriptorChain<&GuestMemoryMmap>,
 ) -> u32 {
-    let parsed = request::parse(mem, chain, disk.sectors);
+    let capacity = backing.map_or(0, |b| b.sectors);
+    let parsed = request::parse(mem, chain, capacity);
     let Some(status) = parsed.status else {
         tracing::debug!("block: request without a status byte dropped");
         return 0;
     };
     let completion = match parsed.request {
-        Ok(request) => {
-            let backend = Backend {
-                file: &disk.file,
-                read_only: disk.read_only,
-                id: *id,
-            };
-            io::execute(&backend, &request)
-        }
+        Ok(request) => execute(backing, &request),
         Err(e) => {
             tracing::debug!("block: bad request: {e}");
             io::Completion {
@@ -248,6 +262,21 @@ fn handle(
     };
     status.copy_from(&[completion.status]);
     completion.written.saturating_add(1)
+}
+
+/// Runs a well-formed request on the backing, or on an empty slot (where only GET_ID works).
+fn execute(backing: Option<&Backing>, request: &Request<'_>) -> io::Completion {
+    match backing {
+        Some(backing) => {
+            let backend = Backend {
+                file: &backing.file,
+                read_only: backing.read_only,
+                id: backing.id,
+            };
+            io::execute(&backend, request)
+        }
+        None => io::execute_without_image(request),
+    }
 }
 
 impl QueueHandler for BlockHandler {
@@ -261,6 +290,7 @@ mod tests {
     use super::*;
     use std::path::{Path, PathBuf};
     use virtio_bindings::virtio_blk::*;
+    use virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_CONFIG;
     use virtio_bindings::virtio_ring::{
         VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
     };
@@ -332,6 +362,19 @@ mod tests {
         disk: &DiskImage,
         chains: &[&[(u64, u32, bool)]],
     ) -> (Vec<u32>, Arc<Interrupt>) {
+        run_slot(mem, &slot_of(disk), chains)
+    }
+
+    fn slot_of(disk: &DiskImage) -> Arc<DiskSlot> {
+        Arc::new(DiskSlot::new(Some(Backing::from_disk(disk))))
+    }
+
+    /// [`run`] on a disk slot.
+    fn run_slot(
+        mem: &GuestMemoryMmap,
+        slot: &Arc<DiskSlot>,
+        chains: &[&[(u64, u32, bool)]],
+    ) -> (Vec<u32>, Arc<Interrupt>) {
         let vq = MockSplitQueue::new(mem, 64);
         let mut descs = Vec::new();
         for chain in chains {
@@ -354,7 +397,7 @@ mod tests {
             }
         }
         vq.add_desc_chains(&descs, 0).unwrap();
-        let interrupt = run_queue(mem, disk, &vq);
+        let interrupt = run_queue_on(mem, slot, &vq);
         let used = vq.used();
         let count = used.idx().load();
         let lens = (0..count)
@@ -368,13 +411,20 @@ mod tests {
         disk: &DiskImage,
         vq: &MockSplitQueue<GuestMemoryMmap>,
     ) -> Arc<Interrupt> {
+        run_queue_on(mem, &slot_of(disk), vq)
+    }
+
+    fn run_queue_on(
+        mem: &GuestMemoryMmap,
+        slot: &Arc<DiskSlot>,
+        vq: &MockSplitQueue<GuestMemoryMmap>,
+    ) -> Arc<Interrupt> {
         let interrupt = Arc::new(Interrupt::new(EventFd::new(0).unwrap()));
         let mut handler = BlockHandler {
             mem: mem.clone(),
             queue: vq.create_queue().unwrap(),
             interrupt: Arc::clone(&interrupt),
-            disk: disk.clone(),
-            id: device_id(disk.serial.as_deref()),
+            slot: Arc::clone(slot),
         };
         handler.process();
         interrupt
@@ -389,8 +439,8 @@ mod tests {
 
     #[test]
     fn features_and_config_space() {
-        let rw = Block::new(image("features-rw", false, None).disk.clone());
-        let ro = Block::new(image("features-ro", true, None).disk.clone());
+        let rw = Block::new(&image("features-rw", false, None).disk);
+        let ro = Block::new(&image("features-ro", true, None).disk);
         for block in [&rw, &ro] {
             let f = block.device_features();
             assert_ne!(f & VIRTIO_F_VERSION_1, 0);
@@ -415,6 +465,78 @@ mod tests {
             beyond, [0xff; 4],
             "reads past the config space leave the buffer alone"
         );
+    }
+
+    fn capacity(block: &Block) -> u64 {
+        let mut bytes = [0u8; 8];
+        block.read_config(0, &mut bytes);
+        u64::from_le_bytes(bytes)
+    }
+
+    /// Runs a read of sector 1, a GET_ID and a flush on `slot`; returns their status bytes,
+    /// the sector read and the ID.
+    fn probe_slot(slot: &Arc<DiskSlot>) -> ([u8; 3], Vec<u8>, [u8; 20]) {
+        let mem = memory();
+        header(&mem, HEADER, VIRTIO_BLK_T_IN, 1);
+        header(&mem, HEADER + 0x100, VIRTIO_BLK_T_GET_ID, 0);
+        header(&mem, HEADER + 0x200, VIRTIO_BLK_T_FLUSH, 0);
+        mem.write_slice(&[0xffu8; 20], GuestAddress(DATA + 0x1000))
+            .unwrap();
+        let (lens, irq) = run_slot(
+            &mem,
+            slot,
+            &[
+                &[(HEADER, 16, R), (DATA, 512, W), (STATUS, 1, W)],
+                &[
+                    (HEADER + 0x100, 16, R),
+                    (DATA + 0x1000, 20, W),
+                    (STATUS + 1, 1, W),
+                ],
+                &[(HEADER + 0x200, 16, R), (STATUS + 2, 1, W)],
+            ],
+        );
+        assert_eq!(lens.len(), 3);
+        assert!(!irq.is_broken());
+        let statuses = [0, 1, 2].map(|i| status(&mem, STATUS + i));
+        let mut sector = vec![0u8; 512];
+        mem.read_slice(&mut sector, GuestAddress(DATA)).unwrap();
+        let mut id = [0u8; 20];
+        mem.read_slice(&mut id, GuestAddress(DATA + 0x1000))
+            .unwrap();
+        (statuses, sector, id)
+    }
+
+    #[test]
+    fn a_disk_slot_is_empty_until_attached_and_after_detach() {
+        let block = Block::empty_slot();
+        assert_ne!(block.device_features() & bit(VIRTIO_BLK_F_RO), 0);
+        assert_eq!(block.device_features() & bit(VIRTIO_BLK_F_DISCARD), 0);
+        let slot = block.slot();
+        let interrupt = Arc::new(Interrupt::new(EventFd::new(0).unwrap()));
+        slot.activated(Arc::clone(&interrupt));
+        assert_eq!((capacity(&block), block.config_generation()), (0, 0));
+        let (statuses, _, id) = probe_slot(&slot);
+        assert_eq!(statuses, [IOERR, 0, IOERR], "empty: no data, an empty ID");
+        assert_eq!(id, [0u8; 20]);
+
+        let img = image("slot", true, None);
+        let file = std::fs::File::open(&img.disk.path).unwrap();
+        let backing = Backing::read_only_image(file, "layer-7").unwrap();
+        assert_eq!(slot.attach(backing).unwrap(), SECTORS);
+        assert_eq!((capacity(&block), block.config_generation()), (SECTORS, 1));
+        assert_eq!(interrupt.status(), VIRTIO_MMIO_INT_CONFIG);
+        let (statuses, sector, id) = probe_slot(&slot);
+        assert_eq!(statuses, [0, 0, 0]);
+        assert_eq!(sector, (512..1024).map(pattern).collect::<Vec<_>>());
+        assert_eq!(&id, b"layer-7\0\0\0\0\0\0\0\0\0\0\0\0\0");
+
+        interrupt.ack(VIRTIO_MMIO_INT_CONFIG);
+        slot.detach().unwrap();
+        assert_eq!((capacity(&block), block.config_generation()), (0, 2));
+        assert_eq!(interrupt.status(), VIRTIO_MMIO_INT_CONFIG);
+        let (statuses, _, id) = probe_slot(&slot);
+        assert_eq!(statuses, [IOERR, 0, IOERR]);
+        assert_eq!(id, [0u8; 20]);
     }
 
     #[test]

@@ -16,8 +16,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::device::BlockHandler;
-use super::disk::DiskImage;
 use super::request::{self, RequestKind, SECTOR_SHIFT, SECTOR_SIZE};
+use super::slot::{device_id, Backing, DiskSlot};
 use crate::devices::virtio::Interrupt;
 
 /// Guest address of the descriptor table.
@@ -56,8 +56,7 @@ pub fn virtio_block(data: &[u8]) {
         mem: mem.clone(),
         queue,
         interrupt: Arc::clone(&interrupt),
-        disk,
-        id: *b"fuzz\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        slot: Arc::new(DiskSlot::new(Some(disk))),
     };
     handler.process();
     if !interrupt.is_broken() {
@@ -92,7 +91,7 @@ fn queue(event_idx: bool) -> Option<Queue> {
 }
 
 /// A fresh in-memory file of [`DISK_SECTORS`] sectors.
-fn disk(read_only: bool) -> Option<DiskImage> {
+fn disk(read_only: bool) -> Option<Backing> {
     // SAFETY: memfd_create reads a NUL-terminated name and returns a new descriptor or -1.
     let fd = unsafe { libc::memfd_create(c"rvm-fuzz-disk".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
@@ -101,12 +100,11 @@ fn disk(read_only: bool) -> Option<DiskImage> {
     // SAFETY: `fd` was just created and nothing else owns it.
     let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     file.set_len(DISK_SECTORS * SECTOR_SIZE).ok()?;
-    Some(DiskImage {
-        path: "memfd".into(),
+    Some(Backing {
         file: Arc::new(file),
         sectors: DISK_SECTORS,
         read_only,
-        serial: Some("fuzz".into()),
+        id: device_id(Some("fuzz")),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Executes a parsed virtio-blk request against the backing file: reads and writes go straight
 //! between the file and guest memory with `preadv`/`pwritev` (no bounce buffer), flush is
-//! `fdatasync`, discard and write-zeroes are `fallocate` (punch hole / zero range).
+//! `fdatasync`, discard and write-zeroes are `fallocate` (punch hole / zero range). An empty
+//! disk slot answers GET_ID only.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -84,6 +85,16 @@ pub fn execute(backend: &Backend<'_>, request: &Request<'_>) -> Completion {
             Completion::failed()
         }
     }
+}
+
+/// Executes `request` on an empty disk slot: GET_ID answers an empty ID, everything else
+/// fails (reads and writes cannot get here: the parser checks them against capacity 0).
+pub fn execute_without_image(request: &Request<'_>) -> Completion {
+    if request.kind == RequestKind::GetId {
+        return Completion::ok(write_id(&[0; ID_LEN], &request.data));
+    }
+    tracing::debug!("block: {:?} on an empty disk slot refused", request.kind);
+    Completion::failed()
 }
 
 /// Copies the ID into the guest's buffers, as much as fits; returns the bytes written.

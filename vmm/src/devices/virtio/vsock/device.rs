@@ -1,8 +1,7 @@
 //! The virtio-vsock device: its configuration space (the guest's CID), its three queues (RX,
 //! TX, event), the Unix socket it is reached through, and the queue processing on its worker.
 
-use std::io::ErrorKind;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,6 +14,7 @@ use crate::devices::virtio::worker::{Poller, QueueHandler, Worker};
 use crate::devices::virtio::{
     ActivateError, ActiveQueues, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1,
 };
+use crate::uds::{BindError, MAX_SOCKET_PATH};
 
 /// Virtio device ID of a socket device.
 const VIRTIO_ID_VSOCK: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
@@ -23,8 +23,6 @@ const QUEUE_SIZE: u16 = 256;
 const RX: usize = 0;
 const TX: usize = 1;
 const EVENT: usize = 2;
-/// `struct sockaddr_un`'s path room, NUL excluded.
-const MAX_SOCKET_PATH: usize = 107;
 /// Room kept for the `_<port>` suffix of guest-initiated connections.
 const PORT_SUFFIX: usize = 11;
 
@@ -88,22 +86,13 @@ pub fn bind(uds: &Path) -> Result<UnixListener, VsockError> {
             max,
         });
     }
-    let bind_error = |source| VsockError::Bind {
-        path: uds.to_path_buf(),
-        source,
-    };
-    if let Ok(meta) = std::fs::symlink_metadata(uds) {
-        use std::os::unix::fs::FileTypeExt;
-        let stale = meta.file_type().is_socket()
-            && matches!(UnixStream::connect(uds), Err(e) if e.kind() == ErrorKind::ConnectionRefused);
-        if !stale {
-            return Err(VsockError::InUse(uds.to_path_buf()));
-        }
-        std::fs::remove_file(uds).map_err(bind_error)?;
-    }
-    let listener = UnixListener::bind(uds).map_err(bind_error)?;
-    listener.set_nonblocking(true).map_err(bind_error)?;
-    Ok(listener)
+    crate::uds::bind(uds).map_err(|e| match e {
+        BindError::InUse => VsockError::InUse(uds.to_path_buf()),
+        BindError::Io(source) => VsockError::Bind {
+            path: uds.to_path_buf(),
+            source,
+        },
+    })
 }
 
 impl Drop for Vsock {
@@ -292,6 +281,7 @@ impl QueueHandler for VsockHandler {
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
 
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
