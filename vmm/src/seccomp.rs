@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -69,7 +70,7 @@ const SI_SYSCALL_OFFSET: usize = 24;
 extern "C" fn report_blocked_call(
     _: libc::c_int,
     info: *mut libc::siginfo_t,
-    _: *mut libc::c_void,
+    context: *mut libc::c_void,
 ) {
     let syscall = if info.is_null() {
         -1
@@ -96,8 +97,10 @@ extern "C" fn report_blocked_call(
         message[len..end].copy_from_slice(&part[..end - len]);
         len = end;
     }
-    // SAFETY: writes `len` initialised bytes of `message` to fd 2; write(2) is async-signal-safe.
-    unsafe { libc::write(libc::STDERR_FILENO, message.as_ptr().cast(), len) };
+    write_stderr(&message[..len]);
+    if TRACE_CALLER.load(Ordering::Relaxed) {
+        report_caller(context.cast());
+    }
     // SAFETY: restoring SIGSYS's default action is async-signal-safe and affects no memory.
     unsafe { libc::signal(libc::SIGSYS, libc::SIG_DFL) };
     let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
@@ -110,6 +113,63 @@ extern "C" fn report_blocked_call(
     // SAFETY: raising SIGSYS, now unblocked and with its default action, ends the process as a
     // killing filter would.
     unsafe { libc::raise(libc::SIGSYS) };
+}
+
+/// Set from `RVM_VMM_SECCOMP_TRACE` when the filter is installed: the SIGSYS handler then also
+/// writes the blocked call's instruction pointer and the stack words that look like return
+/// addresses into the binary, with the address of a known function to compute the load base
+/// (`addr2line -f -C -e rvm-vmm ADDRESS-BASE`, BASE from `nm rvm-vmm | grep report_blocked_call`).
+static TRACE_CALLER: AtomicBool = AtomicBool::new(false);
+
+/// Stack words examined above the stack pointer of the blocked call.
+const TRACE_WORDS: usize = 64;
+/// How far from a known function a stack word may be to count as a return address.
+const TRACE_TEXT_SPAN: u64 = 256 << 20;
+
+/// Writes `bytes` to stderr with write(2), which is async-signal-safe.
+fn write_stderr(bytes: &[u8]) {
+    // SAFETY: `bytes` is a valid, initialised slice for the length passed.
+    unsafe { libc::write(libc::STDERR_FILENO, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+/// Writes `value` in hexadecimal to stderr, without allocating.
+fn write_hex(value: u64) {
+    let mut text = *b"0x0000000000000000";
+    for (i, byte) in text[2..].iter_mut().enumerate() {
+        let nibble = (value >> (60 - 4 * i)) & 0xf;
+        *byte = b"0123456789abcdef"[nibble as usize];
+    }
+    write_stderr(&text);
+}
+
+/// The diagnostics of [`TRACE_CALLER`], from the signal's saved context.
+fn report_caller(context: *const libc::ucontext_t) {
+    if context.is_null() {
+        return;
+    }
+    // SAFETY: for a SA_SIGINFO handler the kernel passes a valid ucontext_t as the third
+    // argument; reading its saved registers is a plain memory read.
+    let registers = unsafe { (*context).uc_mcontext.gregs };
+    let rip = registers[libc::REG_RIP as usize] as u64;
+    let rsp = registers[libc::REG_RSP as usize] as u64;
+    let known = report_blocked_call as *const () as u64;
+    write_stderr(b"rvm-vmm: seccomp: blocked at rip ");
+    write_hex(rip);
+    write_stderr(b"; report_blocked_call is at ");
+    write_hex(known);
+    write_stderr(b"; return addresses on the stack:");
+    for index in 0..TRACE_WORDS {
+        let address = rsp.wrapping_add(8 * index as u64) as *const u64;
+        // SAFETY: a diagnostic read of the interrupted thread's stack, opted into with
+        // RVM_VMM_SECCOMP_TRACE; TRACE_WORDS words above the stack pointer lie in the
+        // thread's stack, whose outermost frames take more room than that.
+        let word = unsafe { std::ptr::read_volatile(address) };
+        if word.abs_diff(known) < TRACE_TEXT_SPAN {
+            write_stderr(b" ");
+            write_hex(word);
+        }
+    }
+    write_stderr(b"\n");
 }
 
 /// `value` in decimal ASCII: the digits and their count, without allocating.
@@ -270,6 +330,10 @@ pub fn program(mode: SeccompMode) -> Result<Option<BpfProgram>, SeccompError> {
 pub fn install(mode: SeccompMode) -> Result<(), SeccompError> {
     if let Some(program) = program(mode)? {
         if mode == SeccompMode::Enforce {
+            TRACE_CALLER.store(
+                std::env::var_os("RVM_VMM_SECCOMP_TRACE").is_some(),
+                Ordering::Relaxed,
+            );
             register_signal_handler(libc::SIGSYS, report_blocked_call)
                 .map_err(SeccompError::SigsysHandler)?;
         }
@@ -300,7 +364,13 @@ mod tests {
     /// Runs this test binary again as a child that installs the filter in `mode` and then opens
     /// a file; returns how the child ended.
     fn child_opening_a_file(mode: &str) -> std::process::Output {
+        child_opening_a_file_with(mode, &[])
+    }
+
+    /// [`child_opening_a_file`] with extra environment variables.
+    fn child_opening_a_file_with(mode: &str, env: &[(&str, &str)]) -> std::process::Output {
         Command::new(std::env::current_exe().unwrap())
+            .envs(env.iter().copied())
             .args([
                 "--exact",
                 "seccomp::tests::child",
@@ -334,6 +404,19 @@ mod tests {
         // openat is system call 257 on x86_64.
         assert!(
             stderr.contains("rvm-vmm: seccomp: system call 257 is not in the VMM's allowlist"),
+            "{stderr}"
+        );
+    }
+
+    #[test]
+    fn trace_names_where_the_call_was_made() {
+        let output = child_opening_a_file_with("enforce", &[("RVM_VMM_SECCOMP_TRACE", "1")]);
+        assert_eq!(output.status.signal(), Some(libc::SIGSYS), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("system call 257"), "{stderr}");
+        assert!(stderr.contains("blocked at rip 0x"), "{stderr}");
+        assert!(
+            stderr.contains("return addresses on the stack: 0x"),
             "{stderr}"
         );
     }
