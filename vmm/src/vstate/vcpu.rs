@@ -182,9 +182,7 @@ impl Vcpu {
             }
         }
     }
-}
 
-impl Vcpu {
     /// Logs where the guest was when it triple-faulted: a guest that meant to reboot goes
     /// through the i8042 (reboot=k), so a triple fault is worth a warning with the registers.
     fn log_triple_fault(&self) {
