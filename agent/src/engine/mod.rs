@@ -382,6 +382,8 @@ impl Engine {
         if self.containers().contains_key(&request.id) {
             return Err(EngineError::ContainerExists(request.id));
         }
+        // bench/boot times create -> "container process running" from these two lines.
+        tracing::info!(container = %request.id, "creating container");
         let mut spec = parse_spec(&request.spec_json)?;
         let seccomp = SeccompPolicy::for_spec(&spec)?;
         let dir = self.config.run_dir.join("containers").join(&request.id);
@@ -562,6 +564,10 @@ impl Engine {
         if let Some(failure) = &failure {
             tracing::info!(container = id, status = failure.status, message = %failure.message, "command could not be executed");
             container.init.set_exec_failure(failure.clone());
+        } else {
+            // The status pipe closes on the helper's successful execve: the container's own
+            // program is about to run its first instruction.
+            tracing::info!(container = id, pid = container.init.pid, "container process running");
         }
         Ok(Started {
             pid: container.init.pid,
