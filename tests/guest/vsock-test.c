@@ -7,6 +7,11 @@
  *   vsock-test accept-one PORT    listen on PORT, accept one connection, close it, exit 0
  *   vsock-test connect CID PORT   connect; copy stdin to the socket (half-close on EOF) and the
  *                                 socket to stdout until the peer's EOF; exit 1 if refused
+ *   vsock-test sink PORT          listen on PORT; print "LISTENING PORT"; for each connection in
+ *                                 turn read to EOF, answer "RECEIVED <bytes>\n" and close
+ *   vsock-test source PORT BYTES  listen on PORT; print "LISTENING PORT"; for each connection in
+ *                                 turn write BYTES zero bytes and close
+ * sink and source serve bench/virtio-vsock's throughput runs.
  */
 #include <errno.h>
 #include <poll.h>
@@ -122,11 +127,62 @@ static int connect_to(unsigned cid, unsigned port) {
     return 0;
 }
 
+static int accept_next(int fd) {
+    for (;;) {
+        int conn = accept(fd, NULL, NULL);
+        if (conn >= 0) return conn;
+        if (errno != EINTR) die("accept");
+    }
+}
+
+static _Noreturn void sink(unsigned port) {
+    int fd = listen_on(port);
+    signal(SIGPIPE, SIG_IGN); /* a peer that goes away ends its connection, not the server */
+    static char buf[262144];
+    printf("LISTENING %u\n", port);
+    fflush(stdout);
+    for (;;) {
+        int conn = accept_next(fd);
+        long long total = 0;
+        for (;;) {
+            ssize_t n = read(conn, buf, sizeof buf);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            total += n;
+        }
+        char reply[64];
+        int len = snprintf(reply, sizeof reply, "RECEIVED %lld\n", total);
+        write_all(conn, reply, len);
+        close(conn);
+    }
+}
+
+static _Noreturn void source(unsigned port, long long bytes) {
+    int fd = listen_on(port);
+    signal(SIGPIPE, SIG_IGN); /* a peer that goes away ends its connection, not the server */
+    static char buf[262144];
+    printf("LISTENING %u\n", port);
+    fflush(stdout);
+    for (;;) {
+        int conn = accept_next(fd);
+        long long left = bytes;
+        while (left > 0) {
+            ssize_t chunk = left < (long long)sizeof buf ? (ssize_t)left : (ssize_t)sizeof buf;
+            if (write_all(conn, buf, chunk) < 0) break;
+            left -= chunk;
+        }
+        close(conn);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "echo-server") == 0) return echo_server(atoi(argv[2]));
     if (argc == 3 && strcmp(argv[1], "accept-one") == 0) return accept_one(atoi(argv[2]));
     if (argc == 4 && strcmp(argv[1], "connect") == 0)
         return connect_to(atoi(argv[2]), atoi(argv[3]));
-    fprintf(stderr, "usage: vsock-test echo-server PORT | accept-one PORT | connect CID PORT\n");
+    if (argc == 3 && strcmp(argv[1], "sink") == 0) sink(atoi(argv[2]));
+    if (argc == 4 && strcmp(argv[1], "source") == 0) source(atoi(argv[2]), atoll(argv[3]));
+    fprintf(stderr, "usage: vsock-test echo-server PORT | accept-one PORT | connect CID PORT"
+                    " | sink PORT | source PORT BYTES\n");
     return 2;
 }
