@@ -1,6 +1,8 @@
 //! virtio-rng (entropy device): fills the guest's device-writable buffers with bytes from the
 //! host's `getrandom`, at most [`MAX_REQUEST_BYTES`] per request.
 
+pub mod fuzzing;
+
 use std::io::Write;
 use std::sync::Arc;
 
