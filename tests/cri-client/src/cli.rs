@@ -1,0 +1,244 @@
+//! The command line: global options, subcommands, and the parsers of `KEY=VALUE` arguments and
+//! of the pod uid derived from a name.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rvm-cri",
+    version,
+    about = "A small CRI client: drives containerd's CRI plugin (CRI v1) over its Unix socket"
+)]
+pub struct Cli {
+    /// containerd's gRPC socket, which serves the CRI v1 API.
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    pub socket: PathBuf,
+    /// Seconds each call (and the connection) may take.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the runtime's name and version (Version).
+    Version,
+    /// Run a pod sandbox (RunPodSandbox); prints its id.
+    Runp(Runp),
+    /// Create a container in a pod (CreateContainer); prints its id.
+    ///
+    /// CreateContainer needs the pod's sandbox config again. It is rebuilt from
+    /// PodSandboxStatus(POD): metadata, labels and annotations, and the hostname and log
+    /// directory from the verbose info when the runtime reports the original config there (as
+    /// containerd does). The container's log path is NAME.log, set only when the pod has a log
+    /// directory: containerd then writes the container's output to LOGDIR/NAME.log.
+    Create(Create),
+    /// Start a created container (StartContainer).
+    Start {
+        /// Container id.
+        container: String,
+    },
+    /// Stop a container (StopContainer): SIGTERM, then SIGKILL after the grace period.
+    Stop {
+        /// Container id.
+        container: String,
+        /// Seconds between SIGTERM and SIGKILL.
+        #[arg(long, default_value_t = 10)]
+        grace: u64,
+    },
+    /// Remove a container (RemoveContainer).
+    Rm {
+        /// Container id.
+        container: String,
+    },
+    /// Stop a pod sandbox and its containers (StopPodSandbox).
+    Stopp {
+        /// Pod sandbox id.
+        pod: String,
+    },
+    /// Remove a pod sandbox (RemovePodSandbox).
+    Rmp {
+        /// Pod sandbox id.
+        pod: String,
+    },
+    /// Run a command in a container and wait for it (ExecSync); exits with its exit code.
+    Exec(Exec),
+    /// Print a container's status as JSON (ContainerStatus, verbose).
+    Inspect {
+        /// Container id.
+        container: String,
+    },
+    /// Print a pod sandbox's status as JSON (PodSandboxStatus, verbose).
+    Inspectp {
+        /// Pod sandbox id.
+        pod: String,
+    },
+    /// List containers as JSON (ListContainers).
+    Ps {
+        /// Only the containers of this pod sandbox.
+        #[arg(long)]
+        pod: Option<String>,
+    },
+    /// List pod sandboxes as JSON (ListPodSandbox).
+    Pods,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Runp {
+    /// The pod's name (metadata.name).
+    #[arg(long)]
+    pub name: String,
+    /// The pod's namespace (metadata.namespace).
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// The pod's uid (metadata.uid); default: derived from the namespace and name.
+    #[arg(long)]
+    pub uid: Option<String>,
+    /// The runtime handler (a runtime name in containerd's CRI config); default: containerd's
+    /// default runtime.
+    #[arg(long)]
+    pub handler: Option<String>,
+    /// The pod's hostname.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// The directory where the runtime writes the containers' logs.
+    #[arg(long)]
+    pub log_dir: Option<String>,
+    /// An annotation KEY=VALUE (repeatable).
+    #[arg(long = "annotation", value_parser = parse_key_value)]
+    pub annotations: Vec<(String, String)>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Create {
+    /// The pod sandbox to create the container in.
+    #[arg(long)]
+    pub pod: String,
+    /// The container's name (metadata.name).
+    #[arg(long)]
+    pub name: String,
+    /// The image, by name (it must be in the runtime's image store).
+    #[arg(long)]
+    pub image: String,
+    /// An environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env", value_parser = parse_key_value)]
+    pub envs: Vec<(String, String)>,
+    /// The working directory of the container's process.
+    #[arg(long)]
+    pub workdir: Option<String>,
+    /// An annotation KEY=VALUE (repeatable).
+    #[arg(long = "annotation", value_parser = parse_key_value)]
+    pub annotations: Vec<(String, String)>,
+    /// The command and its arguments (the image's entrypoint and Cmd when none).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Exec {
+    /// Container id.
+    pub container: String,
+    /// Seconds the command may run (0: no limit); the call's own deadline grows to match.
+    #[arg(long = "timeout", default_value_t = 0)]
+    pub exec_timeout: u64,
+    /// The command and its arguments.
+    #[arg(required = true, last = true)]
+    pub command: Vec<String>,
+}
+
+/// Parses `KEY=VALUE` (the value may contain `=` and be empty; the key may not be empty).
+pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        Some(_) => Err(format!("'{text}' has an empty key (expected KEY=VALUE)")),
+        None => Err(format!("'{text}' has no '=' (expected KEY=VALUE)")),
+    }
+}
+
+/// A stable pod uid for a namespace and name: the same pod name gets the same uid on every run,
+/// as a controller's would for one pod object. FNV-1a (64-bit) of `namespace/name`, in hex.
+pub fn derive_uid(namespace: &str, name: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in namespace.bytes().chain([b'/']).chain(name.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("rvm-cri-{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_splits_at_the_first_equals_sign() {
+        assert_eq!(
+            parse_key_value("a=b=c").unwrap(),
+            ("a".to_string(), "b=c".to_string())
+        );
+        assert_eq!(
+            parse_key_value("empty=").unwrap(),
+            ("empty".to_string(), String::new())
+        );
+    }
+
+    #[test]
+    fn key_value_without_equals_or_key_is_refused() {
+        assert!(parse_key_value("novalue").unwrap_err().contains("no '='"));
+        assert!(parse_key_value("=v").unwrap_err().contains("empty key"));
+    }
+
+    #[test]
+    fn derived_uid_is_stable_and_depends_on_namespace_and_name() {
+        let uid = derive_uid("default", "p1");
+        assert_eq!(uid, derive_uid("default", "p1"));
+        assert_ne!(uid, derive_uid("default", "p2"));
+        assert_ne!(uid, derive_uid("other", "p1"));
+        // "a/bc" and "ab/c" must differ: the separator is hashed too.
+        assert_ne!(derive_uid("a", "bc"), derive_uid("ab", "c"));
+        assert!(uid.starts_with("rvm-cri-") && uid.len() == "rvm-cri-".len() + 16);
+    }
+
+    #[test]
+    fn command_line_parses() {
+        let cli = Cli::try_parse_from([
+            "rvm-cri",
+            "--socket",
+            "/tmp/s.sock",
+            "create",
+            "--pod",
+            "p",
+            "--name",
+            "c1",
+            "--image",
+            "busybox",
+            "--env",
+            "A=1",
+            "--",
+            "sh",
+            "-c",
+            "echo --name",
+        ])
+        .unwrap();
+        assert_eq!(cli.timeout, 120);
+        let Command::Create(create) = cli.command else {
+            panic!("not create: {:?}", cli.command);
+        };
+        assert_eq!(create.envs, vec![("A".to_string(), "1".to_string())]);
+        assert_eq!(create.command, ["sh", "-c", "echo --name"]);
+
+        let cli =
+            Cli::try_parse_from(["rvm-cri", "exec", "c1", "--timeout", "5", "--", "ls"]).unwrap();
+        let Command::Exec(exec) = cli.command else {
+            panic!("not exec: {:?}", cli.command);
+        };
+        assert_eq!(
+            (exec.exec_timeout, exec.command),
+            (5, vec!["ls".to_string()])
+        );
+        assert!(Cli::try_parse_from(["rvm-cri", "exec", "c1"]).is_err());
+    }
+}

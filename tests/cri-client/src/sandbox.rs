@@ -1,0 +1,133 @@
+//! Pod sandbox configs: the one `runp` sends, and the one `create` rebuilds from the pod's
+//! status (CreateContainer wants the sandbox config again; a client that did not keep it, like
+//! this one between two runs, rebuilds it from PodSandboxStatus).
+
+use std::collections::HashMap;
+
+use k8s_cri::v1::{LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxStatusResponse};
+use serde_json::Value;
+
+use crate::cli::{derive_uid, Runp};
+
+/// The config `runp` sends: linux with an empty cgroup parent and no security context (the
+/// runtime's defaults), no DNS config and no port mappings.
+pub fn run_config(args: &Runp) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(k8s_cri::v1::PodSandboxMetadata {
+            name: args.name.clone(),
+            uid: args
+                .uid
+                .clone()
+                .unwrap_or_else(|| derive_uid(&args.namespace, &args.name)),
+            namespace: args.namespace.clone(),
+            attempt: 0,
+        }),
+        hostname: args.hostname.clone().unwrap_or_default(),
+        log_directory: args.log_dir.clone().unwrap_or_default(),
+        annotations: args.annotations.iter().cloned().collect(),
+        linux: Some(LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// The sandbox config rebuilt from a verbose PodSandboxStatus: metadata, labels and annotations
+/// from the status; hostname and log directory from the original config when the runtime puts
+/// it in the verbose info (containerd: `info["info"]` is JSON with a `config` object).
+pub fn config_from_status(response: &PodSandboxStatusResponse) -> PodSandboxConfig {
+    let status = response.status.clone().unwrap_or_default();
+    let original = original_config(&response.info);
+    let text = |snake: &str, camel: &str| {
+        original
+            .as_ref()
+            .and_then(|config| config.get(snake).or_else(|| config.get(camel)))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    PodSandboxConfig {
+        metadata: status.metadata,
+        hostname: text("hostname", "hostname"),
+        log_directory: text("log_directory", "logDirectory"),
+        labels: status.labels,
+        annotations: status.annotations,
+        linux: Some(LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// The `config` object of containerd's verbose sandbox info, if there is one.
+fn original_config(info: &HashMap<String, String>) -> Option<Value> {
+    let info: Value = serde_json::from_str(info.get("info")?).ok()?;
+    info.get("config").cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1::{PodSandboxMetadata, PodSandboxStatus};
+
+    fn status_response(info: Option<&str>) -> PodSandboxStatusResponse {
+        PodSandboxStatusResponse {
+            status: Some(PodSandboxStatus {
+                id: "abc".to_string(),
+                metadata: Some(PodSandboxMetadata {
+                    name: "p1".to_string(),
+                    uid: "u1".to_string(),
+                    namespace: "ns".to_string(),
+                    attempt: 0,
+                }),
+                labels: HashMap::from([("l".to_string(), "1".to_string())]),
+                annotations: HashMap::from([("a".to_string(), "2".to_string())]),
+                ..Default::default()
+            }),
+            info: info
+                .map(|text| HashMap::from([("info".to_string(), text.to_string())]))
+                .unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rebuilt_config_takes_metadata_labels_annotations_and_the_original_log_dir() {
+        let info = r#"{"pid": 42, "config": {"metadata": {"name": "p1"},
+            "hostname": "h1", "log_directory": "/tmp/logs"}}"#;
+        let config = config_from_status(&status_response(Some(info)));
+        let metadata = config.metadata.unwrap();
+        assert_eq!(
+            (metadata.name.as_str(), metadata.uid.as_str()),
+            ("p1", "u1")
+        );
+        assert_eq!(metadata.namespace, "ns");
+        assert_eq!(config.labels["l"], "1");
+        assert_eq!(config.annotations["a"], "2");
+        assert_eq!(config.hostname, "h1");
+        assert_eq!(config.log_directory, "/tmp/logs");
+    }
+
+    #[test]
+    fn rebuilt_config_without_info_has_no_log_dir() {
+        for info in [None, Some("not json"), Some(r#"{"pid": 1}"#)] {
+            let config = config_from_status(&status_response(info));
+            assert_eq!(config.log_directory, "");
+            assert_eq!(config.metadata.unwrap().name, "p1");
+        }
+    }
+
+    #[test]
+    fn run_config_derives_the_uid_when_none_is_given() {
+        let args = Runp {
+            name: "p1".to_string(),
+            namespace: "default".to_string(),
+            uid: None,
+            handler: None,
+            hostname: None,
+            log_dir: Some("/tmp/logs".to_string()),
+            annotations: vec![("k".to_string(), "v".to_string())],
+        };
+        let config = run_config(&args);
+        assert_eq!(config.metadata.unwrap().uid, derive_uid("default", "p1"));
+        assert_eq!(config.log_directory, "/tmp/logs");
+        assert_eq!(config.annotations["k"], "v");
+        assert_eq!(config.linux.unwrap().cgroup_parent, "");
+    }
+}
