@@ -1,0 +1,345 @@
+#!/bin/bash
+# shim/tests/lab-cri.sh: a pod through containerd's CRI plugin (Debian's containerd 1.6), driven
+# by our own CRI client rvm-cri (tests/cri-client), with the runtime handler CRI_HANDLER:
+#
+#   rvm (default), in the lab:
+#     cargo build -p rvm-cri-client -p containerd-shim-rvm-v1 -p rvm-vmm && guest-kernel/build \
+#         && agent/build-initramfs && tests/lab/run -- shim/tests/lab-cri.sh
+#   runc, natively as root on any Linux host (checks the client, the CRI config, the images and
+#   CNI without a VM):
+#     cargo build -p rvm-cri-client && CRI_HANDLER=runc shim/tests/lab-cri.sh
+#
+# Starts containerd with its own root, state, config and socket under a temporary directory and
+# the CRI plugin on: sandbox image docker.io/rvm/pause:1 (a busybox sh that sleeps, made by
+# tools/busybox-image --cmd and imported into k8s.io before any pod starts, as is the busybox
+# image), overlayfs, runtimes runc (the default) and rvm, CNI from Debian's
+# containernetworking-plugins (/usr/lib/cni): a bridge cnirvm0 with host-local addresses in
+# 10.99.0.0/24 (containerd adds the loopback network itself). Then:
+#   - runp (handler CRI_HANDLER, a log directory): the pod is SANDBOX_READY with an IP in
+#     10.99.0.0/24;
+#   - two busybox containers: c1 serves a page with httpd on 127.0.0.1:8080, c2 sleeps; both
+#     RUNNING; exec prints output and passes exit codes; c2 fetches c1's page over 127.0.0.1 (the
+#     pod's containers share one network namespace); c1's eth0 has the pod's IP; c1's stdout is
+#     in LOGDIR/c1.log;
+#   - rvm only: one rvm-vmm and one shim process serve the pod (both containers in its VM);
+#   - stop c1: CONTAINER_EXITED; stopp, rmp; afterwards (rvm) no rvm-vmm or shim process is left,
+#     and the pod's network namespace is gone.
+# Binaries: CRI_CLIENT (else target/debug/rvm-cri, else target/release/rvm-cri); for rvm, SHIM_BIN
+# (else target/debug, else target/release) with rvm-vmm beside it and the guest artifacts in
+# RVM_GUEST_DIR (else target/rvm-guest). die/say, the binary and host checks, fail/ok and check
+# come from tests/e2e/lib.sh. containerd's log ends up in target/tmp/lab-cri.log.
+# Exit status 0 when every check passed.
+set -uo pipefail
+e2e_name=lab-cri
+# shellcheck source-path=SCRIPTDIR source=../../tests/e2e/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../tests/e2e/lib.sh" || exit 1
+handler=${CRI_HANDLER:-rvm}
+image=docker.io/library/busybox:latest
+pause_image=docker.io/rvm/pause:1
+bridge=cnirvm0
+subnet=10.99.0.0/24
+cni_bin=/usr/lib/cni
+
+[ "$(id -u)" -eq 0 ] || die "run as root (containerd, mounts, network namespaces)"
+case $handler in
+    rvm)
+        e2e_find_binary containerd-shim-rvm-v1 containerd-shim-rvm-v1 "${SHIM_BIN:-}"
+        shim=$e2e_bin
+        e2e_require_lab
+        e2e_require_tools mkfs.erofs mkfs.ext4
+        ;;
+    runc) e2e_require_tools runc containerd-shim-runc-v2 ;;
+    *) die "CRI_HANDLER must be rvm or runc, not '$handler'" ;;
+esac
+e2e_require_tools containerd ctr python3 ip
+for plugin in bridge host-local loopback; do
+    [ -x "$cni_bin/$plugin" ] || die "$cni_bin/$plugin is missing (apt-get install containernetworking-plugins)"
+done
+cri_client=${CRI_CLIENT:-}
+if [ -z "$cri_client" ]; then
+    for candidate in "$target/debug/rvm-cri" "$target/release/rvm-cri"; do
+        if [ -x "$candidate" ]; then cri_client=$candidate; break; fi
+    done
+fi
+[ -x "${cri_client:-/nonexistent}" ] || die "no rvm-cri binary: cargo build -p rvm-cri-client first"
+[ -x "$repo/tools/busybox-image" ] || die "tools/busybox-image is missing"
+# The overlayfs snapshotter needs the overlay file system; containerd pins pod network
+# namespaces under /var/run/netns.
+grep -qw overlay /proc/filesystems || modprobe overlay || die "no overlay file system"
+mkdir -p /var/run/netns || die "cannot create /var/run/netns"
+
+# Sockets cannot be bound on the lab's 9p-shared repository: everything lives in /tmp.
+tmp=$(mktemp -d /tmp/lab-cri.XXXXXX) || die "cannot create a temporary directory"
+socket=$tmp/containerd.sock
+logdir=$tmp/pod-logs
+mkdir -p "$tmp/bin" "$tmp/cni" "$logdir"
+if [ "$handler" = rvm ]; then
+    export RVM_ROOT=$tmp/rvm
+    mkdir -p "$RVM_ROOT"
+    # Copies on the lab's tmpfs (see lab-containerd.sh: a debug binary read over 9p can be too
+    # slow for containerd's 5 s `shim delete`); rvm-vmm beside the shim, where the shim looks.
+    cp "$shim" "$tmp/bin/containerd-shim-rvm-v1"
+    cp "$(dirname "$shim")/rvm-vmm" "$tmp/bin/rvm-vmm"
+fi
+cri_plugin='plugins."io.containerd.grpc.v1.cri"'
+cat >"$tmp/config.toml" <<TOML
+version = 2
+root = "$tmp/root"
+state = "$tmp/state"
+[grpc]
+  address = "$socket"
+[ttrpc]
+  address = "$socket.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$tmp/opt"
+[$cri_plugin]
+  sandbox_image = "$pause_image"
+  # A minimal host: no AppArmor, and possibly an oom_score_adj we may not lower.
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+  systemd_cgroup = false
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [$cri_plugin.containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [$cri_plugin.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [$cri_plugin.containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        # runc's state beside ours, not in the host's /run/containerd/runc.
+        Root = "$tmp/runc"
+    [$cri_plugin.containerd.runtimes.rvm]
+      runtime_type = "io.containerd.rvm.v1"
+  [$cri_plugin.cni]
+    bin_dir = "$cni_bin"
+    conf_dir = "$tmp/cni"
+    max_conf_num = 1
+TOML
+cat >"$tmp/cni/10-lab-cri.conflist" <<JSON
+{
+  "cniVersion": "0.4.0",
+  "name": "lab-cri",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$bridge",
+      "isGateway": true,
+      "ipMasq": false,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{ "subnet": "$subnet" }]],
+        "dataDir": "$tmp/cni-ipam"
+      }
+    }
+  ]
+}
+JSON
+
+containerd_pid=
+pod=
+netns=
+bridge_existed=no
+ip link show "$bridge" >/dev/null 2>&1 && bridge_existed=yes
+cleanup() {
+    # A failed check may leave the pod: stop and remove it through CRI, so that its containers
+    # (runc's are not children of anything we kill) and its network namespace go properly.
+    if [ -n "$containerd_pid" ] && [ -n "$pod" ]; then
+        timeout 60 "$cri_client" --socket "$socket" --timeout 50 stopp "$pod" >/dev/null 2>&1
+        timeout 60 "$cri_client" --socket "$socket" --timeout 50 rmp "$pod" >/dev/null 2>&1
+    fi
+    if [ -n "$containerd_pid" ]; then
+        kill "$containerd_pid" 2>/dev/null
+        wait "$containerd_pid" 2>/dev/null
+    fi
+    # Whatever is still running: this test's shims and VMMs only (their command lines name $tmp).
+    pkill -KILL -f "$tmp/" 2>/dev/null
+    mkdir -p "$target/tmp"
+    cp "$tmp/containerd.log" "$target/tmp/lab-cri.log" 2>/dev/null
+    # Mounts under $tmp (snapshots, rootfs, sandbox /dev/shm), deepest first.
+    awk -v tmp="$tmp/" 'index($2, tmp) == 1 { print $2 }' /proc/self/mounts | sort -r \
+        | while read -r mount; do umount -l "$mount" 2>/dev/null; done
+    if [ -n "$netns" ] && [ -e "$netns" ]; then
+        umount "$netns" 2>/dev/null
+        rm -f "$netns"
+    fi
+    [ "$bridge_existed" = yes ] || ip link del "$bridge" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# cri ARGS...: runs rvm-cri against this containerd; output in $out/$err, status in $status.
+cri() {
+    timeout 300 "$cri_client" --socket "$socket" "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
+    status=$?
+    out=$(cat "$tmp/out")
+    err=$(cat "$tmp/err")
+}
+
+# c ARGS...: ctr in containerd's k8s.io namespace (CRI's); output and status as cri's.
+c() {
+    timeout 300 ctr --address "$socket" -n k8s.io "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
+    status=$?
+    out=$(cat "$tmp/out")
+    err=$(cat "$tmp/err")
+}
+
+# field PATH: the value at PATH (keys joined by dots, list indexes as numbers) in the JSON in
+# $out; strings bare, empty when absent.
+field() {
+    python3 -c '
+import json, sys
+value = json.loads(sys.argv[1])
+for key in sys.argv[2].split("."):
+    if isinstance(value, list) and key.isdigit() and int(key) < len(value):
+        value = value[int(key)]
+    elif isinstance(value, dict):
+        value = value.get(key)
+    else:
+        value = None
+print("" if value is None else value if isinstance(value, str) else json.dumps(value))
+' "$out" "$1" 2>/dev/null
+}
+
+# in_subnet IP: whether IP is an IPv4 address inside $subnet.
+in_subnet() {
+    python3 -c 'import ipaddress, sys
+sys.exit(ipaddress.ip_address(sys.argv[1]) not in ipaddress.ip_network(sys.argv[2]))' "$1" "$subnet" 2>/dev/null
+}
+
+# within SECONDS CMD...: runs CMD every 0.2 s until it succeeds or SECONDS have passed.
+within() {
+    local deadline=$((SECONDS + $1))
+    shift
+    while :; do
+        "$@" && return 0
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.2
+    done
+}
+
+# container_state CID STATE: whether `inspect CID` shows STATE.
+container_state() {
+    cri inspect "$1"
+    [ "$status" -eq 0 ] && [ "$(field state)" = "$2" ]
+}
+
+# fetched: whether c2 gets c1's page from 127.0.0.1:8080.
+fetched() {
+    cri exec "$c2" -- wget -qO- http://127.0.0.1:8080/
+    [ "$status" -eq 0 ] && [ "$out" = hello-from-c1 ]
+}
+
+# count PATTERN: how many processes' command lines match PATTERN.
+count() { pgrep -fc "$1" || true; }
+
+# --- containerd --------------------------------------------------------------------------------
+PATH=$tmp/bin:$PATH containerd --config "$tmp/config.toml" --log-level debug >"$tmp/containerd.log" 2>&1 &
+containerd_pid=$!
+for _ in $(seq 100); do
+    ctr --address "$socket" version >/dev/null 2>&1 && break
+    kill -0 "$containerd_pid" 2>/dev/null || { tail -20 "$tmp/containerd.log"; die "containerd exited"; }
+    sleep 0.2
+done
+ctr --address "$socket" version >/dev/null 2>&1 || { tail -20 "$tmp/containerd.log"; die "containerd did not answer on $socket"; }
+say "containerd $(containerd --version | awk '{print $3}') up on $socket, handler $handler"
+
+"$repo/tools/busybox-image" "$tmp/busybox-oci.tar" "$image" >/dev/null || die "tools/busybox-image failed"
+"$repo/tools/busybox-image" \
+    --cmd '["sh","-c","trap \"exit 0\" TERM INT; while :; do sleep 3600 & wait $!; done"]' \
+    "$tmp/pause-oci.tar" "$pause_image" >/dev/null || die "tools/busybox-image --cmd (pause) failed"
+for archive in busybox-oci.tar pause-oci.tar; do
+    c image import "$tmp/$archive"
+    [ "$status" -eq 0 ] || die "ctr -n k8s.io image import $archive failed ($status): $err"
+done
+c image ls -q
+check "the pause image is in k8s.io" grep -qx "$pause_image" "$tmp/out"
+check "the busybox image is in k8s.io" grep -qx "$image" "$tmp/out"
+
+# --- the pod -------------------------------------------------------------------------------------
+cri version
+check "rvm-cri version answers" test "$status" -eq 0 -a -n "$out"
+say "runtime: $out"
+
+cri runp --name lab-cri-pod --handler "$handler" --hostname lab-cri-pod --log-dir "$logdir"
+pod=$out
+check "runp (handler $handler) prints a pod id" test "$status" -eq 0 -a -n "$pod"
+
+cri inspectp "$pod"
+pod_ip=$(field network.ip)
+netns=$(field netns)
+check "the pod is SANDBOX_READY" test "$(field state)" = SANDBOX_READY
+check "the pod's runtime handler is $handler" test "$(field runtime_handler)" = "$handler"
+check "the pod's IP ($pod_ip) is in $subnet" in_subnet "$pod_ip"
+
+cri create --pod "$pod" --name c1 --image "$image" -- sh -c \
+    'mkdir -p /www && echo hello-from-c1 >/www/index.html && echo c1-ready
+     trap "exit 0" TERM; httpd -f -p 127.0.0.1:8080 -h /www & wait $!'
+c1=$out
+check "create c1 (httpd on 127.0.0.1:8080)" test "$status" -eq 0 -a -n "$c1"
+cri create --pod "$pod" --name c2 --image "$image" -- sh -c \
+    'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done'
+c2=$out
+check "create c2 (sleeps)" test "$status" -eq 0 -a -n "$c2"
+cri start "$c1"
+check "start c1" test "$status" -eq 0
+cri start "$c2"
+check "start c2" test "$status" -eq 0
+check "c1 is CONTAINER_RUNNING" within 30 container_state "$c1" CONTAINER_RUNNING
+check "c2 is CONTAINER_RUNNING" within 30 container_state "$c2" CONTAINER_RUNNING
+
+cri ps --pod "$pod"
+check "ps --pod lists c1 and c2" test "$(field 0.pod_sandbox_id)" = "$pod" -a "$(field 1.pod_sandbox_id)" = "$pod" -a -z "$(field 2.id)"
+cri pods
+check "pods lists the pod" grep -q "\"id\": \"$pod\"" "$tmp/out"
+
+cri exec "$c1" -- echo hello
+check "exec c1 echo hello prints hello" test "$status" -eq 0 -a "$out" = hello
+cri exec "$c1" -- sh -c 'echo to-stderr >&2; exit 3'
+check "exec c1 sh -c 'exit 3' exits 3" test "$status" -eq 3
+check "the exec's stderr reaches ours" test "$err" = to-stderr
+
+check "c2 gets c1's page from 127.0.0.1:8080 (one network namespace)" within 30 fetched
+
+cri exec "$c1" -- ip -4 addr show eth0
+check "c1's eth0 has the pod's IP $pod_ip" grep -q "inet $pod_ip/" "$tmp/out"
+
+check "c1's stdout is in the pod's log directory (c1.log)" within 30 grep -q c1-ready "$logdir/c1.log"
+
+if [ "$handler" = rvm ]; then
+    vmms=$(count "$tmp/bin/rvm-vmm")
+    shims=$(count "$tmp/bin/containerd-shim-rvm-v1")
+    check "one rvm-vmm serves the pod (found $vmms)" test "$vmms" -eq 1
+    check "one containerd-shim-rvm-v1 serves the pod (found $shims)" test "$shims" -eq 1
+fi
+
+cri stop "$c1" --grace 10
+check "stop c1" test "$status" -eq 0
+check "c1 is CONTAINER_EXITED" within 30 container_state "$c1" CONTAINER_EXITED
+check "c1 exited with the TERM trap's 0 (exit_code $(field exit_code))" test "$(field exit_code)" = 0
+
+cri stopp "$pod"
+check "stopp" test "$status" -eq 0
+cri rmp "$pod"
+check "rmp" test "$status" -eq 0
+# Removed: nothing for the cleanup to remove (else it tries again).
+[ "$status" -ne 0 ] || pod=
+cri pods
+check "the pod is gone from pods" test "$status" -eq 0 -a "$(field 0.id)" = ""
+
+# --- nothing left behind ---------------------------------------------------------------------------
+if [ "$handler" = rvm ]; then
+    no_rvm_process() { [ "$(count "$tmp/bin/rvm-vmm|$tmp/bin/containerd-shim-rvm-v1")" -eq 0 ]; }
+    check "no rvm-vmm or shim process left" within 20 no_rvm_process
+fi
+check "the pod's network namespace ${netns:-?} is gone" test -n "$netns" -a ! -e "$netns"
+if [ "$handler" = runc ]; then
+    check "no runc container of the pod left" test -z "$(ls "$tmp/runc/k8s.io" 2>/dev/null)"
+fi
+
+if [ "$failures" -ne 0 ]; then
+    echo "--- containerd log (tail) ---"
+    grep -v 'level=debug' "$tmp/containerd.log" | tail -40
+fi
+echo "lab-cri: $failures failure(s)"
+[ "$failures" -eq 0 ]
