@@ -567,7 +567,11 @@ impl Engine {
         } else {
             // The status pipe closes on the helper's successful execve: the container's own
             // program is about to run its first instruction.
-            tracing::info!(container = id, pid = container.init.pid, "container process running");
+            tracing::info!(
+                container = id,
+                pid = container.init.pid,
+                "container process running"
+            );
         }
         Ok(Started {
             pid: container.init.pid,
