@@ -19,8 +19,8 @@
 #     10.99.0.0/24;
 #   - two busybox containers: c1 serves a page with httpd on 127.0.0.1:8080, c2 sleeps; both
 #     RUNNING; exec prints output and passes exit codes; c2 fetches c1's page over 127.0.0.1 (the
-#     pod's containers share one network namespace); c1's eth0 has the pod's IP; c1's stdout is
-#     in LOGDIR/c1.log;
+#     pod's containers share one network namespace); c1's eth0 has the pod's IP; the host pings
+#     the pod's IP and c2 pings the bridge; c1's stdout is in LOGDIR/c1.log;
 #   - rvm only: one rvm-vmm and one shim process serve the pod (both containers in its VM);
 #   - stop c1: CONTAINER_EXITED; stopp, rmp; afterwards (rvm) no rvm-vmm or shim process is left,
 #     and the pod's network namespace is gone.
@@ -230,6 +230,15 @@ fetched() {
     [ "$status" -eq 0 ] && [ "$out" = hello-from-c1 ]
 }
 
+# ping_ok IP: whether the host gets an answer from IP (busybox's ping where iputils' is missing).
+ping_ok() {
+    if command -v ping >/dev/null; then
+        ping -c 3 -W 5 "$1" >/dev/null 2>&1
+    else
+        busybox ping -c 3 -W 5 "$1" >/dev/null 2>&1
+    fi
+}
+
 # count PATTERN: how many processes' command lines match PATTERN.
 count() { pgrep -fc "$1" || true; }
 
@@ -303,6 +312,12 @@ check "c2 gets c1's page from 127.0.0.1:8080 (one network namespace)" within 30 
 
 cri exec "$c1" -- ip -4 addr show eth0
 check "c1's eth0 has the pod's IP $pod_ip" grep -q "inet $pod_ip/" "$tmp/out"
+
+# Traffic through the CNI bridge both ways (with rvm: the pod's veth, tc, the TAP, virtio-net).
+gateway=${subnet%.0/24}.1
+check "the host reaches the pod's IP $pod_ip (ping over $bridge)" ping_ok "$pod_ip"
+cri exec "$c2" -- ping -c 3 -W 5 "$gateway"
+check "the pod reaches its gateway $gateway (ping from c2)" test "$status" -eq 0
 
 check "c1's stdout is in the pod's log directory (c1.log)" within 30 grep -q c1-ready "$logdir/c1.log"
 
