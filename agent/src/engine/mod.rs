@@ -332,19 +332,25 @@ impl Engine {
                 "layer disks need a scratch disk serial",
             ));
         }
+        let release = |error: EngineError| {
+            self.disks.release_layers(&request.id);
+            error
+        };
         let layers = request
             .layers
             .iter()
-            .map(|serial| self.disks.mount_layer(serial))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|serial| self.disks.mount_layer_for(serial, &request.id))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| release(e.into()))?;
         let scratch = self
             .disks
-            .mount_scratch(&request.scratch)?
+            .mount_scratch(&request.scratch)
+            .map_err(|e| release(e.into()))?
             .join(&request.id);
         let upper = scratch.join("upper");
         let work = scratch.join("work");
         let rootfs = dir.join("rootfs");
-        disks::mount_overlay(&layers, &upper, &work, &rootfs)?;
+        disks::mount_overlay(&layers, &upper, &work, &rootfs).map_err(|e| release(e.into()))?;
         Ok((rootfs, true, vec![scratch]))
     }
 
@@ -392,6 +398,7 @@ impl Engine {
         let unmount_rootfs = || {
             if overlay {
                 let _ = umount2(&rootfs, MntFlags::MNT_DETACH);
+                self.disks.release_layers(&request.id);
             }
             let _ = fs::remove_dir_all(&dir);
         };
@@ -823,7 +830,8 @@ impl Engine {
             .collect())
     }
 
-    /// Kills what is left of the container, unmounts its rootfs and forgets it.
+    /// Kills what is left of the container, unmounts its rootfs (and the layers only it used)
+    /// and forgets it.
     pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
         let container = self.container(id)?;
         // An unstarted init helper reads end of file on its start pipe and exits.
@@ -860,6 +868,11 @@ impl Engine {
         })
         .await
         .map_err(|e| io_error("remove container files")(io::Error::other(e.to_string())))?;
+        // After the overlay is gone: unmount the layers no other container uses, so the host
+        // can empty their slots.
+        if container.overlay {
+            self.disks.release_layers(id);
+        }
         tracing::info!(container = id, "container removed");
         Ok(())
     }
