@@ -8,9 +8,11 @@ mod events;
 mod layers;
 mod logging;
 mod metrics;
+mod pod;
 mod process;
 mod service;
 mod shim;
+mod slots;
 mod stdio;
 mod vm;
 

@@ -51,6 +51,10 @@ pub struct VmmCommand {
     pub console_log: PathBuf,
     /// `--net tap=NAME,mac=MAC` with bridge networking.
     pub net: Option<String>,
+    /// `--disk-slots N`: empty disks the host fills at run time (a pod's containers).
+    pub disk_slots: u32,
+    /// `--api SOCKET`: where the VMM takes ATTACH/DETACH requests for its slots.
+    pub api: Option<PathBuf>,
 }
 
 impl VmmCommand {
@@ -86,6 +90,8 @@ impl VmmCommand {
             vsock: layout.vsock_path(&config.id),
             console_log: layout.console_path(&config.id),
             net: config.endpoint.as_ref().map(|endpoint| endpoint.vmm_arg()),
+            disk_slots: 0,
+            api: None,
         }
     }
 
@@ -106,6 +112,14 @@ impl VmmCommand {
         for disk in &self.disks {
             args.push("--disk".into());
             args.push(disk.to_arg());
+        }
+        if self.disk_slots > 0 {
+            args.push("--disk-slots".into());
+            args.push(self.disk_slots.to_string().into());
+        }
+        if let Some(api) = &self.api {
+            args.push("--api".into());
+            args.push(api.clone().into());
         }
         let mut vsock = OsString::from(format!("cid={GUEST_CID},uds="));
         vsock.push(&self.vsock);
@@ -232,5 +246,26 @@ mod tests {
         for disk in &command.disks {
             assert!(disk.serial.len() <= 20, "{}", disk.serial);
         }
+        assert!(!joined.contains("--disk-slots") && !joined.contains("--api"));
+    }
+
+    #[test]
+    fn pod_vm_has_disk_slots_and_an_api_socket() {
+        let layout = Layout::new(Some("/r".into()));
+        let guest = GuestArtifacts {
+            kernel: "/g/vmlinux".into(),
+            initramfs: "/g/initramfs.img".into(),
+        };
+        let mut command =
+            VmmCommand::for_container(&layout, &config(), "/bin/rvm-vmm".into(), guest);
+        command.disk_slots = 8;
+        command.api = Some("/r/run/abc/api.sock".into());
+        let joined = command
+            .args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(joined.contains("--disk-slots 8 --api /r/run/abc/api.sock"));
     }
 }
