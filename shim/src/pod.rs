@@ -41,6 +41,20 @@ pub fn role(annotations: Option<&HashMap<String, String>>) -> Role {
     }
 }
 
+/// The network namespace the spec joins by path (CNI's, for a pod's sandbox); None when the
+/// spec makes a new one or has none.
+pub fn network_namespace(spec: &oci_spec::runtime::Spec) -> Option<std::path::PathBuf> {
+    spec.linux()
+        .as_ref()?
+        .namespaces()
+        .as_ref()?
+        .iter()
+        .find(|ns| ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network)?
+        .path()
+        .clone()
+        .filter(|path| !path.as_os_str().is_empty())
+}
+
 /// The id that names the shim serving task `id`: the pod's sandbox id for pod tasks (so they
 /// share one shim), the task's own id otherwise.
 pub fn grouping(id: &str, role: &Role) -> String {

@@ -21,12 +21,13 @@ use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
 use containerd_shim_protos::ttrpc::{self, Code};
 use containerd_shim_protos::types::task::{ProcessInfo, Status as TaskStatus};
 use oci_spec::runtime::Spec;
-use rvm_protocol::agent::ExecProcessRequest;
+use rvm_protocol::agent::{ExecProcessRequest, HostFile};
 use rvm_runtime::sandbox::agent::Started;
 use rvm_runtime::sandbox::layout::Layout;
 use tokio::task::JoinHandle;
 
 use crate::events::Events;
+use crate::host_files;
 use crate::layers::{self, RootfsMount};
 use crate::metrics;
 use crate::pod::{self, Role};
@@ -164,7 +165,9 @@ impl Service {
         &self,
         request: &api::CreateTaskRequest,
         spec: Spec,
+        files: Vec<HostFile>,
         disk_slots: u32,
+        netns: Option<PathBuf>,
     ) -> TtrpcResult<Vm> {
         let disks = self.layer_disks(request).await?;
         Vm::boot(
@@ -176,6 +179,8 @@ impl Service {
                 terminal: request.terminal,
                 stdin: !request.stdin.is_empty(),
                 disk_slots,
+                files,
+                netns,
             },
         )
         .await
@@ -187,6 +192,7 @@ impl Service {
         &self,
         request: &api::CreateTaskRequest,
         spec: &Spec,
+        files: Vec<HostFile>,
         sandbox_id: &str,
     ) -> TtrpcResult<Arc<Vm>> {
         let sandbox = self.container(sandbox_id).map_err(|_| {
@@ -204,6 +210,7 @@ impl Service {
             &request.id,
             spec,
             &disks,
+            files,
             request.terminal,
             !request.stdin.is_empty(),
         )
@@ -217,22 +224,24 @@ impl Service {
     async fn create_container(
         &self,
         request: &api::CreateTaskRequest,
-        spec: Spec,
+        mut spec: Spec,
     ) -> TtrpcResult<(Arc<Vm>, bool)> {
         let role = pod::role(spec.annotations().as_ref());
         tracing::info!(id = %request.id, ?role, "task role");
-        let disk_slots = match role {
+        let files = host_files::translate(&mut spec)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("task {}: {e}", request.id)))?;
+        let (disk_slots, netns) = match role {
             Role::Container { sandbox_id } => {
-                let joined = self.join_pod(request, &spec, &sandbox_id).await;
+                let joined = self.join_pod(request, &spec, files, &sandbox_id).await;
                 if joined.is_err() {
                     let _ = std::fs::remove_dir_all(self.layout.container_dir(&request.id));
                 }
                 return Ok((joined?, true));
             }
-            Role::Sandbox { .. } => POD_DISK_SLOTS,
-            Role::Standalone => 0,
+            Role::Sandbox { .. } => (POD_DISK_SLOTS, pod::network_namespace(&spec)),
+            Role::Standalone => (0, None),
         };
-        match self.boot(request, spec, disk_slots).await {
+        match self.boot(request, spec, files, disk_slots, netns).await {
             Ok(vm) => Ok((Arc::new(vm), false)),
             Err(err) => {
                 crate::vm::remove_files(&self.layout, &request.id);

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oci_spec::runtime::Spec;
-use rvm_protocol::agent::{CreateContainerRequest, LayerDisk};
+use rvm_protocol::agent::{CreateContainerRequest, HostFile, LayerDisk};
+use rvm_runtime::network::podnet::{self, PodInterface, PodNetError, POD_TAP};
 use rvm_runtime::sandbox::agent::{AgentError, AgentSession};
 use rvm_runtime::sandbox::artifacts::{self, ArtifactError};
 use rvm_runtime::sandbox::config::{
@@ -22,6 +23,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::sync::{watch, Notify};
 
+use crate::host_files;
 use crate::layers::Disk;
 use crate::slots::{SlotError, Slots};
 
@@ -47,6 +49,8 @@ pub enum VmError {
     Request(String),
     #[error(transparent)]
     Slots(#[from] SlotError),
+    #[error("pod network: {0}")]
+    PodNet(#[from] PodNetError),
     #[error("attach layer {serial} to disk slot {slot}: {message}")]
     Attach {
         slot: u32,
@@ -81,6 +85,10 @@ pub struct VmRequest<'a> {
     pub stdin: bool,
     /// Disk slots for the pod's other containers (0: a VM of its own).
     pub disk_slots: u32,
+    /// Host files the spec binds, sent by content (see `host_files`).
+    pub files: Vec<HostFile>,
+    /// The pod's network namespace (made by CNI) whose interface the VM takes over.
+    pub netns: Option<PathBuf>,
 }
 
 /// How the VMM ended: the exit code to report for processes it took down, and why.
@@ -101,6 +109,8 @@ pub struct Vm {
     ended: watch::Receiver<Option<VmEnd>>,
     kill: Arc<Notify>,
     pod: Option<PodDisks>,
+    /// The pod's network namespace holding the VM's TAP.
+    netns: Option<PathBuf>,
 }
 
 /// The container limit of the spec, for sizing the VM.
@@ -149,6 +159,11 @@ impl Vm {
         let _ = std::fs::remove_file(&scratch);
         disks::create_ext4(&scratch, SCRATCH_SIZE)?;
         let vm = prepare::vm_size(memory_limit(&request.spec), vcpus(&request.spec));
+        let hostname = request.spec.hostname().clone().unwrap_or_default();
+        let interface = match &request.netns {
+            Some(netns) => Some(join_pod_network(netns).await?),
+            None => None,
+        };
         let config = ContainerConfig {
             id: id.to_owned(),
             name: id.to_owned(),
@@ -188,9 +203,19 @@ impl Vm {
         });
         command.disk_slots = request.disk_slots;
         command.api = pod.as_ref().map(|pod| pod.api.clone());
+        command.net = interface
+            .as_ref()
+            .map(|interface| format!("tap={POD_TAP},mac={}", interface.mac));
+        command.netns = request.netns.clone();
         let _ = std::fs::remove_file(&command.vsock);
         let vmm_log = container_dir.join("vmm.log");
-        let mut child = command.spawn(&vmm_log)?;
+        let mut child = match command.spawn(&vmm_log) {
+            Ok(child) => child,
+            Err(err) => {
+                leave_pod_network(request.netns.clone()).await;
+                return Err(err.into());
+            }
+        };
         let pid = child.id().unwrap_or_default();
         let (ended_tx, ended) = watch::channel(None);
         let kill = Arc::new(Notify::new());
@@ -230,18 +255,38 @@ impl Vm {
             ended: ended.clone(),
             kill: kill.clone(),
             pod,
+            netns: request.netns.clone(),
         };
         let session = match connected {
             Ok(session) => session,
             Err(err) => {
                 kill.notify_one();
+                leave_pod_network(request.netns.clone()).await;
                 return Err(err.into());
             }
         };
         let vm = vm(session);
-        let create = monitor::create_request(&config).map_err(VmError::Request);
+        let configured = match &interface {
+            Some(interface) => {
+                let network = interface.configure_request(
+                    &hostname,
+                    host_files::content_at(&request.files, "/etc/resolv.conf"),
+                    host_files::content_at(&request.files, "/etc/hosts"),
+                );
+                vm.session
+                    .configure_network(&network)
+                    .await
+                    .map_err(VmError::from)
+            }
+            None => Ok(()),
+        };
+        let create =
+            configured.and_then(|()| monitor::create_request(&config).map_err(VmError::Request));
         let created = match create {
-            Ok(request) => vm.session.create(&request).await.map_err(VmError::from),
+            Ok(mut create) => {
+                create.files = request.files;
+                vm.session.create(&create).await.map_err(VmError::from)
+            }
             Err(err) => Err(err),
         };
         if let Err(err) = created {
@@ -259,6 +304,7 @@ impl Vm {
         id: &str,
         spec: &Spec,
         disks: &[Disk],
+        files: Vec<HostFile>,
         terminal: bool,
         stdin: bool,
     ) -> Result<(), VmError> {
@@ -281,6 +327,7 @@ impl Vm {
             scratch_disk_serial: SCRATCH_SERIAL.to_owned(),
             terminal,
             stdin,
+            files,
             ..Default::default()
         };
         let attached = self.attach_layers(id, disks, &serials).await;
@@ -386,7 +433,24 @@ impl Vm {
                 let _ = tokio::time::timeout(Duration::from_secs(10), self.ended()).await;
             }
         }
+        leave_pod_network(self.netns.clone()).await;
         remove_files(&self.layout, &self.id);
+    }
+}
+
+/// Joins the pod's namespace `netns` to a new TAP (blocking netlink work, off the runtime).
+async fn join_pod_network(netns: &Path) -> Result<PodInterface, VmError> {
+    let path = netns.to_owned();
+    tokio::task::spawn_blocking(move || podnet::connect(&path))
+        .await
+        .map_err(|e| VmError::Request(format!("pod network setup panicked: {e}")))?
+        .map_err(VmError::from)
+}
+
+/// Undoes [`join_pod_network`]; the namespace may be gone already.
+async fn leave_pod_network(netns: Option<PathBuf>) {
+    if let Some(netns) = netns {
+        let _ = tokio::task::spawn_blocking(move || podnet::disconnect(&netns)).await;
     }
 }
 

@@ -8,6 +8,7 @@ pub mod cgroups;
 pub mod command;
 pub mod container;
 pub mod handoff;
+pub mod host_files;
 pub mod process;
 pub mod process_setup;
 pub mod rlimits;
@@ -129,6 +130,8 @@ pub struct CreateRequest {
     pub shutdown_on_exit: bool,
     /// Volume disks bound into the container.
     pub volumes: Vec<volumes::VolumeRequest>,
+    /// Contents of host files the spec bind-mounts.
+    pub files: Vec<host_files::HostFile>,
 }
 
 /// What StartContainer and ExecProcess report.
@@ -394,6 +397,7 @@ impl Engine {
         let seccomp = SeccompPolicy::for_spec(&spec)?;
         let dir = self.config.run_dir.join("containers").join(&request.id);
         fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
+        host_files::apply(&mut spec, &request.files, &dir)?;
         let (rootfs, overlay, scratch_dirs) = self.prepare_rootfs(&request, &spec, &dir)?;
         let unmount_rootfs = || {
             if overlay {
