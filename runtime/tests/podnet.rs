@@ -2,6 +2,8 @@
 //! veth end named eth0 with an address and a default route. Needs root and iproute2 (skipped
 //! otherwise).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::process::Command;
 
