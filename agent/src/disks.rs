@@ -1,9 +1,16 @@
 //! Block devices by virtio serial, and the guest mounts made from them: erofs layers read-only,
 //! the ext4 scratch disk read-write, each mounted once and shared by the containers using it.
+//!
+//! Layer disks may sit on disk slots the host fills while the guest runs (pods): a serial is
+//! looked up live in sysfs each time, and counts as present only once its size is non-zero; a
+//! layer's device buffers are dropped (BLKFLSBUF) before it is mounted, since a re-used slot may
+//! still have the previous image's pages cached; and a layer is unmounted when the last
+//! container using it is removed, so the host can detach its slot.
 
-use std::collections::HashMap;
-use std::fs;
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -11,17 +18,28 @@ use std::time::{Duration, Instant};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use thiserror::Error;
 
-/// How long to wait for a disk to appear (virtio-blk probes before init runs, so this is
-/// only a safety margin).
-const DISK_WAIT: Duration = Duration::from_secs(5);
+/// How long to wait for a disk to appear: boot-time disks are probed before init runs, but a
+/// slot the host fills at run time shows its serial and size only once the guest has handled
+/// the configuration change.
+const DISK_WAIT: Duration = Duration::from_secs(10);
+
+/// How often sysfs is re-read while waiting.
+const SCAN_INTERVAL: Duration = Duration::from_millis(50);
+
+// BLKFLSBUF: drop the block device's buffer cache (`_IO(0x12, 97)`, linux/fs.h).
+nix::ioctl_none!(blkflsbuf, 0x12, 97);
 
 /// virtio-blk serials hold at most 20 bytes (VIRTIO_BLK_ID_BYTES); longer ones are cut off.
 pub const MAX_SERIAL_LEN: usize = 20;
 
 #[derive(Debug, Error)]
 pub enum DiskError {
-    #[error("no virtio-blk disk has serial {serial:?} (looked in {sys_block})")]
-    NotFound { serial: String, sys_block: PathBuf },
+    #[error("no virtio-blk disk with a non-zero size has serial {serial:?} (looked in {sys_block} for {waited:?})")]
+    NotFound {
+        serial: String,
+        sys_block: PathBuf,
+        waited: Duration,
+    },
     #[error(
         "disk serial {serial:?} is not a valid name (allowed: letters, digits, '-', '_', '.')"
     )]
@@ -38,6 +56,12 @@ pub enum DiskError {
         target: PathBuf,
         source: nix::Error,
     },
+    #[error("drop the buffers of disk {device} (serial {serial:?}): {source}")]
+    Flush {
+        device: PathBuf,
+        serial: String,
+        source: io::Error,
+    },
 }
 
 /// Finds and mounts disks by serial. Paths are configurable for tests.
@@ -46,7 +70,40 @@ pub struct Disks {
     sys_block: PathBuf,
     dev: PathBuf,
     mount_root: PathBuf,
+    wait: Duration,
     mounted: Mutex<HashMap<String, PathBuf>>,
+    layer_users: Mutex<LayerUsers>,
+}
+
+/// Which containers use which layer serials, to know when a layer's last user is gone.
+#[derive(Debug, Default)]
+pub struct LayerUsers {
+    users: HashMap<String, HashSet<String>>,
+}
+
+impl LayerUsers {
+    /// Records that `container` uses layer `serial`.
+    pub fn add(&mut self, serial: &str, container: &str) {
+        self.users
+            .entry(serial.to_owned())
+            .or_default()
+            .insert(container.to_owned());
+    }
+
+    /// Forgets `container`; returns the serials nobody uses any more (sorted).
+    pub fn release(&mut self, container: &str) -> Vec<String> {
+        let mut unused = Vec::new();
+        self.users.retain(|serial, users| {
+            users.remove(container);
+            if users.is_empty() {
+                unused.push(serial.clone());
+                return false;
+            }
+            true
+        });
+        unused.sort_unstable();
+        unused
+    }
 }
 
 impl Disks {
@@ -64,13 +121,22 @@ impl Disks {
             sys_block,
             dev,
             mount_root,
+            wait: DISK_WAIT,
             mounted: Mutex::new(HashMap::new()),
+            layer_users: Mutex::new(LayerUsers::default()),
         }
     }
 
-    /// The device node of the disk whose virtio serial is `serial`, waiting briefly for it.
+    /// The same, waiting at most `wait` for a missing disk (tests).
+    pub fn with_wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// The device node of the disk whose virtio serial is `serial` and whose size is non-zero,
+    /// re-reading sysfs until it shows up or the wait is over.
     pub fn find(&self, serial: &str) -> Result<PathBuf, DiskError> {
-        let deadline = Instant::now() + DISK_WAIT;
+        let deadline = Instant::now() + self.wait;
         loop {
             if let Some(device) = self.scan(serial)? {
                 return Ok(device);
@@ -79,9 +145,10 @@ impl Disks {
                 return Err(DiskError::NotFound {
                     serial: serial.to_owned(),
                     sys_block: self.sys_block.clone(),
+                    waited: self.wait,
                 });
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(SCAN_INTERVAL);
         }
     }
 
@@ -101,14 +168,47 @@ impl Disks {
             if !name.starts_with("vd") {
                 continue;
             }
-            let serial_path = entry.path().join("serial");
-            if let Ok(found) = fs::read_to_string(&serial_path) {
-                if found.trim_end_matches(['\n', '\0']) == serial {
-                    return Ok(Some(self.dev.join(name)));
-                }
+            if read_serial(&entry.path()).as_deref() == Some(serial) && sectors(&entry.path()) > 0 {
+                return Ok(Some(self.dev.join(name)));
             }
         }
         Ok(None)
+    }
+
+    /// Mounts layer disk `serial` for `container` (once per guest) and returns its mount
+    /// point; the mount stays until the last container using it is released.
+    pub fn mount_layer_for(&self, serial: &str, container: &str) -> Result<PathBuf, DiskError> {
+        // Held across the mount, so a concurrent release cannot unmount it in between (the
+        // lock order is users, then mounts, in both).
+        let mut users = self.layer_users();
+        let target = self.mount_layer(serial)?;
+        users.add(serial, container);
+        Ok(target)
+    }
+
+    /// Forgets `container`'s use of its layers and unmounts those no container uses any more,
+    /// so the host may detach their slots. Failures are logged.
+    pub fn release_layers(&self, container: &str) {
+        let unused = self.layer_users().release(container);
+        let mut mounted = self.mounted();
+        for serial in unused {
+            let Some(target) = mounted.remove(&serial) else {
+                continue;
+            };
+            unmount_layer(&serial, &target);
+        }
+    }
+
+    fn layer_users(&self) -> std::sync::MutexGuard<'_, LayerUsers> {
+        self.layer_users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn mounted(&self) -> std::sync::MutexGuard<'_, HashMap<String, PathBuf>> {
+        self.mounted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Mounts the erofs layer disk `serial` read-only (once) and returns its mount point.
@@ -188,6 +288,9 @@ impl Disks {
             return Ok(target.clone());
         }
         let device = self.find(serial)?;
+        if kind == "layers" {
+            flush_buffers(&device, serial)?;
+        }
         let target = self.mount_root.join(kind).join(serial);
         fs::create_dir_all(&target).map_err(|source| DiskError::Create {
             path: target.clone(),
@@ -206,6 +309,48 @@ impl Disks {
         mounted.insert(serial.to_owned(), target.clone());
         Ok(target)
     }
+}
+
+/// The virtio serial of the disk whose sysfs directory is `disk` (read live: the kernel asks
+/// the device each time), without the padding.
+fn read_serial(disk: &Path) -> Option<String> {
+    let raw = fs::read_to_string(disk.join("serial")).ok()?;
+    Some(raw.trim_end_matches(['\n', '\0']).to_owned())
+}
+
+/// The disk's size in 512-byte sectors; 0 when unknown (an empty slot also reads 0).
+fn sectors(disk: &Path) -> u64 {
+    fs::read_to_string(disk.join("size"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Drops the block device's cached pages, which may belong to the image a re-used slot held
+/// before.
+fn flush_buffers(device: &Path, serial: &str) -> Result<(), DiskError> {
+    let error = |source| DiskError::Flush {
+        device: device.to_owned(),
+        serial: serial.to_owned(),
+        source,
+    };
+    let file = File::open(device).map_err(error)?;
+    // SAFETY: BLKFLSBUF takes no argument and only acts on the open block device `file`.
+    unsafe { blkflsbuf(file.as_raw_fd()) }.map_err(|e| error(e.into()))?;
+    Ok(())
+}
+
+/// Unmounts a layer no container uses; a busy one is detached lazily (and logged, since its
+/// slot must not be emptied while the guest still reads it).
+fn unmount_layer(serial: &str, target: &Path) {
+    match umount2(target, MntFlags::empty()) {
+        Ok(()) => tracing::info!(serial, "layer unmounted"),
+        Err(error) => {
+            tracing::warn!(serial, %error, "layer busy; detaching it lazily");
+            let _ = umount2(target, MntFlags::MNT_DETACH);
+        }
+    }
+    let _ = fs::remove_dir(target);
 }
 
 /// Serials become directory names: refuse anything that could escape or be empty.
@@ -286,20 +431,77 @@ mod tests {
         assert_eq!(lowerdir_option(&layers), "/l/top:/l/mid:/l/base");
     }
 
+    /// Writes a fake `/sys/block/<disk>` with `serial` and `size` (sectors).
+    fn fake_disk(sys: &Path, disk: &str, serial: &str, size: &str) {
+        fs::create_dir_all(sys.join(disk)).unwrap();
+        fs::write(sys.join(disk).join("serial"), serial).unwrap();
+        fs::write(sys.join(disk).join("size"), size).unwrap();
+    }
+
+    fn fake_disks(sys: &Path, wait: Duration) -> Disks {
+        Disks::with_paths(sys.to_owned(), PathBuf::from("/dev"), PathBuf::from("/x"))
+            .with_wait(wait)
+    }
+
     #[test]
     fn finds_disk_by_serial_in_sysfs() {
         let sys = tempfile::tempdir().unwrap();
-        for (disk, serial) in [("vda", "layer0\n"), ("vdb", "scratch")] {
-            fs::create_dir_all(sys.path().join(disk)).unwrap();
-            fs::write(sys.path().join(disk).join("serial"), serial).unwrap();
-        }
-        let disks = Disks::with_paths(
-            sys.path().to_owned(),
-            PathBuf::from("/dev"),
-            PathBuf::from("/x"),
-        );
+        fake_disk(sys.path(), "vda", "layer0\n", "8\n");
+        fake_disk(sys.path(), "vdb", "scratch\0\0", "2048");
+        fake_disk(sys.path(), "loop0", "layer1", "8");
+        let disks = fake_disks(sys.path(), Duration::ZERO);
         assert_eq!(disks.find("layer0").unwrap(), PathBuf::from("/dev/vda"));
         assert_eq!(disks.find("scratch").unwrap(), PathBuf::from("/dev/vdb"));
+        assert!(disks.find("layer1").is_err(), "only vd* disks count");
+    }
+
+    #[test]
+    fn empty_slot_or_zero_size_is_not_found_and_error_names_serial() {
+        let sys = tempfile::tempdir().unwrap();
+        fake_disk(sys.path(), "vda", "", "0");
+        fake_disk(sys.path(), "vdb", "rvm-l-abc", "0\n");
+        let disks = fake_disks(sys.path(), Duration::from_millis(120));
+        let started = Instant::now();
+        let error = disks.find("rvm-l-abc").unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(120));
+        let message = error.to_string();
+        assert!(message.contains("\"rvm-l-abc\""), "{message}");
+        assert!(message.contains("non-zero size"), "{message}");
+    }
+
+    #[test]
+    fn slot_filled_while_waiting_is_found() {
+        let sys = tempfile::tempdir().unwrap();
+        fake_disk(sys.path(), "vdc", "", "0");
+        let disks = fake_disks(sys.path(), Duration::from_secs(5));
+        let dir = sys.path().to_owned();
+        let filler = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            fs::write(dir.join("vdc/serial"), "rvm-l-new").unwrap();
+            std::thread::sleep(Duration::from_millis(150));
+            fs::write(dir.join("vdc/size"), "64\n").unwrap();
+        });
+        let started = Instant::now();
+        assert_eq!(disks.find("rvm-l-new").unwrap(), PathBuf::from("/dev/vdc"));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        filler.join().unwrap();
+    }
+
+    #[test]
+    fn missing_sys_block_is_a_read_error() {
+        let disks = fake_disks(Path::new("/nonexistent/sys/block"), Duration::ZERO);
+        assert!(matches!(disks.find("x"), Err(DiskError::Read { .. })));
+    }
+
+    #[test]
+    fn layer_is_unused_only_after_its_last_container() {
+        let mut users = LayerUsers::default();
+        users.add("base", "a");
+        users.add("top-a", "a");
+        users.add("base", "b");
+        assert_eq!(users.release("a"), vec!["top-a".to_owned()]);
+        assert_eq!(users.release("a"), Vec::<String>::new());
+        assert_eq!(users.release("b"), vec!["base".to_owned()]);
     }
 
     #[test]

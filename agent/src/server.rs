@@ -13,6 +13,7 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::engine::command::ExecFailure as EngineExecFailure;
+use crate::engine::host_files::HostFile;
 use crate::engine::volumes::VolumeRequest;
 use crate::engine::{CreateRequest, Engine, EngineError, Started};
 use crate::init::power::{power_off, PowerMode};
@@ -142,6 +143,15 @@ impl Agent for AgentService {
                     serial: v.serial,
                     destination: v.destination.into(),
                     read_only: v.read_only,
+                })
+                .collect(),
+            files: r
+                .files
+                .into_iter()
+                .map(|f| HostFile {
+                    destination: f.destination.into(),
+                    content: f.content,
+                    mode: f.mode,
                 })
                 .collect(),
         };

@@ -5,12 +5,15 @@
 //! shim that died.
 
 mod events;
+mod host_files;
 mod layers;
 mod logging;
 mod metrics;
+mod pod;
 mod process;
 mod service;
 mod shim;
+mod slots;
 mod stdio;
 mod vm;
 

@@ -1,5 +1,5 @@
-//! The Task API of the shim: each task is a container in its own microVM; calls become agent
-//! RPCs, process exits become TaskExit events.
+//! The Task API of the shim: a task is a container in its own microVM, or, for a pod, in the
+//! VM its sandbox task booted; calls become agent RPCs, process exits become TaskExit events.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,20 +21,25 @@ use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
 use containerd_shim_protos::ttrpc::{self, Code};
 use containerd_shim_protos::types::task::{ProcessInfo, Status as TaskStatus};
 use oci_spec::runtime::Spec;
-use rvm_protocol::agent::ExecProcessRequest;
+use rvm_protocol::agent::{ExecProcessRequest, HostFile};
 use rvm_runtime::sandbox::agent::Started;
 use rvm_runtime::sandbox::layout::Layout;
 use tokio::task::JoinHandle;
 
 use crate::events::Events;
+use crate::host_files;
 use crate::layers::{self, RootfsMount};
 use crate::metrics;
+use crate::pod::{self, Role};
 use crate::process::{timestamp, Process, Status};
 use crate::stdio::{self, StdioPaths};
 use crate::vm::{Vm, VmRequest, EXIT_UNKNOWN};
 
 /// How long output may keep draining after a process exited.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Disk slots of a pod's VM: at most this many distinct layers for the pod's containers.
+pub const POD_DISK_SLOTS: u32 = 8;
 
 /// How long a broken agent connection waits for the VMM's end to explain it.
 const VM_END_GRACE: Duration = Duration::from_secs(5);
@@ -51,6 +56,9 @@ struct Container {
     id: String,
     bundle: String,
     vm: Arc<Vm>,
+    /// A container of a pod in the VM its sandbox owns: deleting it removes the container and
+    /// empties its slots, the VM stays.
+    in_pod: bool,
     init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
     paused: AtomicBool,
@@ -123,8 +131,11 @@ impl Service {
         self.events.publish(topic, event).await;
     }
 
-    /// Builds the layer disks, boots the VM and creates the container in it.
-    async fn boot(&self, request: &api::CreateTaskRequest, spec: Spec) -> TtrpcResult<Vm> {
+    /// Builds the task's layer disks: cached ones from the snapshot's layers, or a private one.
+    async fn layer_disks(
+        &self,
+        request: &api::CreateTaskRequest,
+    ) -> TtrpcResult<Vec<layers::Disk>> {
         let mounts: Vec<RootfsMount> = request
             .rootfs
             .iter()
@@ -145,6 +156,20 @@ impl Service {
                 .await
                 .map_err(|e| status(Code::INTERNAL, format!("layer disk builder failed: {e}")))?
                 .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
+        Ok(disks)
+    }
+
+    /// Builds the layer disks, boots the VM (with disk slots for a pod's sandbox) and creates
+    /// the container in it.
+    async fn boot(
+        &self,
+        request: &api::CreateTaskRequest,
+        spec: Spec,
+        files: Vec<HostFile>,
+        disk_slots: u32,
+        netns: Option<PathBuf>,
+    ) -> TtrpcResult<Vm> {
+        let disks = self.layer_disks(request).await?;
         Vm::boot(
             &self.layout,
             VmRequest {
@@ -153,10 +178,76 @@ impl Service {
                 layers: disks,
                 terminal: request.terminal,
                 stdin: !request.stdin.is_empty(),
+                disk_slots,
+                files,
+                netns,
             },
         )
         .await
         .map_err(|e| status(Code::INTERNAL, format!("task {}: {e}", request.id)))
+    }
+
+    /// Creates a pod's container in the VM of its sandbox task `sandbox_id`.
+    async fn join_pod(
+        &self,
+        request: &api::CreateTaskRequest,
+        spec: &Spec,
+        files: Vec<HostFile>,
+        sandbox_id: &str,
+    ) -> TtrpcResult<Arc<Vm>> {
+        let sandbox = self.container(sandbox_id).map_err(|_| {
+            status(
+                Code::FAILED_PRECONDITION,
+                format!(
+                    "task {}: its pod's sandbox {sandbox_id} is not running in this shim",
+                    request.id
+                ),
+            )
+        })?;
+        let disks = self.layer_disks(request).await?;
+        let vm = sandbox.vm.clone();
+        vm.create_in_pod(
+            &request.id,
+            spec,
+            &disks,
+            files,
+            request.terminal,
+            !request.stdin.is_empty(),
+        )
+        .await
+        .map_err(|e| status(Code::INTERNAL, format!("task {}: {e}", request.id)))?;
+        Ok(vm)
+    }
+
+    /// The VM the task runs in, after creating the container: its own (a standalone task or a
+    /// pod's sandbox) or its pod's. Says whether it is the pod's.
+    async fn create_container(
+        &self,
+        request: &api::CreateTaskRequest,
+        mut spec: Spec,
+    ) -> TtrpcResult<(Arc<Vm>, bool)> {
+        let role = pod::role(spec.annotations().as_ref());
+        tracing::info!(id = %request.id, ?role, "task role");
+        let files = host_files::translate(&mut spec)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("task {}: {e}", request.id)))?;
+        let (disk_slots, netns) = match role {
+            Role::Container { sandbox_id } => {
+                let joined = self.join_pod(request, &spec, files, &sandbox_id).await;
+                if joined.is_err() {
+                    let _ = std::fs::remove_dir_all(self.layout.container_dir(&request.id));
+                }
+                return Ok((joined?, true));
+            }
+            Role::Sandbox { .. } => (POD_DISK_SLOTS, pod::network_namespace(&spec)),
+            Role::Standalone => (0, None),
+        };
+        match self.boot(request, spec, files, disk_slots, netns).await {
+            Ok(vm) => Ok((Arc::new(vm), false)),
+            Err(err) => {
+                crate::vm::remove_files(&self.layout, &request.id);
+                Err(err)
+            }
+        }
     }
 
     /// Copies the process's stdio and, when it exits, records the status and publishes TaskExit.
@@ -300,13 +391,7 @@ impl Task for Service {
         }
         tracing::info!(%id, bundle = %request.bundle, rootfs = ?request.rootfs, "create");
         let spec = read_spec(&request.bundle)?;
-        let vm = match self.boot(&request, spec).await {
-            Ok(vm) => Arc::new(vm),
-            Err(err) => {
-                crate::vm::remove_files(&self.layout, &id);
-                return Err(err);
-            }
-        };
+        let (vm, in_pod) = self.create_container(&request, spec).await?;
         let pid = vm.pid;
         let stdio = stdio_of(
             &request.stdin,
@@ -319,6 +404,7 @@ impl Task for Service {
             bundle: request.bundle.clone(),
             init: Arc::new(Process::new("", stdio, Vec::new(), pid)),
             vm,
+            in_pod,
             execs: Mutex::new(HashMap::new()),
             paused: AtomicBool::new(false),
         });
@@ -446,7 +532,15 @@ impl Task for Service {
             }
             return Ok(response);
         }
-        container.vm.shutdown().await;
+        if container.in_pod {
+            if let Err(err) = container.vm.session.remove(&container.id).await {
+                tracing::warn!(id = %request.id, %err, "the agent did not remove the container");
+            }
+            container.vm.detach_layers(&container.id).await;
+            let _ = std::fs::remove_dir_all(self.layout.container_dir(&container.id));
+        } else {
+            container.vm.shutdown().await;
+        }
         if let Ok(mut containers) = self.containers.lock() {
             containers.remove(&request.id);
         }

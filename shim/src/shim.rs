@@ -11,9 +11,11 @@ use containerd_shim::asynchronous::{spawn, util::write_str_to_file, ExitSignal, 
 use containerd_shim::{Config, Error, Flags, StartOpts};
 use containerd_shim_protos::api::DeleteResponse;
 use containerd_shim_protos::protobuf::MessageField;
+use oci_spec::runtime::Spec;
 use rvm_runtime::sandbox::layout::{Layout, DEFAULT_ROOT};
 
 use crate::events::Events;
+use crate::pod;
 use crate::process::timestamp;
 use crate::service::Service;
 
@@ -38,7 +40,16 @@ fn layer_cache() -> PathBuf {
     rvm_root().join("containerd").join("layers")
 }
 
-/// The shim of one task.
+/// The grouping id of task `id` from the bundle's OCI spec (in the current directory): the pod's
+/// sandbox id for a pod task, else the task's id.
+fn grouping_of(id: &str) -> String {
+    let annotations = Spec::load("config.json")
+        .ok()
+        .and_then(|spec| spec.annotations().clone());
+    pod::grouping(id, &pod::role(annotations.as_ref()))
+}
+
+/// The shim of one task (or of one pod's tasks).
 pub struct RvmShim {
     id: String,
     namespace: String,
@@ -68,8 +79,12 @@ impl Shim for RvmShim {
         }
     }
 
+    /// containerd runs `start` in the task's bundle. Tasks of one pod share a grouping id (the
+    /// sandbox id), hence a socket address: the spawned shim finds the pod's shim listening
+    /// there, writes its address and exits, and containerd talks to the pod's shim.
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
-        let grouping = opts.id.clone();
+        let grouping = grouping_of(&opts.id);
+        tracing::debug!(id = %opts.id, %grouping, "shim grouping");
         let address = spawn(opts, &grouping, Vec::new()).await?;
         write_str_to_file("address", &address).await?;
         Ok(address)

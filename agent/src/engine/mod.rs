@@ -8,6 +8,7 @@ pub mod cgroups;
 pub mod command;
 pub mod container;
 pub mod handoff;
+pub mod host_files;
 pub mod process;
 pub mod process_setup;
 pub mod rlimits;
@@ -129,6 +130,8 @@ pub struct CreateRequest {
     pub shutdown_on_exit: bool,
     /// Volume disks bound into the container.
     pub volumes: Vec<volumes::VolumeRequest>,
+    /// Contents of host files the spec bind-mounts.
+    pub files: Vec<host_files::HostFile>,
 }
 
 /// What StartContainer and ExecProcess report.
@@ -332,19 +335,25 @@ impl Engine {
                 "layer disks need a scratch disk serial",
             ));
         }
+        let release = |error: EngineError| {
+            self.disks.release_layers(&request.id);
+            error
+        };
         let layers = request
             .layers
             .iter()
-            .map(|serial| self.disks.mount_layer(serial))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|serial| self.disks.mount_layer_for(serial, &request.id))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| release(e.into()))?;
         let scratch = self
             .disks
-            .mount_scratch(&request.scratch)?
+            .mount_scratch(&request.scratch)
+            .map_err(|e| release(e.into()))?
             .join(&request.id);
         let upper = scratch.join("upper");
         let work = scratch.join("work");
         let rootfs = dir.join("rootfs");
-        disks::mount_overlay(&layers, &upper, &work, &rootfs)?;
+        disks::mount_overlay(&layers, &upper, &work, &rootfs).map_err(|e| release(e.into()))?;
         Ok((rootfs, true, vec![scratch]))
     }
 
@@ -388,10 +397,12 @@ impl Engine {
         let seccomp = SeccompPolicy::for_spec(&spec)?;
         let dir = self.config.run_dir.join("containers").join(&request.id);
         fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
+        host_files::apply(&mut spec, &request.files, &dir)?;
         let (rootfs, overlay, scratch_dirs) = self.prepare_rootfs(&request, &spec, &dir)?;
         let unmount_rootfs = || {
             if overlay {
                 let _ = umount2(&rootfs, MntFlags::MNT_DETACH);
+                self.disks.release_layers(&request.id);
             }
             let _ = fs::remove_dir_all(&dir);
         };
@@ -823,7 +834,8 @@ impl Engine {
             .collect())
     }
 
-    /// Kills what is left of the container, unmounts its rootfs and forgets it.
+    /// Kills what is left of the container, unmounts its rootfs (and the layers only it used)
+    /// and forgets it.
     pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
         let container = self.container(id)?;
         // An unstarted init helper reads end of file on its start pipe and exits.
@@ -860,6 +872,11 @@ impl Engine {
         })
         .await
         .map_err(|e| io_error("remove container files")(io::Error::other(e.to_string())))?;
+        // After the overlay is gone: unmount the layers no other container uses, so the host
+        // can empty their slots.
+        if container.overlay {
+            self.disks.release_layers(id);
+        }
         tracing::info!(container = id, "container removed");
         Ok(())
     }

@@ -11,6 +11,7 @@ pub mod dns;
 pub mod endpoint;
 pub mod ipam;
 pub mod nat;
+pub mod podnet;
 pub mod ports;
 pub mod tap;
 

@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -51,6 +52,13 @@ pub struct VmmCommand {
     pub console_log: PathBuf,
     /// `--net tap=NAME,mac=MAC` with bridge networking.
     pub net: Option<String>,
+    /// `--disk-slots N`: empty disks the host fills at run time (a pod's containers).
+    pub disk_slots: u32,
+    /// `--api SOCKET`: where the VMM takes ATTACH/DETACH requests for its slots.
+    pub api: Option<PathBuf>,
+    /// The network namespace to start the VMM in (a pod's, set up by CNI), where it opens the
+    /// TAP of `net`; None: the caller's.
+    pub netns: Option<PathBuf>,
 }
 
 impl VmmCommand {
@@ -86,6 +94,9 @@ impl VmmCommand {
             vsock: layout.vsock_path(&config.id),
             console_log: layout.console_path(&config.id),
             net: config.endpoint.as_ref().map(|endpoint| endpoint.vmm_arg()),
+            disk_slots: 0,
+            api: None,
+            netns: None,
         }
     }
 
@@ -106,6 +117,14 @@ impl VmmCommand {
         for disk in &self.disks {
             args.push("--disk".into());
             args.push(disk.to_arg());
+        }
+        if self.disk_slots > 0 {
+            args.push("--disk-slots".into());
+            args.push(self.disk_slots.to_string().into());
+        }
+        if let Some(api) = &self.api {
+            args.push("--api".into());
+            args.push(api.clone().into());
         }
         let mut vsock = OsString::from(format!("cid={GUEST_CID},uds="));
         vsock.push(&self.vsock);
@@ -134,6 +153,11 @@ pub enum SpawnError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot open the network namespace {}: {source}", path.display())]
+    Netns {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl VmmCommand {
@@ -152,20 +176,47 @@ impl VmmCommand {
             .stdout(Stdio::from(log_copy))
             .stderr(Stdio::from(log_file))
             .kill_on_drop(true);
-        // SAFETY: the closure runs in the forked child before exec and only makes the prctl
-        // system call, which is async-signal-safe; it touches no memory shared with the parent.
+        // Opened here and kept open until the child has exec'd: the child joins it by fd.
+        let netns = match &self.netns {
+            Some(path) => Some(File::open(path).map_err(|source| SpawnError::Netns {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        let netns_fd = netns.as_ref().map(|file| file.as_raw_fd());
+        // SAFETY: the closure runs in the forked child before exec and only makes the prctl and
+        // setns system calls, which are async-signal-safe; it reads only the copied fd number,
+        // whose file the parent keeps open until spawn returns.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
-                    .map_err(std::io::Error::from)
+                    .map_err(std::io::Error::from)?;
+                match netns_fd {
+                    Some(fd) => join_network_namespace(fd),
+                    None => Ok(()),
+                }
             });
         }
-        tracing::info!(vmm = %self.vmm.display(), args = ?self.args(), "starting VMM");
-        cmd.spawn().map_err(|source| SpawnError::Start {
+        tracing::info!(vmm = %self.vmm.display(), args = ?self.args(), netns = ?self.netns, "starting VMM");
+        let child = cmd.spawn().map_err(|source| SpawnError::Start {
             path: self.vmm.clone(),
             source,
-        })
+        });
+        drop(netns);
+        child
     }
+}
+
+/// Moves the calling thread into the network namespace open as `fd` (async-signal-safe: one
+/// system call, no allocation).
+fn join_network_namespace(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // SAFETY: setns only reads its two integer arguments; an fd that is not a network
+    // namespace makes it fail with EINVAL, which is returned, not undefined behaviour.
+    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -232,5 +283,26 @@ mod tests {
         for disk in &command.disks {
             assert!(disk.serial.len() <= 20, "{}", disk.serial);
         }
+        assert!(!joined.contains("--disk-slots") && !joined.contains("--api"));
+    }
+
+    #[test]
+    fn pod_vm_has_disk_slots_and_an_api_socket() {
+        let layout = Layout::new(Some("/r".into()));
+        let guest = GuestArtifacts {
+            kernel: "/g/vmlinux".into(),
+            initramfs: "/g/initramfs.img".into(),
+        };
+        let mut command =
+            VmmCommand::for_container(&layout, &config(), "/bin/rvm-vmm".into(), guest);
+        command.disk_slots = 8;
+        command.api = Some("/r/run/abc/api.sock".into());
+        let joined = command
+            .args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(joined.contains("--disk-slots 8 --api /r/run/abc/api.sock"));
     }
 }
