@@ -7,6 +7,7 @@
 //! device starts a worker. A driver reset stops the worker and takes everything back.
 
 pub mod block;
+pub mod fuzz_input;
 pub mod mmio;
 pub mod net;
 pub mod rng;
