@@ -1,31 +1,57 @@
-//! Replays the committed seed corpus of the `virtio_vsock` fuzz target
-//! (`fuzz/corpus/virtio_vsock/`) through the function the fuzzer drives.
+//! Replays the committed seed corpora of the one-chain fuzz targets `virtio_vsock` and
+//! `virtio_rng` (`fuzz/corpus/<target>/`, input layout of `devices::virtio::fuzz_input`) through
+//! the functions the fuzzer drives.
 //!
-//! The seeds are written by `cargo test -p rvm-vmm --test vsock_fuzz_seeds -- --ignored`.
+//! The seeds are written by `cargo test -p rvm-vmm --test chain_fuzz_seeds -- --ignored`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use rvm_vmm::devices::virtio::vsock::fuzzing::{virtio_vsock, DATA_ADDR, TABLE_BYTES};
+use rvm_vmm::devices::virtio::fuzz_input::{DATA_ADDR, TABLE_BYTES};
+use rvm_vmm::devices::virtio::rng::fuzzing::virtio_rng;
+use rvm_vmm::devices::virtio::vsock::fuzzing::virtio_vsock;
 use rvm_vmm::devices::virtio::vsock::packet::{op, Header, HOST_CID, TYPE_STREAM};
 
 const NEXT: u16 = 1;
 const WRITE: u16 = 2;
 const INDIRECT: u16 = 4;
 
-fn seed_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/virtio_vsock")
+fn seed_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target)
+}
+
+/// Runs every seed of `target` through `fuzz`; returns how many there were.
+fn replay(target: &str, fuzz: fn(&[u8])) -> usize {
+    let mut count = 0;
+    for entry in fs::read_dir(seed_dir(target)).unwrap() {
+        let path = entry.unwrap().path();
+        println!("{}", path.display());
+        fuzz(&fs::read(&path).unwrap());
+        count += 1;
+    }
+    count
+}
+
+fn write(target: &str, seeds: Vec<(&'static str, Vec<u8>)>) {
+    fs::create_dir_all(seed_dir(target)).unwrap();
+    for (name, data) in seeds {
+        fs::write(seed_dir(target).join(name), data).unwrap();
+    }
 }
 
 #[test]
 fn replay_virtio_vsock_seeds() {
-    let mut count = 0;
-    for entry in fs::read_dir(seed_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        println!("{}", path.display());
-        virtio_vsock(&fs::read(&path).unwrap());
-        count += 1;
-    }
+    let count = replay("virtio_vsock", virtio_vsock);
+    assert!(count >= 8, "only {count} seeds");
+}
+
+#[test]
+fn replay_virtio_rng_seeds() {
+    let count = replay("virtio_rng", virtio_rng);
     assert!(count >= 8, "only {count} seeds");
 }
 
@@ -61,7 +87,7 @@ fn header(op: u16, len: u32) -> [u8; 44] {
     .to_bytes()
 }
 
-fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn vsock_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let d = DATA_ADDR;
     let mut rw = header(op::RW, 5).to_vec();
     rw.extend_from_slice(b"hello");
@@ -119,11 +145,64 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-#[test]
-#[ignore = "writes the seed corpus; run by hand after changing the input layout"]
-fn write_seeds() {
-    fs::create_dir_all(seed_dir()).unwrap();
-    for (name, data) in seeds() {
-        fs::write(seed_dir().join(name), data).unwrap();
+/// An indirect table (16-byte descriptors) to place in guest memory at DATA_ADDR.
+fn indirect_table(descs: &[(u64, u32, u16, u16)]) -> Vec<u8> {
+    let mut table = Vec::new();
+    for &(addr, len, flags, next) in descs {
+        table.extend_from_slice(&addr.to_le_bytes());
+        table.extend_from_slice(&len.to_le_bytes());
+        table.extend_from_slice(&flags.to_le_bytes());
+        table.extend_from_slice(&next.to_le_bytes());
     }
+    table
+}
+
+fn rng_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let buf = DATA_ADDR + 0x1000;
+    vec![
+        ("one-writable", input(0, &[(buf, 64, WRITE, 0)], &[])),
+        ("read-only", input(0, &[(buf, 64, 0, 0)], &[])),
+        (
+            "chain-of-two",
+            input(
+                0,
+                &[(buf, 32, WRITE | NEXT, 1), (buf + 64, 32, WRITE, 0)],
+                &[],
+            ),
+        ),
+        (
+            "outside-memory",
+            input(0, &[(0xffff_0000, 64, WRITE, 0)], &[]),
+        ),
+        ("huge", input(0, &[(0x1_0000, 0xf_0000, WRITE, 0)], &[])),
+        (
+            "across-regions",
+            input(0, &[(0x1_fff0, 0x40, WRITE, 0)], &[]),
+        ),
+        (
+            "loop",
+            input(
+                0,
+                &[(buf, 8, WRITE | NEXT, 1), (buf, 8, WRITE | NEXT, 0)],
+                &[],
+            ),
+        ),
+        ("head-out-of-range", input(200, &[(buf, 64, WRITE, 0)], &[])),
+        (
+            "indirect",
+            input(
+                0,
+                &[(DATA_ADDR, 32, INDIRECT, 0)],
+                &indirect_table(&[(buf, 16, WRITE | NEXT, 1), (buf + 16, 16, WRITE, 0)]),
+            ),
+        ),
+        ("empty", Vec::new()),
+    ]
+}
+
+#[test]
+#[ignore = "writes the seed corpora; run by hand after changing the input layout"]
+fn write_seeds() {
+    write("virtio_vsock", vsock_seeds());
+    write("virtio_rng", rng_seeds());
 }
