@@ -244,6 +244,10 @@ impl NetHandler {
                     break;
                 }
                 if !wait_for_buffers(&self.mem, &mut self.rx)? {
+                    tracing::trace!(
+                        len,
+                        "net: receive queue full; frame held until the guest adds buffers"
+                    );
                     self.rx_pending = Some(len);
                     return Ok(false);
                 }
