@@ -78,14 +78,7 @@ c() {
 }
 
 # --- containerd --------------------------------------------------------------------------------
-PATH=$tmp/bin:$PATH containerd --config "$tmp/config.toml" --log-level debug >"$tmp/containerd.log" 2>&1 &
-containerd_pid=$!
-for _ in $(seq 100); do
-    ctr --address "$socket" version >/dev/null 2>&1 && break
-    kill -0 "$containerd_pid" 2>/dev/null || { tail -20 "$tmp/containerd.log"; die "containerd exited"; }
-    sleep 0.2
-done
-ctr --address "$socket" version >/dev/null 2>&1 || { tail -20 "$tmp/containerd.log"; die "containerd did not answer on $socket"; }
+e2e_start_containerd "$tmp/bin" "$tmp/config.toml" "$socket" "$tmp/containerd.log"
 say "containerd $(containerd --version | awk '{print $3}') up on $socket"
 
 "$repo/tools/busybox-image" "$tmp/busybox-oci.tar" >/dev/null || die "tools/busybox-image failed"

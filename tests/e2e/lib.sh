@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # tests/e2e/lib.sh: the setup the lab's end-to-end scripts share (tests/e2e/*.sh,
-# shim/tests/lab-containerd.sh). Sourced, never run; defines functions and a few variables and
+# shim/tests/lab-containerd.sh, shim/tests/lab-cri.sh, which also start containerd with
+# e2e_start_containerd). Sourced, never run; defines functions and a few variables and
 # runs nothing else.
 #
 # Use, at the top of a script (after `set -uo pipefail`):
@@ -152,4 +153,20 @@ e2e_finish() {
         say "$failures check(s) failed"
     fi
     [ "$failures" -eq 0 ]
+}
+
+# e2e_start_containerd BIN_DIR CONFIG SOCKET LOG: starts containerd with BIN_DIR first on its
+# PATH (where it finds our shim), its output in LOG, and waits until it answers on SOCKET; sets
+# containerd_pid (for the caller's cleanup). Dies with LOG's tail if it exits or stays silent.
+e2e_start_containerd() {
+    local bin_dir=$1 config=$2 socket=$3 log=$4
+    PATH=$bin_dir:$PATH containerd --config "$config" --log-level debug >"$log" 2>&1 &
+    containerd_pid=$!
+    for _ in $(seq 100); do
+        ctr --address "$socket" version >/dev/null 2>&1 && return 0
+        kill -0 "$containerd_pid" 2>/dev/null || { tail -20 "$log"; die "containerd exited"; }
+        sleep 0.2
+    done
+    tail -20 "$log"
+    die "containerd did not answer on $socket"
 }
