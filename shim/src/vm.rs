@@ -160,10 +160,6 @@ impl Vm {
         disks::create_ext4(&scratch, SCRATCH_SIZE)?;
         let vm = prepare::vm_size(memory_limit(&request.spec), vcpus(&request.spec));
         let hostname = request.spec.hostname().clone().unwrap_or_default();
-        let interface = match &request.netns {
-            Some(netns) => Some(join_pod_network(netns).await?),
-            None => None,
-        };
         let config = ContainerConfig {
             id: id.to_owned(),
             name: id.to_owned(),
@@ -203,6 +199,11 @@ impl Vm {
         });
         command.disk_slots = request.disk_slots;
         command.api = pod.as_ref().map(|pod| pod.api.clone());
+        // Joined last before the spawn, so that every earlier failure leaves the namespace as is.
+        let interface = match &request.netns {
+            Some(netns) => Some(join_pod_network(netns).await?),
+            None => None,
+        };
         command.net = interface
             .as_ref()
             .map(|interface| format!("tap={POD_TAP},mac={}", interface.mac));
