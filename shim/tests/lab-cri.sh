@@ -168,9 +168,25 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# containerd_log_tail: the last lines of containerd's log without debug lines.
+containerd_log_tail() {
+    echo "--- containerd log (tail) ---"
+    grep -v 'level=debug' "$tmp/containerd.log" | tail -40
+}
+
+# need NAME CMD...: check, and end the test at once if it failed: what follows depends on it,
+# and every later call would wait for its own timeout.
+need() {
+    check "$@" && return 0
+    containerd_log_tail
+    echo "lab-cri: stopped after a failed step, $failures failure(s)"
+    exit 1
+}
+
 # cri ARGS...: runs rvm-cri against this containerd; output in $out/$err, status in $status.
+# A VM's boot inside the lab takes seconds to a minute on a loaded host: 180 s is far above.
 cri() {
-    timeout 300 "$cri_client" --socket "$socket" "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
+    timeout 180 "$cri_client" --socket "$socket" "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
     status=$?
     out=$(cat "$tmp/out")
     err=$(cat "$tmp/err")
@@ -265,12 +281,12 @@ say "runtime: $out"
 
 cri runp --name lab-cri-pod --handler "$handler" --hostname lab-cri-pod --log-dir "$logdir"
 pod=$out
-check "runp (handler $handler) prints a pod id" test "$status" -eq 0 -a -n "$pod"
+need "runp (handler $handler) prints a pod id" test "$status" -eq 0 -a -n "$pod"
 
 cri inspectp "$pod"
 pod_ip=$(field network.ip)
 netns=$(field netns)
-check "the pod is SANDBOX_READY" test "$(field state)" = SANDBOX_READY
+need "the pod is SANDBOX_READY" test "$(field state)" = SANDBOX_READY
 check "the pod's runtime handler is $handler" test "$(field runtime_handler)" = "$handler"
 check "the pod's IP ($pod_ip) is in $subnet" in_subnet "$pod_ip"
 
@@ -278,17 +294,17 @@ cri create --pod "$pod" --name c1 --image "$image" -- sh -c \
     'mkdir -p /www && echo hello-from-c1 >/www/index.html && echo c1-ready
      trap "exit 0" TERM; httpd -f -p 127.0.0.1:8080 -h /www & wait $!'
 c1=$out
-check "create c1 (httpd on 127.0.0.1:8080)" test "$status" -eq 0 -a -n "$c1"
+need "create c1 (httpd on 127.0.0.1:8080)" test "$status" -eq 0 -a -n "$c1"
 cri create --pod "$pod" --name c2 --image "$image" -- sh -c \
     'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done'
 c2=$out
-check "create c2 (sleeps)" test "$status" -eq 0 -a -n "$c2"
+need "create c2 (sleeps)" test "$status" -eq 0 -a -n "$c2"
 cri start "$c1"
-check "start c1" test "$status" -eq 0
+need "start c1" test "$status" -eq 0
 cri start "$c2"
-check "start c2" test "$status" -eq 0
-check "c1 is CONTAINER_RUNNING" within 30 container_state "$c1" CONTAINER_RUNNING
-check "c2 is CONTAINER_RUNNING" within 30 container_state "$c2" CONTAINER_RUNNING
+need "start c2" test "$status" -eq 0
+need "c1 is CONTAINER_RUNNING" within 30 container_state "$c1" CONTAINER_RUNNING
+need "c2 is CONTAINER_RUNNING" within 30 container_state "$c2" CONTAINER_RUNNING
 
 cri ps --pod "$pod"
 check "ps --pod lists c1 and c2" test "$(field 0.pod_sandbox_id)" = "$pod" -a "$(field 1.pod_sandbox_id)" = "$pod" -a -z "$(field 2.id)"
@@ -345,9 +361,6 @@ if [ "$handler" = runc ]; then
     check "no runc container of the pod left" test -z "$(ls "$tmp/runc/k8s.io" 2>/dev/null)"
 fi
 
-if [ "$failures" -ne 0 ]; then
-    echo "--- containerd log (tail) ---"
-    grep -v 'level=debug' "$tmp/containerd.log" | tail -40
-fi
+[ "$failures" -eq 0 ] || containerd_log_tail
 echo "lab-cri: $failures failure(s)"
 [ "$failures" -eq 0 ]

@@ -131,6 +131,7 @@ check() {
         ok "$name"
     else
         fail "$name (status $status, stdout: ${out:0:400}, stderr: ${err:0:500})"
+        return 1
     fi
 }
 
