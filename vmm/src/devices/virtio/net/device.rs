@@ -13,7 +13,7 @@ use super::super::worker::{Poller, QueueHandler, Worker, FIRST_BACKEND_TOKEN};
 use super::super::{ActivateError, ActiveQueues, Interrupt, VirtioDevice};
 use super::features::{self, tap_offloads};
 use super::frame::{MAX_FRAME_LEN, VNET_HDR_LEN};
-use super::rx::{deliver, Delivery, RingError};
+use super::rx::{deliver, needs_interrupt, Delivery, RingError};
 use super::tap::Tap;
 use super::tx::{transmit, IoVecs};
 
@@ -148,6 +148,8 @@ pub struct NetHandler {
     /// The frame read from the TAP and not delivered yet (the guest had no buffers).
     rx_frame: Vec<u8>,
     rx_pending: Option<usize>,
+    /// The receive queue's used index when the driver was last considered for an interrupt.
+    rx_signalled: u16,
     /// Whether the TAP is in the epoll set: not while a frame waits for guest buffers.
     tap_watched: bool,
     /// The TAP reported an error or hang-up: it is not watched again.
@@ -166,6 +168,7 @@ impl NetHandler {
         features: u64,
     ) -> Self {
         NetHandler {
+            rx_signalled: rx.next_used(),
             mem,
             rx,
             tx,
@@ -214,9 +217,19 @@ impl NetHandler {
             }
         };
         if used > 0 {
-            notify(&self.mem, &mut self.rx, &self.interrupt);
+            self.signal_rx();
         }
         keep_watching
+    }
+
+    /// Interrupts the driver if it asked to hear about the receive entries just added.
+    fn signal_rx(&mut self) {
+        let since = std::mem::replace(&mut self.rx_signalled, self.rx.next_used());
+        match needs_interrupt(&self.mem, &self.rx, since) {
+            Ok(true) => self.interrupt.signal_used_queue(),
+            Ok(false) => {}
+            Err(e) => self.interrupt.mark_broken("net", &e),
+        }
     }
 
     fn rx_batch(&mut self, used: &mut u32) -> Result<bool, RingError> {
