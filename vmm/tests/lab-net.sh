@@ -111,10 +111,15 @@ if wait_console '^RECV-READY'; then
     sent=
     end=$((SECONDS + 60))
     while [ $SECONDS -lt $end ]; do
-        if in_ns "$bb" nc "$guest_ip" 5002 <"$tmp/h2g.bin" 2>/dev/null; then sent=1; break; fi
+        # Bounded: a guest that dies mid-transfer would leave nc waiting for TCP to give up.
+        if timeout $((60 + 2 * mib)) ip netns exec "$netns" "$bb" nc "$guest_ip" 5002 <"$tmp/h2g.bin" 2>/dev/null; then
+            sent=1
+            break
+        fi
+        kill -0 "$guest_pid" 2>/dev/null || break
         sleep 0.5
     done
-    [ -n "$sent" ] || fail "cannot connect to the guest's listener on port 5002"
+    [ -n "$sent" ] || fail "the host → guest transfer to port 5002 did not complete"
     say "host → guest: sent in $((SECONDS - start)) s"
 fi
 
