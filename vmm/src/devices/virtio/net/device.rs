@@ -155,6 +155,30 @@ pub struct NetHandler {
     /// The TAP reported an error or hang-up: it is not watched again.
     tap_failed: bool,
     iovecs: IoVecs,
+    counts: Counts,
+}
+
+/// What the handler did while the device was active, logged (debug) when it stops: interrupts
+/// per frame is what decides throughput where exits are expensive.
+#[derive(Debug, Default)]
+struct Counts {
+    frames_received: u64,
+    receive_interrupts: u64,
+    frames_sent: u64,
+    send_interrupts: u64,
+}
+
+impl Drop for NetHandler {
+    fn drop(&mut self) {
+        let c = &self.counts;
+        tracing::debug!(
+            frames_received = c.frames_received,
+            receive_interrupts = c.receive_interrupts,
+            frames_sent = c.frames_sent,
+            send_interrupts = c.send_interrupts,
+            "net: device stopped"
+        );
+    }
 }
 
 impl NetHandler {
@@ -180,6 +204,7 @@ impl NetHandler {
             tap_watched: false,
             tap_failed: false,
             iovecs: IoVecs::default(),
+            counts: Counts::default(),
         }
     }
 
@@ -195,7 +220,12 @@ impl NetHandler {
             self.features,
             &mut self.iovecs,
         ) {
-            Ok(stats) if stats.used > 0 => notify(&self.mem, &mut self.tx, &self.interrupt),
+            Ok(stats) if stats.used > 0 => {
+                self.counts.frames_sent += u64::from(stats.sent);
+                if notify(&self.mem, &mut self.tx, &self.interrupt) {
+                    self.counts.send_interrupts += 1;
+                }
+            }
             Ok(_) => {}
             Err(e) => self.interrupt.mark_broken("net", &e),
         }
@@ -226,7 +256,10 @@ impl NetHandler {
     fn signal_rx(&mut self) {
         let since = std::mem::replace(&mut self.rx_signalled, self.rx.next_used());
         match needs_interrupt(&self.mem, &self.rx, since) {
-            Ok(true) => self.interrupt.signal_used_queue(),
+            Ok(true) => {
+                self.counts.receive_interrupts += 1;
+                self.interrupt.signal_used_queue();
+            }
             Ok(false) => {}
             Err(e) => self.interrupt.mark_broken("net", &e),
         }
@@ -252,9 +285,13 @@ impl NetHandler {
             };
             loop {
                 let frame = &mut self.rx_frame[..len];
-                if deliver(&self.mem, &mut self.rx, frame, mergeable, used)? != Delivery::NoBuffers
-                {
-                    break;
+                match deliver(&self.mem, &mut self.rx, frame, mergeable, used)? {
+                    Delivery::NoBuffers => {}
+                    Delivery::Delivered(_) => {
+                        self.counts.frames_received += 1;
+                        break;
+                    }
+                    Delivery::TooBig => break,
                 }
                 if !wait_for_buffers(&self.mem, &mut self.rx)? {
                     tracing::trace!(
@@ -307,12 +344,19 @@ fn wait_for_buffers(mem: &GuestMemoryMmap, queue: &mut Queue) -> Result<bool, Ri
     Ok(result?)
 }
 
-/// Interrupts the guest if the queue's used ring changed in a way it wants to hear about.
-fn notify(mem: &GuestMemoryMmap, queue: &mut Queue, interrupt: &Interrupt) {
+/// Interrupts the guest if the queue's used ring changed in a way it wants to hear about;
+/// returns whether it did.
+fn notify(mem: &GuestMemoryMmap, queue: &mut Queue, interrupt: &Interrupt) -> bool {
     match queue.needs_notification(mem) {
-        Ok(true) => interrupt.signal_used_queue(),
-        Ok(false) => {}
-        Err(e) => interrupt.mark_broken("net", &e),
+        Ok(true) => {
+            interrupt.signal_used_queue();
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            interrupt.mark_broken("net", &e);
+            false
+        }
     }
 }
 
