@@ -121,8 +121,16 @@ impl Interrupt {
         }
     }
 
+    /// Sets `cause` in the status register and interrupts the driver, unless `cause` was
+    /// already set: then an interrupt is pending that the driver has not acknowledged, and its
+    /// handler, which reads the status and acknowledges before it looks at the queues, will see
+    /// whatever was published before this call. A second edge would only make the guest take
+    /// one more interrupt (two more MMIO exits) to find nothing new.
     fn raise(&self, cause: u32) {
-        self.status.fetch_or(cause, Ordering::SeqCst);
+        let before = self.status.fetch_or(cause, Ordering::SeqCst);
+        if before & cause != 0 {
+            return;
+        }
         if let Err(e) = self.irqfd.write(1) {
             tracing::error!("cannot raise a virtio interrupt: {e}");
         }
@@ -205,8 +213,20 @@ mod tests {
         irq.signal_config_change();
         assert_eq!(irq.status(), 3);
         assert_eq!(irq.irqfd.read().unwrap(), 2);
+        // Pending and not acknowledged: no second edge.
+        irq.signal_used_queue();
+        irq.irqfd.write(7).unwrap();
+        assert_eq!(
+            irq.irqfd.read().unwrap(),
+            7,
+            "the pending cause raised no edge"
+        );
         irq.ack(1);
         assert_eq!(irq.status(), 2);
+        // Acknowledged: the next one interrupts again.
+        irq.signal_used_queue();
+        assert_eq!(irq.irqfd.read().unwrap(), 1);
+        irq.ack(1);
         irq.mark_broken("test", &"corrupt ring");
         assert!(irq.is_broken());
         irq.reset();

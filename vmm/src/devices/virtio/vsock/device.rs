@@ -13,6 +13,7 @@ use super::packet::{parse_tx, rx_writer};
 use crate::devices::virtio::worker::{Poller, QueueHandler, Worker};
 use crate::devices::virtio::{
     ActivateError, ActiveQueues, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1,
+    VIRTIO_RING_F_EVENT_IDX,
 };
 use crate::uds::{BindError, MAX_SOCKET_PATH};
 
@@ -116,7 +117,7 @@ impl VirtioDevice for Vsock {
     }
 
     fn device_features(&self) -> u64 {
-        VIRTIO_F_VERSION_1
+        VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX
     }
 
     /// `struct virtio_vsock_config { le64 guest_cid; }`.
@@ -184,22 +185,47 @@ struct VsockHandler {
 
 impl VsockHandler {
     /// Drains the TX queue: every packet is handed to the muxer (or dropped if malformed), and
-    /// its buffer returned. The guest's credit bounds what the muxer must buffer.
+    /// its buffer returned. The guest's credit bounds what the muxer must buffer. The guest's
+    /// notifications are off while the queue is drained and back on when it is empty (with
+    /// EVENT_IDX: one kick for the next packet, none for those found while draining).
     fn process_tx(&mut self, poller: &Poller) {
         let mut returned = false;
-        while let Some(chain) = self.tx.pop_descriptor_chain(&self.mem) {
-            let head = chain.head_index();
-            match parse_tx(&self.mem, chain) {
-                Ok(mut packet) => self
-                    .muxer
-                    .handle_tx(poller, &packet.header, &mut packet.payload),
-                Err(e) => tracing::debug!("{e}"),
-            }
-            if let Err(e) = self.tx.add_used(&self.mem, head, 0) {
+        loop {
+            if let Err(e) = self.tx.disable_notification(&self.mem) {
                 self.interrupt.mark_broken("vsock", &e);
                 return;
             }
-            returned = true;
+            loop {
+                let chain = match self.tx.iter(&self.mem) {
+                    Ok(mut chains) => chains.next(),
+                    Err(e) => {
+                        self.interrupt.mark_broken("vsock", &e);
+                        return;
+                    }
+                };
+                let Some(chain) = chain else { break };
+                let head = chain.head_index();
+                match parse_tx(&self.mem, chain) {
+                    Ok(mut packet) => {
+                        self.muxer
+                            .handle_tx(poller, &packet.header, &mut packet.payload)
+                    }
+                    Err(e) => tracing::debug!("{e}"),
+                }
+                if let Err(e) = self.tx.add_used(&self.mem, head, 0) {
+                    self.interrupt.mark_broken("vsock", &e);
+                    return;
+                }
+                returned = true;
+            }
+            match self.tx.enable_notification(&self.mem) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    self.interrupt.mark_broken("vsock", &e);
+                    return;
+                }
+            }
         }
         if returned {
             notify(&self.mem, &mut self.tx, &self.interrupt);
@@ -210,8 +236,24 @@ impl VsockHandler {
     fn process_rx(&mut self, poller: &Poller) {
         let mut returned = false;
         while self.muxer.has_rx_work() {
-            let Some(chain) = self.rx.pop_descriptor_chain(&self.mem) else {
-                break;
+            let chain = match self.rx.iter(&self.mem) {
+                Ok(mut chains) => chains.next(),
+                Err(e) => {
+                    self.interrupt.mark_broken("vsock", &e);
+                    return;
+                }
+            };
+            let Some(chain) = chain else {
+                // Out of buffers: the guest's next one must be announced (with EVENT_IDX the
+                // avail event is otherwise left behind); one added meanwhile is used at once.
+                match self.rx.enable_notification(&self.mem) {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => {
+                        self.interrupt.mark_broken("vsock", &e);
+                        return;
+                    }
+                }
             };
             let head = chain.head_index();
             let len = match rx_writer(&self.mem, chain) {
@@ -286,7 +328,7 @@ mod tests {
 
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::{Bytes, GuestAddress};
+    use vm_memory::{Address, Bytes, GuestAddress};
     use vmm_sys_util::eventfd::EventFd;
 
     use super::*;
@@ -298,6 +340,9 @@ mod tests {
     const BUFFER: u32 = 4096 + HEADER_LEN as u32;
     /// The mock places a used ring over the end of its avail ring for 16 entries: ours go here.
     const RX_USED: u64 = 0x800;
+    const TX_USED: u64 = 0x1_0800;
+    /// Where a 16-entry used ring keeps `avail_event`, after its header and elements.
+    const AVAIL_EVENT: u64 = 4 + 8 * 16;
 
     fn queue(mock: &MockSplitQueue<'_, GuestMemoryMmap>, used: u64) -> Queue {
         let mut queue: Queue = mock.create_queue().unwrap();
@@ -308,6 +353,7 @@ mod tests {
     /// A guest driver stand-in: the device's queues in guest memory, filled and read by hand.
     struct Guest<'a> {
         mem: &'a GuestMemoryMmap,
+        rx: MockSplitQueue<'a, GuestMemoryMmap>,
         tx: MockSplitQueue<'a, GuestMemoryMmap>,
         tx_kick: EventFd,
         rx_seen: u16,
@@ -370,20 +416,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn host_initiated_connection_relays_and_closes() {
-        let dir = tempfile::tempdir().unwrap();
-        let uds = dir.path().join("v.sock");
-        let mut vsock = Vsock::new(3, &uds).unwrap();
-        let mut config = [0u8; 8];
-        vsock.read_config(0, &mut config);
-        assert_eq!(u64::from_le_bytes(config), 3);
-
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
-        let rx = MockSplitQueue::create(&mem, GuestAddress(0), 16);
-        let tx = MockSplitQueue::create(&mem, GuestAddress(0x1_0000), 16);
-        let event = MockSplitQueue::create(&mem, GuestAddress(0x2_0000), 16);
-        let buffers: Vec<RawDescriptor> = (0..16u64)
+    /// Activates `vsock` on fresh queues in `mem` with `rx_buffers` RX buffers posted;
+    /// returns the guest stand-in, the interrupt and the RX queue's kick.
+    fn activate<'a>(
+        vsock: &mut Vsock,
+        mem: &'a GuestMemoryMmap,
+        rx_buffers: u16,
+        event_idx: bool,
+    ) -> (Guest<'a>, Arc<Interrupt>, EventFd) {
+        let rx = MockSplitQueue::create(mem, GuestAddress(0), 16);
+        let tx = MockSplitQueue::create(mem, GuestAddress(0x1_0000), 16);
+        let event = MockSplitQueue::create(mem, GuestAddress(0x2_0000), 16);
+        let buffers: Vec<RawDescriptor> = (0..u64::from(rx_buffers))
             .map(|i| {
                 let addr = RX_BUFFERS + i * u64::from(BUFFER);
                 RawDescriptor::from(SplitDescriptor::new(addr, BUFFER, WRITE, 0))
@@ -392,27 +436,50 @@ mod tests {
         rx.add_desc_chains(&buffers, 0).unwrap();
         let notifiers: Vec<EventFd> = (0..3).map(|_| EventFd::new(0).unwrap()).collect();
         let tx_kick = notifiers[TX].try_clone().unwrap();
+        let rx_kick = notifiers[RX].try_clone().unwrap();
         let interrupt = Arc::new(Interrupt::new(EventFd::new(0).unwrap()));
+        let mut queues = vec![
+            queue(&rx, RX_USED),
+            queue(&tx, TX_USED),
+            queue(&event, 0x2_0800),
+        ];
+        let mut features = VIRTIO_F_VERSION_1;
+        if event_idx {
+            features |= VIRTIO_RING_F_EVENT_IDX;
+            queues.iter_mut().for_each(|q| q.set_event_idx(true));
+        }
         vsock
             .activate(ActiveQueues {
                 mem: mem.clone(),
-                queues: vec![
-                    queue(&rx, RX_USED),
-                    queue(&tx, 0x1_0800),
-                    queue(&event, 0x2_0800),
-                ],
+                queues,
                 notifiers,
                 interrupt: interrupt.clone(),
-                features: VIRTIO_F_VERSION_1,
+                features,
             })
             .unwrap();
-        let mut guest = Guest {
-            mem: &mem,
+        let guest = Guest {
+            mem,
+            rx,
             tx,
             tx_kick,
             rx_seen: 0,
             tx_sent: 0,
         };
+        (guest, interrupt, rx_kick)
+    }
+
+    #[test]
+    fn host_initiated_connection_relays_and_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let uds = dir.path().join("v.sock");
+        let mut vsock = Vsock::new(3, &uds).unwrap();
+        let mut config = [0u8; 8];
+        vsock.read_config(0, &mut config);
+        assert_eq!(u64::from_le_bytes(config), 3);
+        assert_ne!(vsock.device_features() & VIRTIO_RING_F_EVENT_IDX, 0);
+
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
+        let (mut guest, interrupt, _rx_kick) = activate(&mut vsock, &mem, 16, false);
 
         let mut client = UnixStream::connect(&uds).unwrap();
         client
@@ -483,6 +550,83 @@ mod tests {
         vsock.reset();
         drop(vsock);
         assert!(!uds.exists(), "the socket is removed with the device");
+    }
+
+    /// With EVENT_IDX the guest kicks only when the device asked: after the TX queue is
+    /// drained, for the next packet; when RX buffers run out with data waiting, for the next
+    /// buffer. A device that forgot to ask would stall the connection.
+    #[test]
+    fn event_idx_asks_for_the_kicks_it_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let uds = dir.path().join("v.sock");
+        let mut vsock = Vsock::new(3, &uds).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
+        let (mut guest, interrupt, rx_kick) = activate(&mut vsock, &mem, 2, true);
+        // Waits until the device asks for a kick at avail index `at` of the queue at `used`.
+        let wait_avail_event = |used: u64, at: u16| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while mem
+                .read_obj::<u16>(GuestAddress(used + AVAIL_EVENT))
+                .unwrap()
+                != at
+            {
+                assert!(Instant::now() < deadline, "no kick asked for at index {at}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+
+        let mut client = UnixStream::connect(&uds).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        client.write_all(b"CONNECT 1024\n").unwrap();
+        let (request, _) = guest.wait_rx();
+        assert_eq!(request.op, op::REQUEST);
+        guest.send(op::RESPONSE, 0, &[]);
+        let mut reply = [0u8; 14];
+        client.read_exact(&mut reply).unwrap();
+        wait_avail_event(TX_USED, 1);
+
+        // One RX buffer is left for 8 KiB of data: the device fills it, then asks for a kick
+        // at the next buffer the guest posts (avail index 2).
+        client.write_all(&[7u8; 8192]).unwrap();
+        let (first, payload) = guest.wait_rx();
+        assert_eq!((first.op, payload.len()), (op::RW, 4096));
+        wait_avail_event(RX_USED, 2);
+        let addr = RX_BUFFERS + 2 * u64::from(BUFFER);
+        let desc = RawDescriptor::from(SplitDescriptor::new(addr, BUFFER, WRITE, 0));
+        guest.rx.add_desc_chains(&[desc], 2).unwrap();
+        rx_kick.write(1).unwrap();
+        let (second, payload) = guest.wait_rx();
+        assert_eq!(
+            (second.op, payload, interrupt.is_broken()),
+            (op::RW, vec![7u8; 4096], false)
+        );
+        vsock.reset();
+    }
+
+    /// An available index more than a queue's size ahead is a broken ring: the device stops
+    /// instead of looking for chains that are not there.
+    #[test]
+    fn runaway_avail_index_breaks_the_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let uds = dir.path().join("v.sock");
+        let mut vsock = Vsock::new(3, &uds).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
+        let (guest, interrupt, _rx_kick) = activate(&mut vsock, &mem, 2, true);
+        // The TX avail ring's index, at the mock's avail ring + 2.
+        let tx_avail_idx = guest.tx.avail_addr().unchecked_add(2);
+        mem.write_obj(1000u16, tx_avail_idx).unwrap();
+        guest.tx_kick.write(1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !interrupt.is_broken() {
+            assert!(
+                Instant::now() < deadline,
+                "the device did not give up on the ring"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        vsock.reset();
     }
 
     #[test]
