@@ -26,6 +26,9 @@ pub struct Close {
 
 const RST: Close = Close { rst: true };
 
+/// The most one read takes from a connection's Unix stream for the guest.
+const STREAM_READ: usize = 64 * 1024;
+
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -57,6 +60,12 @@ pub struct Connection {
     credit: Credit,
     /// Bytes from the guest the Unix stream has not taken yet (at most the credit we gave).
     to_stream: VecDeque<u8>,
+    /// Bytes read from the Unix stream and not yet sent to the guest are
+    /// `from_stream[ahead.0..ahead.1]`: one read takes what the guest's credit allows, up to
+    /// [`STREAM_READ`], and feeds the guest's 4 KiB receive buffers one after the other,
+    /// instead of a system call per buffer. Allocated at the first read.
+    from_stream: Vec<u8>,
+    ahead: (usize, usize),
     /// What the guest announced it stops doing (SHUTDOWN_* flags).
     peer_shutdown: u32,
     /// SHUTDOWN flags we owe the guest.
@@ -83,6 +92,8 @@ impl Connection {
             deadline: None,
             credit,
             to_stream: VecDeque::new(),
+            from_stream: Vec::new(),
+            ahead: (0, 0),
             peer_shutdown: 0,
             shutdown_to_send: 0,
             send_request: false,
@@ -132,6 +143,7 @@ impl Connection {
         let mut events = EventSet::empty();
         if self.state == State::Established
             && !self.readable
+            && !self.has_read_ahead()
             && !self.stream_eof
             && self.peer_shutdown & SHUTDOWN_RCV == 0
             && self.credit.peer_free() > 0
@@ -151,9 +163,13 @@ impl Connection {
 
     fn can_send_data(&self) -> bool {
         self.state == State::Established
-            && self.readable
-            && !self.stream_eof
+            && (self.has_read_ahead() || (self.readable && !self.stream_eof))
             && self.peer_shutdown & SHUTDOWN_RCV == 0
+    }
+
+    /// Whether bytes read from the Unix stream wait for the guest.
+    fn has_read_ahead(&self) -> bool {
+        self.ahead.0 < self.ahead.1
     }
 
     /// Whether the connection has a packet for the guest.
@@ -309,12 +325,11 @@ impl Connection {
     }
 
     /// Writes this connection's next packet for the guest into `writer`; returns its length,
-    /// or `None` if it has nothing to send now. `scratch` holds at least one packet's payload.
+    /// or `None` if it has nothing to send now.
     pub fn next_rx(
         &mut self,
         guest_cid: u64,
         writer: &mut Writer<'_>,
-        scratch: &mut [u8],
     ) -> Result<Option<u32>, Close> {
         if self.send_request {
             self.send_request = false;
@@ -327,7 +342,7 @@ impl Connection {
             return emit(writer, header, &[]).map(Some);
         }
         if self.can_send_data() {
-            if let Some(len) = self.send_data(guest_cid, writer, scratch)? {
+            if let Some(len) = self.send_data(guest_cid, writer)? {
                 return Ok(Some(len));
             }
         }
@@ -344,12 +359,7 @@ impl Connection {
         Ok(None)
     }
 
-    fn send_data(
-        &mut self,
-        guest_cid: u64,
-        writer: &mut Writer<'_>,
-        scratch: &mut [u8],
-    ) -> Result<Option<u32>, Close> {
+    fn send_data(&mut self, guest_cid: u64, writer: &mut Writer<'_>) -> Result<Option<u32>, Close> {
         let free = usize::try_from(self.credit.peer_free()).unwrap_or(usize::MAX);
         if free == 0 {
             if self.credit_requested {
@@ -359,33 +369,52 @@ impl Connection {
             let header = self.header(guest_cid, op::CREDIT_REQUEST);
             return emit(writer, header, &[]).map(Some);
         }
-        let room = free.min(rx_payload_room(writer)).min(scratch.len());
+        let room = free.min(rx_payload_room(writer));
         if room == 0 {
             return Ok(None);
         }
-        match (&self.stream).read(&mut scratch[..room]) {
+        if !self.has_read_ahead() && !self.read_stream(free)? {
+            return Ok(None);
+        }
+        let (start, ahead_end) = self.ahead;
+        let end = ahead_end.min(start.saturating_add(room));
+        let len = u32::try_from(end.saturating_sub(start)).unwrap_or(u32::MAX);
+        let mut header = self.header(guest_cid, op::RW);
+        header.len = len;
+        self.credit.sent(len);
+        self.ahead.0 = end;
+        let payload = self.from_stream.get(start..end).ok_or(RST)?;
+        emit(writer, header, payload).map(Some)
+    }
+
+    /// Reads what the Unix stream has, up to `limit` (the guest's credit) and [`STREAM_READ`],
+    /// into the read-ahead buffer; returns whether it got any bytes.
+    fn read_stream(&mut self, limit: usize) -> Result<bool, Close> {
+        if self.from_stream.is_empty() {
+            self.from_stream = vec![0; STREAM_READ];
+        }
+        self.ahead = (0, 0);
+        let buf = &mut self.from_stream[..limit.min(STREAM_READ)];
+        let result = (&self.stream).read(buf);
+        let got = match result {
             Ok(0) => {
                 self.stream_eof = true;
                 self.readable = false;
                 self.shutdown_to_send |= SHUTDOWN_SEND;
-                Ok(None)
+                0
             }
-            Ok(n) => {
-                let mut header = self.header(guest_cid, op::RW);
-                let len = u32::try_from(n).unwrap_or(u32::MAX);
-                header.len = len;
-                self.credit.sent(len);
-                emit(writer, header, &scratch[..n]).map(Some)
-            }
+            Ok(n) => n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
                 self.readable = false;
-                Ok(None)
+                0
             }
             Err(e) => {
                 tracing::debug!("vsock: Unix stream of {:?} failed: {e}", self.key);
-                Err(RST)
+                return Err(RST);
             }
-        }
+        };
+        self.ahead = (0, got);
+        Ok(got > 0)
     }
 }
 

@@ -180,10 +180,7 @@ impl Muxer {
                 continue;
             };
             entry.queued = false;
-            match entry
-                .conn
-                .next_rx(self.guest_cid, writer, &mut self.scratch)
-            {
+            match entry.conn.next_rx(self.guest_cid, writer) {
                 Ok(Some(len)) => {
                     self.sync(poller, key);
                     return Some(len);
