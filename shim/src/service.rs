@@ -32,6 +32,7 @@ use crate::layers::{self, RootfsMount};
 use crate::metrics;
 use crate::pod::{self, Role};
 use crate::process::{timestamp, Process, Status};
+use crate::sizing::{self, HostLimits};
 use crate::stdio::{self, StdioPaths};
 use crate::vm::{Vm, VmRequest, EXIT_UNKNOWN};
 
@@ -169,12 +170,17 @@ impl Service {
         disk_slots: u32,
         netns: Option<PathBuf>,
     ) -> TtrpcResult<Vm> {
+        // Before any work: a pod refused for its sizing annotations should fail at once.
+        let size = sizing::vm_size(&spec, HostLimits::of_host())
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("task {}: {e}", request.id)))?;
+        tracing::info!(id = %request.id, memory_mib = size.memory_mib, vcpus = size.vcpus, "VM size");
         let disks = self.layer_disks(request).await?;
         Vm::boot(
             &self.layout,
             VmRequest {
                 id: &request.id,
                 spec,
+                size,
                 layers: disks,
                 terminal: request.terminal,
                 stdin: !request.stdin.is_empty(),

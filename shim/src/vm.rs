@@ -12,12 +12,11 @@ use rvm_runtime::network::podnet::{self, PodInterface, PodNetError, POD_TAP};
 use rvm_runtime::sandbox::agent::{AgentError, AgentSession};
 use rvm_runtime::sandbox::artifacts::{self, ArtifactError};
 use rvm_runtime::sandbox::config::{
-    layer_serial, ContainerConfig, LayerDiskRef, NetworkMode, SCRATCH_SERIAL,
+    layer_serial, ContainerConfig, LayerDiskRef, NetworkMode, VmSize, SCRATCH_SERIAL,
 };
 use rvm_runtime::sandbox::disks::{self, DiskError, SCRATCH_SIZE};
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::monitor::{self, SHUTDOWN_GRACE};
-use rvm_runtime::sandbox::prepare;
 use rvm_runtime::sandbox::vmm::{SpawnError, VmmCommand};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -25,6 +24,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::host_files;
 use crate::layers::Disk;
+use crate::sizing;
 use crate::slots::{SlotError, Slots};
 
 /// The exit code reported when the real one is lost (the VM ended under the process).
@@ -80,6 +80,8 @@ pub fn slot_serial(key: &str) -> String {
 pub struct VmRequest<'a> {
     pub id: &'a str,
     pub spec: Spec,
+    /// The VM's memory and vCPUs (see `sizing`).
+    pub size: VmSize,
     pub layers: Vec<Disk>,
     pub terminal: bool,
     pub stdin: bool,
@@ -108,37 +110,10 @@ pub struct Vm {
     id: String,
     ended: watch::Receiver<Option<VmEnd>>,
     kill: Arc<Notify>,
+    size: VmSize,
     pod: Option<PodDisks>,
     /// The pod's network namespace holding the VM's TAP.
     netns: Option<PathBuf>,
-}
-
-/// The container limit of the spec, for sizing the VM.
-fn memory_limit(spec: &Spec) -> Option<u64> {
-    let limit = spec
-        .linux()
-        .as_ref()?
-        .resources()
-        .as_ref()?
-        .memory()
-        .as_ref()?
-        .limit()?;
-    u64::try_from(limit).ok().filter(|l| *l > 0)
-}
-
-/// vCPUs for the spec's CPU quota (at least one).
-fn vcpus(spec: &Spec) -> u32 {
-    let cpu = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.resources().as_ref())
-        .and_then(|r| r.cpu().as_ref());
-    match cpu.and_then(|c| Some((c.quota()?, c.period()?))) {
-        Some((quota, period)) if quota > 0 && period > 0 => {
-            (quota as u64).div_ceil(period).clamp(1, 64) as u32
-        }
-        _ => 1,
-    }
 }
 
 fn create_dir(path: &Path) -> Result<(), VmError> {
@@ -158,7 +133,7 @@ impl Vm {
         let scratch = layout.scratch_path(id);
         let _ = std::fs::remove_file(&scratch);
         disks::create_ext4(&scratch, SCRATCH_SIZE)?;
-        let vm = prepare::vm_size(memory_limit(&request.spec), vcpus(&request.spec));
+        let size = request.size;
         let hostname = request.spec.hostname().clone().unwrap_or_default();
         let config = ContainerConfig {
             id: id.to_owned(),
@@ -179,7 +154,7 @@ impl Vm {
                 .collect(),
             scratch,
             volumes: Vec::new(),
-            vm,
+            vm: size,
             network: NetworkMode::None,
             endpoint: None,
             tty: request.terminal,
@@ -255,6 +230,7 @@ impl Vm {
             id: id.to_owned(),
             ended: ended.clone(),
             kill: kill.clone(),
+            size,
             pod,
             netns: request.netns.clone(),
         };
@@ -309,6 +285,7 @@ impl Vm {
         terminal: bool,
         stdin: bool,
     ) -> Result<(), VmError> {
+        sizing::warn_if_beyond_vm(id, spec, self.size);
         let serials: Vec<String> = disks.iter().map(|disk| slot_serial(&disk.key)).collect();
         let spec_json = serde_json::to_vec(spec)
             .map_err(|e| VmError::Request(format!("cannot serialize the OCI spec of {id}: {e}")))?;

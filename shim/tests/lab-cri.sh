@@ -15,13 +15,18 @@
 # image), overlayfs, runtimes runc (the default) and rvm, CNI from Debian's
 # containernetworking-plugins (/usr/lib/cni): a bridge cnirvm0 with host-local addresses in
 # 10.99.0.0/24 (containerd adds the loopback network itself). Then:
-#   - runp (handler CRI_HANDLER, a log directory): the pod is SANDBOX_READY with an IP in
-#     10.99.0.0/24;
+#   - runp (handler CRI_HANDLER, a log directory, linux.resources of 256 MiB and 2 CPUs: quota
+#     200000 per 100000 µs): the pod is SANDBOX_READY with an IP in 10.99.0.0/24, and containerd
+#     put the resources on the sandbox's spec as io.kubernetes.cri.sandbox-* annotations;
 #   - two busybox containers: c1 serves a page with httpd on 127.0.0.1:8080, c2 sleeps; both
 #     RUNNING; exec prints output and passes exit codes; c2 fetches c1's page over 127.0.0.1 (the
 #     pod's containers share one network namespace); c1's eth0 has the pod's IP; the host pings
 #     the pod's IP and c2 pings the bridge; c1's stdout is in LOGDIR/c1.log;
-#   - rvm only: one rvm-vmm and one shim process serve the pod (both containers in its VM);
+#   - rvm only: one rvm-vmm and one shim process serve the pod (both containers in its VM), and
+#     the VM is the pod's size: c1's nproc is 2 (fewer if the host has fewer CPUs: the shim caps
+#     vCPUs at those), and the guest's MemTotal is above the pod's 256 MiB (the kernel's
+#     reservations fit in the runtime's VM_OVERHEAD_MIB; a VM of the default size could not pass)
+#     and at most the VM's 256 MiB + VM_OVERHEAD_MIB; skipped with runc, whose pods see the host;
 #   - stop c1: CONTAINER_EXITED; stopp, rmp; afterwards (rvm) no rvm-vmm or shim process is left,
 #     and the pod's network namespace is gone.
 # Binaries: CRI_CLIENT (else target/debug/rvm-cri, else target/release/rvm-cri); for rvm, SHIM_BIN
@@ -39,6 +44,11 @@ pause_image=docker.io/rvm/pause:1
 bridge=cnirvm0
 subnet=10.99.0.0/24
 cni_bin=/usr/lib/cni
+# The pod's resources, as kubelet sends them for a pod whose containers' limits add up to
+# 256 MiB and 2 CPUs.
+pod_memory=$((256 << 20))
+pod_cpu_quota=200000
+pod_cpu_period=100000
 
 [ "$(id -u)" -eq 0 ] || die "run as root (containerd, mounts, network namespaces)"
 case $handler in
@@ -217,6 +227,19 @@ print("" if value is None else value if isinstance(value, str) else json.dumps(v
 ' "$out" "$1" 2>/dev/null
 }
 
+# spec_annotation KEY: the annotation KEY of the sandbox's OCI spec in $out (inspectp's
+# spec_annotations; keys have dots, so not through field).
+spec_annotation() {
+    python3 -c 'import json, sys
+print((json.loads(sys.argv[1]).get("spec_annotations") or {}).get(sys.argv[2], ""))' "$out" "$1" 2>/dev/null
+}
+
+# mem_total_kib: MemTotal (KiB) of /proc/meminfo as c1 sees it, empty if exec failed.
+mem_total_kib() {
+    cri exec "$c1" -- cat /proc/meminfo
+    [ "$status" -eq 0 ] && awk '$1 == "MemTotal:" { print $2 }' "$tmp/out"
+}
+
 # in_subnet IP: whether IP is an IPv4 address inside $subnet.
 in_subnet() {
     python3 -c 'import ipaddress, sys
@@ -279,9 +302,11 @@ cri version
 check "rvm-cri version answers" test "$status" -eq 0 -a -n "$out"
 say "runtime: $out"
 
-cri runp --name lab-cri-pod --handler "$handler" --hostname lab-cri-pod --log-dir "$logdir"
+cri runp --name lab-cri-pod --handler "$handler" --hostname lab-cri-pod --log-dir "$logdir" \
+    --memory-limit "$pod_memory" --cpu-quota "$pod_cpu_quota" --cpu-period "$pod_cpu_period"
 pod=$out
-need "runp (handler $handler) prints a pod id" test "$status" -eq 0 -a -n "$pod"
+need "runp (handler $handler, $((pod_memory >> 20)) MiB, quota $pod_cpu_quota/$pod_cpu_period) prints a pod id" \
+    test "$status" -eq 0 -a -n "$pod"
 
 cri inspectp "$pod"
 pod_ip=$(field network.ip)
@@ -289,6 +314,11 @@ netns=$(field netns)
 need "the pod is SANDBOX_READY" test "$(field state)" = SANDBOX_READY
 check "the pod's runtime handler is $handler" test "$(field runtime_handler)" = "$handler"
 check "the pod's IP ($pod_ip) is in $subnet" in_subnet "$pod_ip"
+for pair in memory:$pod_memory cpu-quota:$pod_cpu_quota cpu-period:$pod_cpu_period; do
+    key=io.kubernetes.cri.sandbox-${pair%%:*}
+    check "the sandbox's spec has $key=${pair#*:} ($(spec_annotation "$key"))" \
+        test "$(spec_annotation "$key")" = "${pair#*:}"
+done
 
 cri create --pod "$pod" --name c1 --image "$image" -- sh -c \
     'mkdir -p /www && echo hello-from-c1 >/www/index.html && echo c1-ready
@@ -335,6 +365,21 @@ if [ "$handler" = rvm ]; then
     shims=$(count "$tmp/bin/containerd-shim-rvm-v1")
     check "one rvm-vmm serves the pod (found $vmms)" test "$vmms" -eq 1
     check "one containerd-shim-rvm-v1 serves the pod (found $shims)" test "$shims" -eq 1
+
+    # The pod VM's size (see the header); the overhead as the runtime defines it.
+    overhead_mib=$(sed -n 's/^pub const VM_OVERHEAD_MIB: u64 = \([0-9]*\);$/\1/p' \
+        "$repo/runtime/src/sandbox/prepare.rs")
+    vm_kib=$(((pod_memory >> 10) + (${overhead_mib:-0} << 10)))
+    want_vcpus=$(((pod_cpu_quota + pod_cpu_period - 1) / pod_cpu_period))
+    host_cpus=$(nproc)
+    [ "$host_cpus" -ge "$want_vcpus" ] || want_vcpus=$host_cpus
+    cri exec "$c1" -- nproc
+    check "the pod's VM has $want_vcpus vCPUs (nproc in c1: $out)" test "$status" -eq 0 -a "$out" = "$want_vcpus"
+    mem_kib=$(mem_total_kib)
+    check "the guest's MemTotal (${mem_kib:-?} KiB) is above the pod's $((pod_memory >> 10)) KiB and at most the VM's $vm_kib KiB" \
+        test -n "$overhead_mib" -a -n "$mem_kib" -a "${mem_kib:-0}" -gt "$((pod_memory >> 10))" -a "${mem_kib:-0}" -le "$vm_kib"
+else
+    say "VM size checks skipped: $handler pods see the host"
 fi
 
 cri stop "$c1" --grace 10

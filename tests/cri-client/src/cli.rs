@@ -110,6 +110,24 @@ pub struct Runp {
     /// An annotation KEY=VALUE (repeatable).
     #[arg(long = "annotation", value_parser = parse_key_value)]
     pub annotations: Vec<(String, String)>,
+    /// The pod's resources (linux.resources, what kubelet 1.23+ sends: the sum of the pod's
+    /// container limits).
+    #[command(flatten)]
+    pub resources: PodResources,
+}
+
+/// `linux.resources` of a pod sandbox; none sent when no field is given.
+#[derive(Debug, Default, Clone, PartialEq, Eq, clap::Args)]
+pub struct PodResources {
+    /// The pod's memory limit in bytes (memory_limit_in_bytes).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(i64).range(1..))]
+    pub memory_limit: Option<i64>,
+    /// The pod's CFS quota in µs per period (cpu_quota).
+    #[arg(long, value_name = "MICROSECONDS", value_parser = clap::value_parser!(i64).range(1..))]
+    pub cpu_quota: Option<i64>,
+    /// The CFS period in µs (cpu_period); with --cpu-quota, default 100000, as kubelet sends.
+    #[arg(long, value_name = "MICROSECONDS", value_parser = clap::value_parser!(i64).range(1..))]
+    pub cpu_period: Option<i64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -240,5 +258,29 @@ mod tests {
             (5, vec!["ls".to_string()])
         );
         assert!(Cli::try_parse_from(["rvm-cri", "exec", "c1"]).is_err());
+    }
+
+    #[test]
+    fn runp_takes_the_pods_resources() {
+        let runp = |extra: &[&str]| {
+            let mut argv = vec!["rvm-cri", "runp", "--name", "p1"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Runp(runp) => runp.resources,
+                other => panic!("not runp: {other:?}"),
+            })
+        };
+        assert_eq!(runp(&[]).unwrap(), PodResources::default());
+        let resources = runp(&["--memory-limit", "268435456", "--cpu-quota", "200000"]).unwrap();
+        assert_eq!(
+            resources,
+            PodResources {
+                memory_limit: Some(256 << 20),
+                cpu_quota: Some(200_000),
+                cpu_period: None,
+            }
+        );
+        assert!(runp(&["--memory-limit", "0"]).is_err());
+        assert!(runp(&["--cpu-quota", "lots"]).is_err());
     }
 }

@@ -73,7 +73,14 @@ pub fn pod_status(response: &PodSandboxStatusResponse) -> Value {
         "runtime_handler": status.runtime_handler,
         "pid": pid,
         "netns": info.as_ref().and_then(network_namespace_path),
+        "spec_annotations": info.as_ref().and_then(spec_annotations),
     })
+}
+
+/// The annotations of the sandbox's OCI spec in containerd's verbose info: what the runtime was
+/// given (the pod's sizing annotations among them).
+fn spec_annotations(info: &Value) -> Option<Value> {
+    info.get("runtimeSpec")?.get("annotations").cloned()
 }
 
 /// The network namespace's path in the sandbox's OCI spec of containerd's verbose info (a
@@ -190,12 +197,14 @@ mod tests {
         assert_eq!(value["runtime_handler"], "rvm");
         assert_eq!(value["pid"], Value::Null);
         assert_eq!(value["netns"], Value::Null);
+        assert_eq!(value["spec_annotations"], Value::Null);
     }
 
     #[test]
     fn pod_status_has_the_netns_path_from_the_spec_in_info() {
         let info = r#"{"pid": 7, "runtimeSpec": {"linux": {"namespaces": [
-            {"type": "pid"}, {"type": "network", "path": "/var/run/netns/cni-1"}]}}}"#;
+            {"type": "pid"}, {"type": "network", "path": "/var/run/netns/cni-1"}]},
+            "annotations": {"io.kubernetes.cri.sandbox-memory": "268435456"}}}"#;
         let response = PodSandboxStatusResponse {
             info: HashMap::from([("info".to_string(), info.to_string())]),
             ..Default::default()
@@ -203,5 +212,9 @@ mod tests {
         let value = pod_status(&response);
         assert_eq!(value["pid"], 7);
         assert_eq!(value["netns"], "/var/run/netns/cni-1");
+        assert_eq!(
+            value["spec_annotations"]["io.kubernetes.cri.sandbox-memory"],
+            "268435456"
+        );
     }
 }

@@ -4,13 +4,18 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1::{LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxStatusResponse};
+use k8s_cri::v1::{
+    LinuxContainerResources, LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxStatusResponse,
+};
 use serde_json::Value;
 
-use crate::cli::{derive_uid, Runp};
+use crate::cli::{derive_uid, PodResources, Runp};
+
+/// The CFS period kubelet sends with a pod's CPU limit.
+const KUBELET_CPU_PERIOD: i64 = 100_000;
 
 /// The config `runp` sends: linux with an empty cgroup parent and no security context (the
-/// runtime's defaults), no DNS config and no port mappings.
+/// runtime's defaults), the pod's resources if given, no DNS config and no port mappings.
 pub fn run_config(args: &Runp) -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: Some(k8s_cri::v1::PodSandboxMetadata {
@@ -25,9 +30,31 @@ pub fn run_config(args: &Runp) -> PodSandboxConfig {
         hostname: args.hostname.clone().unwrap_or_default(),
         log_directory: args.log_dir.clone().unwrap_or_default(),
         annotations: args.annotations.iter().cloned().collect(),
-        linux: Some(LinuxPodSandboxConfig::default()),
+        linux: Some(LinuxPodSandboxConfig {
+            resources: resources(&args.resources),
+            ..Default::default()
+        }),
         ..Default::default()
     }
+}
+
+/// `linux.resources` as kubelet fills it: 0 for what is not limited, the default period with a
+/// quota. None when nothing is limited.
+fn resources(pod: &PodResources) -> Option<LinuxContainerResources> {
+    if *pod == PodResources::default() {
+        return None;
+    }
+    let cpu_period = match (pod.cpu_period, pod.cpu_quota) {
+        (Some(period), _) => period,
+        (None, Some(_)) => KUBELET_CPU_PERIOD,
+        (None, None) => 0,
+    };
+    Some(LinuxContainerResources {
+        cpu_period,
+        cpu_quota: pod.cpu_quota.unwrap_or(0),
+        memory_limit_in_bytes: pod.memory_limit.unwrap_or(0),
+        ..Default::default()
+    })
 }
 
 /// The sandbox config rebuilt from a verbose PodSandboxStatus: metadata, labels and annotations
@@ -123,11 +150,42 @@ mod tests {
             hostname: None,
             log_dir: Some("/tmp/logs".to_string()),
             annotations: vec![("k".to_string(), "v".to_string())],
+            resources: PodResources::default(),
         };
         let config = run_config(&args);
         assert_eq!(config.metadata.unwrap().uid, derive_uid("default", "p1"));
         assert_eq!(config.log_directory, "/tmp/logs");
         assert_eq!(config.annotations["k"], "v");
-        assert_eq!(config.linux.unwrap().cgroup_parent, "");
+        let linux = config.linux.unwrap();
+        assert_eq!(linux.cgroup_parent, "");
+        assert_eq!(linux.resources, None);
+    }
+
+    #[test]
+    fn resources_are_sent_as_kubelet_sends_them() {
+        let memory_only = PodResources {
+            memory_limit: Some(256 << 20),
+            ..Default::default()
+        };
+        let sent = resources(&memory_only).unwrap();
+        assert_eq!(
+            (sent.memory_limit_in_bytes, sent.cpu_quota, sent.cpu_period),
+            (256 << 20, 0, 0)
+        );
+        let cpus = PodResources {
+            cpu_quota: Some(200_000),
+            ..Default::default()
+        };
+        let sent = resources(&cpus).unwrap();
+        assert_eq!(
+            (sent.memory_limit_in_bytes, sent.cpu_quota, sent.cpu_period),
+            (0, 200_000, KUBELET_CPU_PERIOD)
+        );
+        let period = PodResources {
+            cpu_quota: Some(50_000),
+            cpu_period: Some(50_000),
+            ..Default::default()
+        };
+        assert_eq!(resources(&period).unwrap().cpu_period, 50_000);
     }
 }
