@@ -92,6 +92,18 @@ pub fn create_request(id: &str, rootfs: &Rootfs, spec: &Spec) -> CreateContainer
     request
 }
 
+/// An exec of `args` in container `id`, otherwise as the process of `spec`.
+pub fn exec_request(id: &str, exec_id: &str, spec: &Spec, args: &[&str]) -> ExecProcessRequest {
+    let mut process = spec.process().clone().unwrap();
+    process.set_args(Some(args.iter().map(|a| a.to_string()).collect()));
+    ExecProcessRequest {
+        container_id: id.to_owned(),
+        exec_id: exec_id.to_owned(),
+        oci_process_json: serde_json::to_vec(&process).unwrap(),
+        ..Default::default()
+    }
+}
+
 /// Reads a stream of a process to its end.
 pub async fn read_all(client: &AgentClient, id: &str, exec_id: &str, stderr: bool) -> Vec<u8> {
     let mut out = Vec::new();

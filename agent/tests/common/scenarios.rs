@@ -203,17 +203,7 @@ pub async fn exec_signal_list(client: &AgentClient, rootfs: &Rootfs) {
         .await
         .unwrap();
     assert!(start.pid > 0);
-    let process = |args: &[&str]| {
-        let mut p = spec.process().clone().unwrap();
-        p.set_args(Some(args.iter().map(|a| a.to_string()).collect()));
-        serde_json::to_vec(&p).unwrap()
-    };
-    let exec = |exec_id: &str, args: &[&str]| ExecProcessRequest {
-        container_id: id.into(),
-        exec_id: exec_id.into(),
-        oci_process_json: process(args),
-        ..Default::default()
-    };
+    let exec = |exec_id: &str, args: &[&str]| exec_request(id, exec_id, &spec, args);
     let response = client
         .exec_process(
             ctx(),
@@ -302,21 +292,28 @@ pub async fn exec_signal_list(client: &AgentClient, rootfs: &Rootfs) {
     remove(client, id).await;
 }
 
-/// (Needs the memory controller: lab only.) A 32 MiB limit exceeded is reported as an OOM kill.
-pub async fn oom_is_reported(client: &AgentClient, rootfs: &Rootfs) {
-    let mut spec = spec(
-        rootfs,
-        &["sh", "-c", "x=aaaaaaaa; while true; do x=$x$x; done"],
-        "",
-        "/",
-        &[],
-    );
-    let resources: oci_spec::runtime::LinuxResources =
-        serde_json::from_str(r#"{"memory":{"limit":33554432},"pids":{"limit":64}}"#).unwrap();
+/// A spec running `script` with sh under the OCI `linux.resources` given.
+fn limited_spec(
+    rootfs: &Rootfs,
+    script: &str,
+    resources: serde_json::Value,
+) -> oci_spec::runtime::Spec {
+    let mut spec = spec(rootfs, &["sh", "-c", script], "", "/", &[]);
+    let resources: oci_spec::runtime::LinuxResources = serde_json::from_value(resources).unwrap();
     spec.linux_mut()
         .as_mut()
         .unwrap()
         .set_resources(Some(resources));
+    spec
+}
+
+/// (Needs the memory controller: lab only.) A 32 MiB limit exceeded is reported as an OOM kill.
+pub async fn oom_is_reported(client: &AgentClient, rootfs: &Rootfs) {
+    let spec = limited_spec(
+        rootfs,
+        "x=aaaaaaaa; while true; do x=$x$x; done",
+        serde_json::json!({"memory": {"limit": 33_554_432}, "pids": {"limit": 64}}),
+    );
     let outcome = run(client, "oom", rootfs, &spec).await;
     assert!(outcome.wait.oom_killed, "{outcome:?}");
     assert_eq!(
@@ -409,14 +406,7 @@ pub async fn sigterm_delivered(client: &AgentClient, rootfs: &Rootfs) {
     let spec = spec(rootfs, &["sh", "-c", script], "", "/", &[]);
     create_and_start(client, &create_request(id, rootfs, &spec)).await;
     let mut before = read_until(client, id, "", "ready\n", READY).await;
-    let mut process = spec.process().clone().unwrap();
-    process.set_args(Some(vec!["sleep".into(), "600".into()]));
-    let exec = ExecProcessRequest {
-        container_id: id.into(),
-        exec_id: "e1".into(),
-        oci_process_json: serde_json::to_vec(&process).unwrap(),
-        ..Default::default()
-    };
+    let exec = exec_request(id, "e1", &spec, &["sleep", "600"]);
     client.exec_process(ctx(), &exec).await.unwrap();
     client
         .signal_process(ctx(), &signal_request(id, "e1", 15, false))
@@ -523,19 +513,11 @@ pub async fn pids_limit_stops_fork_bomb(client: &AgentClient, rootfs: &Rootfs) {
     let id = "bomb";
     // A foreground bomb: every shell waits for its pipeline, so orphans are reaped (by sh as
     // PID 1) and pids stay in use by live, forking processes, not by zombies.
-    let mut bomb = spec(
+    let bomb = limited_spec(
         rootfs,
-        &["sh", "-c", "f() { f | f; }; while true; do f; done"],
-        "",
-        "/",
-        &[],
+        "f() { f | f; }; while true; do f; done",
+        serde_json::json!({"pids": {"limit": LIMIT}}),
     );
-    let resources: oci_spec::runtime::LinuxResources =
-        serde_json::from_value(serde_json::json!({"pids": {"limit": LIMIT}})).unwrap();
-    bomb.linux_mut()
-        .as_mut()
-        .unwrap()
-        .set_resources(Some(resources));
     create_and_start(client, &create_request(id, rootfs, &bomb)).await;
     let stats = StatsRequest {
         container_id: id.into(),
@@ -574,6 +556,7 @@ pub async fn pids_limit_stops_fork_bomb(client: &AgentClient, rootfs: &Rootfs) {
         .unwrap();
     assert!(!listed.processes.is_empty() && listed.processes.len() <= LIMIT as usize);
     let ping = ping.elapsed();
+    let beside = std::time::Instant::now();
     let other = tokio::time::timeout(
         READY,
         run(
@@ -586,15 +569,17 @@ pub async fn pids_limit_stops_fork_bomb(client: &AgentClient, rootfs: &Rootfs) {
     .await
     .expect("a container beside the bomb within the deadline");
     assert_eq!(other.stdout, "alive\n", "{other:?}");
+    let beside = beside.elapsed();
     let pids = client.stats(ctx(), &stats).await.unwrap().pids.unwrap();
     assert!(
         pids.current > 1 && pids.current <= LIMIT,
         "the bomb still runs: {pids:?}"
     );
     println!(
-        "  fork bomb at {} pids: ping and list in {:.2} s, a container beside it in time",
+        "  fork bomb at {} pids: ping and list in {:.2} s, a container beside it in {:.2} s",
         pids.current,
-        ping.as_secs_f64()
+        ping.as_secs_f64(),
+        beside.as_secs_f64()
     );
     client
         .signal_process(ctx(), &signal_request(id, "", 9, true))
