@@ -204,6 +204,9 @@ async fn containers_run_in_namespaces() {
     scenarios::bad_specs_are_refused(&client, &rootfs).await;
     scenarios::isolation(&client, &rootfs).await;
     scenarios::exec_signal_list(&client, &rootfs).await;
+    scenarios::sigterm_delivered(&client, &rootfs).await;
+    scenarios::pty_resize(&client, &rootfs).await;
+    scenarios::localhost_between_containers(&client, &rootfs).await;
     scenarios::spec_seccomp_profile(&client, &rootfs).await;
     drop(client);
     shutdown_on_exit(agent, &rootfs).await;

@@ -92,6 +92,18 @@ pub fn create_request(id: &str, rootfs: &Rootfs, spec: &Spec) -> CreateContainer
     request
 }
 
+/// An exec of `args` in container `id`, otherwise as the process of `spec`.
+pub fn exec_request(id: &str, exec_id: &str, spec: &Spec, args: &[&str]) -> ExecProcessRequest {
+    let mut process = spec.process().clone().unwrap();
+    process.set_args(Some(args.iter().map(|a| a.to_string()).collect()));
+    ExecProcessRequest {
+        container_id: id.to_owned(),
+        exec_id: exec_id.to_owned(),
+        oci_process_json: serde_json::to_vec(&process).unwrap(),
+        ..Default::default()
+    }
+}
+
 /// Reads a stream of a process to its end.
 pub async fn read_all(client: &AgentClient, id: &str, exec_id: &str, stderr: bool) -> Vec<u8> {
     let mut out = Vec::new();
@@ -112,6 +124,57 @@ pub async fn read_all(client: &AgentClient, id: &str, exec_id: &str, stderr: boo
         }
         out.extend(response.data);
     }
+}
+
+/// Reads stdout of a process until it holds `needle`, within `deadline`; returns what was read.
+pub async fn read_until(
+    client: &AgentClient,
+    id: &str,
+    exec_id: &str,
+    needle: &str,
+    deadline: Duration,
+) -> String {
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    while !String::from_utf8_lossy(&out).contains(needle) {
+        let left = deadline
+            .checked_sub(started.elapsed())
+            .unwrap_or_else(|| panic!("no {needle:?} within {deadline:?}; read {out:?}"));
+        let request = ReadOutputRequest {
+            container_id: id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            max_bytes: 65536,
+            ..Default::default()
+        };
+        let response = client
+            .read_stdout(context::with_duration(left), &request)
+            .await
+            .unwrap_or_else(|e| panic!("no {needle:?} within {deadline:?} ({e}); read {out:?}"));
+        assert!(
+            !response.eof,
+            "stdout ended without {needle:?}; read {out:?}"
+        );
+        out.extend(response.data);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Creates and starts a container, returning the start response.
+pub async fn create_and_start(
+    client: &AgentClient,
+    request: &CreateContainerRequest,
+) -> StartContainerResponse {
+    client.create_container(ctx(), request).await.unwrap();
+    client
+        .start_container(
+            ctx(),
+            &StartContainerRequest {
+                container_id: request.container_id.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
 }
 
 pub async fn wait(client: &AgentClient, id: &str, exec_id: &str) -> WaitProcessResponse {
@@ -139,20 +202,7 @@ pub struct Outcome {
 
 /// Creates, starts, drains and waits for a container; removes it unless `keep`.
 pub async fn run(client: &AgentClient, id: &str, rootfs: &Rootfs, spec: &Spec) -> Outcome {
-    client
-        .create_container(ctx(), &create_request(id, rootfs, spec))
-        .await
-        .unwrap();
-    let start = client
-        .start_container(
-            ctx(),
-            &StartContainerRequest {
-                container_id: id.to_owned(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let start = create_and_start(client, &create_request(id, rootfs, spec)).await;
     let (stdout, stderr) = tokio::join!(
         read_all(client, id, "", false),
         read_all(client, id, "", true)

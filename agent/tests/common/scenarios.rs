@@ -203,17 +203,7 @@ pub async fn exec_signal_list(client: &AgentClient, rootfs: &Rootfs) {
         .await
         .unwrap();
     assert!(start.pid > 0);
-    let process = |args: &[&str]| {
-        let mut p = spec.process().clone().unwrap();
-        p.set_args(Some(args.iter().map(|a| a.to_string()).collect()));
-        serde_json::to_vec(&p).unwrap()
-    };
-    let exec = |exec_id: &str, args: &[&str]| ExecProcessRequest {
-        container_id: id.into(),
-        exec_id: exec_id.into(),
-        oci_process_json: process(args),
-        ..Default::default()
-    };
+    let exec = |exec_id: &str, args: &[&str]| exec_request(id, exec_id, &spec, args);
     let response = client
         .exec_process(
             ctx(),
@@ -302,21 +292,28 @@ pub async fn exec_signal_list(client: &AgentClient, rootfs: &Rootfs) {
     remove(client, id).await;
 }
 
-/// (Needs the memory controller: lab only.) A 32 MiB limit exceeded is reported as an OOM kill.
-pub async fn oom_is_reported(client: &AgentClient, rootfs: &Rootfs) {
-    let mut spec = spec(
-        rootfs,
-        &["sh", "-c", "x=aaaaaaaa; while true; do x=$x$x; done"],
-        "",
-        "/",
-        &[],
-    );
-    let resources: oci_spec::runtime::LinuxResources =
-        serde_json::from_str(r#"{"memory":{"limit":33554432},"pids":{"limit":64}}"#).unwrap();
+/// A spec running `script` with sh under the OCI `linux.resources` given.
+fn limited_spec(
+    rootfs: &Rootfs,
+    script: &str,
+    resources: serde_json::Value,
+) -> oci_spec::runtime::Spec {
+    let mut spec = spec(rootfs, &["sh", "-c", script], "", "/", &[]);
+    let resources: oci_spec::runtime::LinuxResources = serde_json::from_value(resources).unwrap();
     spec.linux_mut()
         .as_mut()
         .unwrap()
         .set_resources(Some(resources));
+    spec
+}
+
+/// (Needs the memory controller: lab only.) A 32 MiB limit exceeded is reported as an OOM kill.
+pub async fn oom_is_reported(client: &AgentClient, rootfs: &Rootfs) {
+    let spec = limited_spec(
+        rootfs,
+        "x=aaaaaaaa; while true; do x=$x$x; done",
+        serde_json::json!({"memory": {"limit": 33_554_432}, "pids": {"limit": 64}}),
+    );
     let outcome = run(client, "oom", rootfs, &spec).await;
     assert!(outcome.wait.oom_killed, "{outcome:?}");
     assert_eq!(
@@ -385,5 +382,212 @@ pub async fn spec_seccomp_profile(client: &AgentClient, rootfs: &Rootfs) {
     assert_eq!(out, "Seccomp:\t2\ninit-denied\n", "{err}");
     assert!(err.contains("No space left on device"), "{err}");
     assert_eq!(wait(client, id, "").await.signal, 9);
+    remove(client, id).await;
+}
+
+/// How long a container may take to say it is ready (a loaded lab's emulated guest is slow).
+const READY: Duration = Duration::from_secs(60);
+
+fn signal_request(id: &str, exec_id: &str, signal: u32, all: bool) -> SignalProcessRequest {
+    SignalProcessRequest {
+        container_id: id.into(),
+        exec_id: exec_id.into(),
+        signal,
+        all,
+        ..Default::default()
+    }
+}
+
+/// SIGTERM reaches a container's init that traps it (PID 1 of its namespace gets only the
+/// signals it handles), and kills an exec without a handler with status 143, as Docker reports.
+pub async fn sigterm_delivered(client: &AgentClient, rootfs: &Rootfs) {
+    let id = "term";
+    let script = "trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 1; done";
+    let spec = spec(rootfs, &["sh", "-c", script], "", "/", &[]);
+    create_and_start(client, &create_request(id, rootfs, &spec)).await;
+    let mut before = read_until(client, id, "", "ready\n", READY).await;
+    let exec = exec_request(id, "e1", &spec, &["sleep", "600"]);
+    client.exec_process(ctx(), &exec).await.unwrap();
+    client
+        .signal_process(ctx(), &signal_request(id, "e1", 15, false))
+        .await
+        .unwrap();
+    let waited = wait(client, id, "e1").await;
+    assert_eq!((waited.exit_status, waited.signal), (143, 15), "{waited:?}");
+    client
+        .signal_process(ctx(), &signal_request(id, "", 15, false))
+        .await
+        .unwrap();
+    before.push_str(&String::from_utf8_lossy(
+        &read_all(client, id, "", false).await,
+    ));
+    let waited = wait(client, id, "").await;
+    assert_eq!(before, "ready\ngot-term\n");
+    assert_eq!((waited.exit_status, waited.signal), (42, 0), "{waited:?}");
+    remove(client, id).await;
+}
+
+/// A terminal session: output comes through the pty (with its \r\n), ResizePty sets the size
+/// `stty size` reads and sends the session SIGWINCH, stdin typed into the pty is echoed and read.
+pub async fn pty_resize(client: &AgentClient, rootfs: &Rootfs) {
+    let id = "pty";
+    // ash's read returns early when a trapped signal arrives while it waits: it is retried.
+    let script = "trap 'echo \"winch $(stty size)\"' WINCH; echo ready; n=0; \
+                  until read -r line; do n=$((n+1)); [ $n -lt 5 ] || exit 9; done; \
+                  echo \"got $line\"; echo \"size $(stty size)\"";
+    let mut request = create_request(
+        id,
+        rootfs,
+        &spec(rootfs, &["sh", "-c", script], "", "/", &[]),
+    );
+    request.terminal = true;
+    request.stdin = true;
+    create_and_start(client, &request).await;
+    let mut out = read_until(client, id, "", "ready\r\n", READY).await;
+    let resize = ResizePtyRequest {
+        container_id: id.into(),
+        rows: 40,
+        columns: 120,
+        ..Default::default()
+    };
+    client.resize_pty(ctx(), &resize).await.unwrap();
+    // The shell runs its WINCH trap once the signal has arrived; only then is "go" typed.
+    out.push_str(&read_until(client, id, "", "winch 40 120\r\n", READY).await);
+    let write = WriteStdinRequest {
+        container_id: id.into(),
+        data: b"go\n".to_vec(),
+        ..Default::default()
+    };
+    assert_eq!(client.write_stdin(ctx(), &write).await.unwrap().written, 3);
+    out.push_str(&String::from_utf8_lossy(
+        &read_all(client, id, "", false).await,
+    ));
+    assert_eq!(
+        out, "ready\r\nwinch 40 120\r\ngo\r\ngot go\r\nsize 40 120\r\n",
+        "the pty's output"
+    );
+    assert!(read_all(client, id, "", true).await.is_empty());
+    assert_eq!(wait(client, id, "").await.exit_status, 0);
+    remove(client, id).await;
+}
+
+/// Two containers of one VM share its network namespace: B reaches A's listener on 127.0.0.1
+/// and data flows both ways. B retries until A listens, within its own deadline.
+pub async fn localhost_between_containers(client: &AgentClient, rootfs: &Rootfs) {
+    const PORT: u16 = 17_771;
+    let server = format!("echo from-a | nc -l -p {PORT}");
+    let a = create_request(
+        "net-a",
+        rootfs,
+        &spec(rootfs, &["sh", "-c", &server], "", "/", &[]),
+    );
+    create_and_start(client, &a).await;
+    let connect = format!(
+        "i=0; until echo from-b | nc 127.0.0.1 {PORT}; do i=$((i+1)); \
+         [ $i -lt 300 ] || exit 1; usleep 200000; done 2>/dev/null"
+    );
+    let b = run(
+        client,
+        "net-b",
+        rootfs,
+        &spec(rootfs, &["sh", "-c", &connect], "", "/", &[]),
+    )
+    .await;
+    assert_eq!(
+        (b.stdout.as_str(), b.wait.exit_status),
+        ("from-a\n", 0),
+        "{b:?}"
+    );
+    let a_out = String::from_utf8_lossy(&read_all(client, "net-a", "", false).await).into_owned();
+    let a_err = String::from_utf8_lossy(&read_all(client, "net-a", "", true).await).into_owned();
+    assert_eq!(a_out, "from-b\n", "{a_err}");
+    assert_eq!(wait(client, "net-a", "").await.exit_status, 0);
+    remove(client, "net-a").await;
+}
+
+/// (Needs the pids controller: lab only, since without it the bomb would be unbounded.)
+/// pids.max 64 holds a fork bomb at 64 processes while the agent keeps answering (a ping, a
+/// listing of the bomb, and another container); the bomb's container is then killed.
+pub async fn pids_limit_stops_fork_bomb(client: &AgentClient, rootfs: &Rootfs) {
+    const LIMIT: u64 = 64;
+    let id = "bomb";
+    // A foreground bomb: every shell waits for its pipeline, so orphans are reaped (by sh as
+    // PID 1) and pids stay in use by live, forking processes, not by zombies.
+    let bomb = limited_spec(
+        rootfs,
+        "f() { f | f; }; while true; do f; done",
+        serde_json::json!({"pids": {"limit": LIMIT}}),
+    );
+    create_and_start(client, &create_request(id, rootfs, &bomb)).await;
+    let stats = StatsRequest {
+        container_id: id.into(),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let pids = client.stats(ctx(), &stats).await.unwrap().pids.unwrap();
+        assert_eq!(pids.limit, LIMIT, "{pids:?}");
+        assert!(pids.current <= LIMIT, "{pids:?}");
+        if pids.current == LIMIT {
+            break;
+        }
+        assert!(
+            started.elapsed() < READY,
+            "the bomb never reached {LIMIT} pids: {pids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let responsive = Duration::from_secs(20);
+    let ping = std::time::Instant::now();
+    client
+        .ping(
+            ttrpc::context::with_duration(responsive),
+            &PingRequest::default(),
+        )
+        .await
+        .unwrap();
+    let list = ListProcessesRequest {
+        container_id: id.into(),
+        ..Default::default()
+    };
+    let listed = client
+        .list_processes(ttrpc::context::with_duration(responsive), &list)
+        .await
+        .unwrap();
+    assert!(!listed.processes.is_empty() && listed.processes.len() <= LIMIT as usize);
+    let ping = ping.elapsed();
+    let beside = std::time::Instant::now();
+    let other = tokio::time::timeout(
+        READY,
+        run(
+            client,
+            "beside-bomb",
+            rootfs,
+            &spec(rootfs, &["echo", "alive"], "", "/", &[]),
+        ),
+    )
+    .await
+    .expect("a container beside the bomb within the deadline");
+    assert_eq!(other.stdout, "alive\n", "{other:?}");
+    let beside = beside.elapsed();
+    let pids = client.stats(ctx(), &stats).await.unwrap().pids.unwrap();
+    assert!(
+        pids.current > 1 && pids.current <= LIMIT,
+        "the bomb still runs: {pids:?}"
+    );
+    println!(
+        "  fork bomb at {} pids: ping and list in {:.2} s, a container beside it in {:.2} s",
+        pids.current,
+        ping.as_secs_f64(),
+        beside.as_secs_f64()
+    );
+    client
+        .signal_process(ctx(), &signal_request(id, "", 9, true))
+        .await
+        .unwrap();
+    let waited = wait(client, id, "").await;
+    assert_eq!((waited.exit_status, waited.signal), (137, 9), "{waited:?}");
+    read_all(client, id, "", false).await;
+    read_all(client, id, "", true).await;
     remove(client, id).await;
 }
