@@ -189,21 +189,18 @@ impl VsockHandler {
     /// notifications are off while the queue is drained and back on when it is empty (with
     /// EVENT_IDX: one kick for the next packet, none for those found while draining).
     fn process_tx(&mut self, poller: &Poller) {
+        if let Err(e) = self.drain_tx(poller) {
+            self.interrupt.mark_broken("vsock", &e);
+        }
+    }
+
+    fn drain_tx(&mut self, poller: &Poller) -> Result<(), virtio_queue::Error> {
         let mut returned = false;
         loop {
-            if let Err(e) = self.tx.disable_notification(&self.mem) {
-                self.interrupt.mark_broken("vsock", &e);
-                return;
-            }
+            self.tx.disable_notification(&self.mem)?;
             loop {
-                let chain = match self.tx.iter(&self.mem) {
-                    Ok(mut chains) => chains.next(),
-                    Err(e) => {
-                        self.interrupt.mark_broken("vsock", &e);
-                        return;
-                    }
-                };
-                let Some(chain) = chain else { break };
+                let next = self.tx.iter(&self.mem)?.next();
+                let Some(chain) = next else { break };
                 let head = chain.head_index();
                 match parse_tx(&self.mem, chain) {
                     Ok(mut packet) => {
@@ -212,48 +209,37 @@ impl VsockHandler {
                     }
                     Err(e) => tracing::debug!("{e}"),
                 }
-                if let Err(e) = self.tx.add_used(&self.mem, head, 0) {
-                    self.interrupt.mark_broken("vsock", &e);
-                    return;
-                }
+                self.tx.add_used(&self.mem, head, 0)?;
                 returned = true;
             }
-            match self.tx.enable_notification(&self.mem) {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(e) => {
-                    self.interrupt.mark_broken("vsock", &e);
-                    return;
-                }
+            if !self.tx.enable_notification(&self.mem)? {
+                break;
             }
         }
         if returned {
             notify(&self.mem, &mut self.tx, &self.interrupt);
         }
+        Ok(())
     }
 
     /// Fills RX buffers with whatever the muxer has for the guest.
     fn process_rx(&mut self, poller: &Poller) {
+        if let Err(e) = self.fill_rx(poller) {
+            self.interrupt.mark_broken("vsock", &e);
+        }
+    }
+
+    fn fill_rx(&mut self, poller: &Poller) -> Result<(), virtio_queue::Error> {
         let mut returned = false;
         while self.muxer.has_rx_work() {
-            let chain = match self.rx.iter(&self.mem) {
-                Ok(mut chains) => chains.next(),
-                Err(e) => {
-                    self.interrupt.mark_broken("vsock", &e);
-                    return;
-                }
-            };
-            let Some(chain) = chain else {
+            let next = self.rx.iter(&self.mem)?.next();
+            let Some(chain) = next else {
                 // Out of buffers: the guest's next one must be announced (with EVENT_IDX the
                 // avail event is otherwise left behind); one added meanwhile is used at once.
-                match self.rx.enable_notification(&self.mem) {
-                    Ok(true) => continue,
-                    Ok(false) => break,
-                    Err(e) => {
-                        self.interrupt.mark_broken("vsock", &e);
-                        return;
-                    }
+                if self.rx.enable_notification(&self.mem)? {
+                    continue;
                 }
+                break;
             };
             let head = chain.head_index();
             let len = match rx_writer(&self.mem, chain) {
@@ -269,15 +255,13 @@ impl VsockHandler {
                     0
                 }
             };
-            if let Err(e) = self.rx.add_used(&self.mem, head, len) {
-                self.interrupt.mark_broken("vsock", &e);
-                return;
-            }
+            self.rx.add_used(&self.mem, head, len)?;
             returned = true;
         }
         if returned {
             notify(&self.mem, &mut self.rx, &self.interrupt);
         }
+        Ok(())
     }
 }
 
