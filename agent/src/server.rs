@@ -13,6 +13,7 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::engine::command::ExecFailure as EngineExecFailure;
+use crate::engine::host_dirs;
 use crate::engine::host_files::HostFile;
 use crate::engine::volumes::VolumeRequest;
 use crate::engine::{CreateRequest, Engine, EngineError, Started};
@@ -55,6 +56,42 @@ fn engine_status(error: EngineError) -> ttrpc::Error {
     };
     tracing::warn!(%error, "request failed");
     status(code, error)
+}
+
+/// The engine's form of a host directory; an entry kind this agent does not know is refused.
+fn host_directory(d: HostDirectory) -> Result<host_dirs::HostDirectory, EngineError> {
+    use std::os::unix::ffi::OsStringExt;
+    let entries = d
+        .entries
+        .into_iter()
+        .map(|e| {
+            let kind = match e.kind.enum_value() {
+                Ok(EntryKind::ENTRY_FILE) => host_dirs::EntryKind::File(e.content),
+                Ok(EntryKind::ENTRY_DIRECTORY) => host_dirs::EntryKind::Directory,
+                Ok(EntryKind::ENTRY_SYMLINK) => {
+                    host_dirs::EntryKind::Symlink(std::ffi::OsString::from_vec(e.content).into())
+                }
+                Err(unknown) => {
+                    return Err(EngineError::Invalid {
+                        what: format!("host directory for {}", d.destination),
+                        reason: format!("entry {} has the unknown kind {unknown}", e.path),
+                    })
+                }
+            };
+            Ok(host_dirs::Entry {
+                path: e.path.into(),
+                kind,
+                mode: e.mode,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(host_dirs::HostDirectory {
+        destination: d.destination.into(),
+        mode: d.mode,
+        entries,
+        pod_key: Some(d.pod_key).filter(|key| !key.is_empty()),
+        memory_bytes: d.memory_bytes,
+    })
 }
 
 fn exec_failure(failure: Option<EngineExecFailure>) -> protobuf::MessageField<ExecFailure> {
@@ -154,6 +191,12 @@ impl Agent for AgentService {
                     mode: f.mode,
                 })
                 .collect(),
+            directories: r
+                .directories
+                .into_iter()
+                .map(host_directory)
+                .collect::<Result<_, _>>()
+                .map_err(engine_status)?,
         };
         self.engine.create(request).await.map_err(engine_status)?;
         Ok(Empty::default())

@@ -1,32 +1,59 @@
 //! Host paths in a task's OCI spec, made to mean something inside the VM. containerd's CRI
-//! bind-mounts small host files into a pod's containers (`/etc/hosts`, `/etc/resolv.conf`,
-//! `/etc/hostname`, kubelet's `/dev/termination-log`) and the sandbox's shm directory onto
-//! `/dev/shm`; none of those paths exist in the guest. So:
-//! - a bind mount of a regular host file travels by content (the agent writes it into the
-//!   container's directory and binds it there; writes in the guest stay in the guest);
-//! - a bind mount onto `/dev/shm` becomes a private tmpfs of the VM's containers;
-//! - any other bind mount of a host path (a directory, a device) is refused with the mount
-//!   named: host directories are not shared into rvm VMs.
+//! and kubelet bind-mount host files and directories into a pod's containers; none of those
+//! paths exist in the guest. So, by what the bind's source is:
+//! - a regular file (`/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`, kubelet's
+//!   `/dev/termination-log`) travels by content: the agent writes it into the container's
+//!   directory and binds it there;
+//! - the sandbox's shm directory on `/dev/shm` becomes a private tmpfs of the VM's containers;
+//! - a read-only directory (kubelet's configMap, secret, downwardAPI and projected volumes, the
+//!   service-account token among them) travels by content too, its tree with symlinks as it is
+//!   (kubelet's `..data` layout), as a private copy for the container;
+//! - a Kubernetes emptyDir (a writable directory in kubelet's `kubernetes.io~empty-dir`)
+//!   becomes the VM's own directory, shared by every container of the pod naming it: on the
+//!   VM's scratch disk, or a tmpfs of the same size when kubelet gave it medium Memory;
+//! - any other bind of a host path (a writable directory, a device) is refused with the mount
+//!   named: host directories are not shared writable into rvm VMs.
+//!
+//! Writes in the guest stay in the guest, and a copy does not follow later changes on the host.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use oci_spec::runtime::{Mount, MountBuilder, Spec};
-use rvm_protocol::agent::HostFile;
+use rvm_protocol::agent::{EntryKind, HostDirectory, HostDirectoryEntry, HostFile};
+use sha2::{Digest, Sha256};
 
 /// Most bytes of one host file sent by content.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// Most bytes (contents and paths) of all files and directories of one task: they travel in
+/// one request, and a request frame holds 4 MiB.
+pub const MAX_TASK_BYTES: u64 = 3 << 20;
+/// Most entries of one directory sent by content.
+pub const MAX_DIRECTORY_ENTRIES: usize = 4096;
 
 /// The shm mount given instead of a host directory (Docker's default size, 64 MiB).
 const SHM_OPTIONS: [&str; 5] = ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"];
+/// The directory kubelet keeps a pod's emptyDir volumes in.
+const EMPTY_DIR_PLUGIN: &str = "kubernetes.io~empty-dir";
+/// statfs(2)'s f_type of a tmpfs.
+const TMPFS_MAGIC: u64 = 0x0102_1994;
 
-/// Rewrites the spec's host bind mounts as described above; returns the files to send.
-pub fn translate(spec: &mut Spec) -> Result<Vec<HostFile>, String> {
+/// What of the host a task's spec binds travels to the agent.
+#[derive(Debug, Clone, Default)]
+pub struct HostContent {
+    pub files: Vec<HostFile>,
+    pub directories: Vec<HostDirectory>,
+}
+
+/// Rewrites the spec's host bind mounts as described above; returns what to send.
+pub fn translate(spec: &mut Spec) -> Result<HostContent, String> {
     let Some(mounts) = spec.mounts().clone() else {
-        return Ok(Vec::new());
+        return Ok(HostContent::default());
     };
-    let mut files = Vec::new();
+    let mut content = HostContent::default();
+    let mut budget = Budget(MAX_TASK_BYTES);
     let mut translated = Vec::with_capacity(mounts.len());
     for mount in mounts {
         if !is_bind(&mount) {
@@ -35,29 +62,54 @@ pub fn translate(spec: &mut Spec) -> Result<Vec<HostFile>, String> {
         }
         let source = mount.source().clone().unwrap_or_default();
         let destination = mount.destination().clone();
-        let meta = fs::metadata(&source).map_err(|e| {
-            format!(
-                "bind mount {} -> {}: cannot read the host path: {e}",
-                source.display(),
-                destination.display()
-            )
-        })?;
+        let name = format!(
+            "bind mount {} -> {}",
+            source.display(),
+            destination.display()
+        );
+        let meta =
+            fs::metadata(&source).map_err(|e| format!("{name}: cannot read the host path: {e}"))?;
         if meta.is_file() {
-            files.push(file_of(&source, &destination, &meta)?);
+            let file = file_of(&source, &destination, &meta)?;
+            budget.take(file.content.len() as u64, &name)?;
+            content.files.push(file);
             translated.push(mount);
-        } else if destination == Path::new("/dev/shm") {
+        } else if meta.is_dir() && destination == Path::new("/dev/shm") {
             translated.push(shm_mount()?);
+        } else if meta.is_dir() && is_read_only(&mount) {
+            let directory = directory_of(&source, &destination, &meta, &mut budget)
+                .map_err(|e| format!("{name}: {e}"))?;
+            content.directories.push(directory);
+            translated.push(mount);
+        } else if meta.is_dir() && is_empty_dir_volume(&source) {
+            let mut directory = directory_of(&source, &destination, &meta, &mut budget)
+                .map_err(|e| format!("{name}: {e}"))?;
+            directory.pod_key = pod_key(&source);
+            directory.memory_bytes = memory_medium_bytes(&source, &meta);
+            content.directories.push(directory);
+            translated.push(mount);
         } else {
             return Err(format!(
-                "bind mount {} -> {}: host directories and devices are not shared into rvm VMs \
-                 (only files of up to {MAX_FILE_BYTES} bytes travel, by content)",
-                source.display(),
-                destination.display()
+                "{name}: writable host directories and devices are not shared into rvm VMs \
+                 (read-only directories and files travel by content, up to {MAX_TASK_BYTES} \
+                 bytes a task; a Kubernetes emptyDir becomes the pod VM's own)"
             ));
         }
     }
     spec.set_mounts(Some(translated));
-    Ok(files)
+    Ok(content)
+}
+
+/// What is left of a task's content budget.
+struct Budget(u64);
+
+impl Budget {
+    fn take(&mut self, bytes: u64, what: &str) -> Result<(), String> {
+        self.0 = self.0.checked_sub(bytes).ok_or_else(|| {
+            format!("{what}: the task's host files and directories exceed the {MAX_TASK_BYTES} bytes sent by content")
+        })?;
+        Ok(())
+    }
 }
 
 fn is_bind(mount: &Mount) -> bool {
@@ -66,6 +118,46 @@ fn is_bind(mount: &Mount) -> bool {
             .options()
             .as_ref()
             .is_some_and(|options| options.iter().any(|o| o == "bind" || o == "rbind"))
+}
+
+fn is_read_only(mount: &Mount) -> bool {
+    mount
+        .options()
+        .as_ref()
+        .is_some_and(|options| options.iter().any(|o| o == "ro"))
+}
+
+/// Whether `source` is one of kubelet's emptyDirs (`…/volumes/kubernetes.io~empty-dir/NAME`).
+fn is_empty_dir_volume(source: &Path) -> bool {
+    source
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|plugin| plugin == EMPTY_DIR_PLUGIN)
+}
+
+/// The VM-wide key of a shared directory: the same host path gives the same key.
+fn pod_key(source: &Path) -> String {
+    let digest = Sha256::digest(source.as_os_str().as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The size of the tmpfs kubelet mounted at `source` for an emptyDir of medium Memory; 0 when
+/// `source` is not a tmpfs mount of its own.
+fn memory_medium_bytes(source: &Path, meta: &fs::Metadata) -> u64 {
+    let parent_dev = source
+        .parent()
+        .and_then(|parent| fs::metadata(parent).ok())
+        .map(|parent| parent.dev());
+    if parent_dev == Some(meta.dev()) {
+        return 0;
+    }
+    match rustix::fs::statfs(source) {
+        #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+        Ok(stat) if stat.f_type as u64 == TMPFS_MAGIC => {
+            (stat.f_blocks as u64).saturating_mul(stat.f_bsize as u64)
+        }
+        _ => 0,
+    }
 }
 
 fn file_of(source: &Path, destination: &Path, meta: &fs::Metadata) -> Result<HostFile, String> {
@@ -85,6 +177,93 @@ fn file_of(source: &Path, destination: &Path, meta: &fs::Metadata) -> Result<Hos
         mode: meta.permissions().mode() & 0o7777,
         ..Default::default()
     })
+}
+
+/// The tree below `source` as entries, parents first, in name order; symlinks are kept as
+/// links (never followed), anything but files, directories and symlinks is refused.
+fn directory_of(
+    source: &Path,
+    destination: &Path,
+    meta: &fs::Metadata,
+    budget: &mut Budget,
+) -> Result<HostDirectory, String> {
+    let mut entries = Vec::new();
+    walk(source, Path::new(""), &mut entries, budget)?;
+    Ok(HostDirectory {
+        destination: destination.display().to_string(),
+        mode: meta.permissions().mode() & 0o7777,
+        entries,
+        ..Default::default()
+    })
+}
+
+fn walk(
+    root: &Path,
+    relative: &Path,
+    entries: &mut Vec<HostDirectoryEntry>,
+    budget: &mut Budget,
+) -> Result<(), String> {
+    let dir = root.join(relative);
+    let read = |e: std::io::Error, path: &Path| format!("cannot read {}: {e}", path.display());
+    let mut names = fs::read_dir(&dir)
+        .map_err(|e| read(e, &dir))?
+        .map(|entry| entry.map(|entry| entry.file_name()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read(e, &dir))?;
+    names.sort();
+    for name in names {
+        let path = relative.join(&name);
+        let full = root.join(&path);
+        let meta = fs::symlink_metadata(&full).map_err(|e| read(e, &full))?;
+        if entries.len() >= MAX_DIRECTORY_ENTRIES {
+            return Err(format!(
+                "the directory has more than {MAX_DIRECTORY_ENTRIES} entries to send by content"
+            ));
+        }
+        let file_type = meta.file_type();
+        let (kind, content) = if file_type.is_dir() {
+            (EntryKind::ENTRY_DIRECTORY, Vec::new())
+        } else if file_type.is_symlink() {
+            let target = fs::read_link(&full).map_err(|e| read(e, &full))?;
+            (EntryKind::ENTRY_SYMLINK, target.into_os_string().into_vec())
+        } else if file_type.is_file() {
+            if meta.len() > MAX_FILE_BYTES {
+                return Err(format!(
+                    "{} holds {} bytes, more than the {MAX_FILE_BYTES} a file sent by content may",
+                    full.display(),
+                    meta.len()
+                ));
+            }
+            (
+                EntryKind::ENTRY_FILE,
+                fs::read(&full).map_err(|e| read(e, &full))?,
+            )
+        } else {
+            return Err(format!(
+                "{} is neither a file, a directory nor a symlink",
+                full.display()
+            ));
+        };
+        let text = path
+            .to_str()
+            .ok_or_else(|| format!("{} is not a UTF-8 name", full.display()))?
+            .to_owned();
+        budget.take(
+            (content.len() + text.len()) as u64,
+            &full.display().to_string(),
+        )?;
+        entries.push(HostDirectoryEntry {
+            path: text,
+            kind: kind.into(),
+            mode: meta.permissions().mode() & 0o7777,
+            content,
+            ..Default::default()
+        });
+        if file_type.is_dir() {
+            walk(root, &path, entries, budget)?;
+        }
+    }
+    Ok(())
 }
 
 fn shm_mount() -> Result<Mount, String> {
@@ -115,12 +294,14 @@ pub fn content_at<'a>(files: &'a [HostFile], destination: &str) -> Option<&'a st
 mod tests {
     use super::*;
 
-    fn bind(source: &Path, destination: &str) -> Mount {
+    fn bind(source: &Path, destination: &str, read_only: bool) -> Mount {
+        let mut options = vec!["rbind".to_owned()];
+        options.push(if read_only { "ro" } else { "rw" }.to_owned());
         MountBuilder::default()
             .destination(destination)
             .typ("bind")
             .source(source)
-            .options(vec!["rbind".to_owned(), "ro".to_owned()])
+            .options(options)
             .build()
             .unwrap()
     }
@@ -146,11 +327,13 @@ mod tests {
             .unwrap();
         let mut spec = spec_with(vec![
             proc_mount.clone(),
-            bind(&hosts, "/etc/hosts"),
-            bind(&shm, "/dev/shm"),
+            bind(&hosts, "/etc/hosts", true),
+            bind(&shm, "/dev/shm", false),
         ]);
-        let files = translate(&mut spec).unwrap();
+        let content = translate(&mut spec).unwrap();
+        let files = content.files;
         assert_eq!(files.len(), 1);
+        assert!(content.directories.is_empty());
         assert_eq!(files[0].destination, "/etc/hosts");
         assert_eq!(
             content_at(&files, "/etc/hosts"),
@@ -163,23 +346,131 @@ mod tests {
         assert_eq!(mounts[2].destination(), Path::new("/dev/shm"));
     }
 
+    /// A configMap volume as kubelet's atomic writer lays it out.
+    fn config_map(root: &Path) {
+        let data = root.join("..2026_12_02_10_00_00.123");
+        fs::create_dir_all(&data).unwrap();
+        fs::write(data.join("game.properties"), "lives=3\n").unwrap();
+        std::os::unix::fs::symlink("..2026_12_02_10_00_00.123", root.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/game.properties", root.join("game.properties")).unwrap();
+    }
+
     #[test]
-    fn host_directories_and_missing_paths_are_refused_by_name() {
+    fn a_read_only_directory_travels_as_its_tree_with_links_unfollowed() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spec = spec_with(vec![bind(dir.path(), "/data")]);
+        let volume = dir.path().join("kubernetes.io~configmap").join("config");
+        config_map(&volume);
+        let mut spec = spec_with(vec![bind(&volume, "/etc/config", true)]);
+        let content = translate(&mut spec).unwrap();
+        assert_eq!(content.directories.len(), 1);
+        let directory = &content.directories[0];
+        assert_eq!(directory.destination, "/etc/config");
+        assert!(directory.pod_key.is_empty());
+        let shown: Vec<(&str, EntryKind, &[u8])> = directory
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.path.as_str(),
+                    e.kind.enum_value().unwrap(),
+                    &e.content[..],
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    "..2026_12_02_10_00_00.123",
+                    EntryKind::ENTRY_DIRECTORY,
+                    &b""[..]
+                ),
+                (
+                    "..2026_12_02_10_00_00.123/game.properties",
+                    EntryKind::ENTRY_FILE,
+                    b"lives=3\n"
+                ),
+                (
+                    "..data",
+                    EntryKind::ENTRY_SYMLINK,
+                    b"..2026_12_02_10_00_00.123"
+                ),
+                (
+                    "game.properties",
+                    EntryKind::ENTRY_SYMLINK,
+                    b"..data/game.properties"
+                ),
+            ]
+        );
+        assert_eq!(
+            spec.mounts().as_ref().unwrap()[0].destination(),
+            Path::new("/etc/config")
+        );
+    }
+
+    #[test]
+    fn an_empty_dir_becomes_the_pods_own_keyed_by_its_host_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = dir.path().join("pods/uid/volumes").join(EMPTY_DIR_PLUGIN);
+        let cache = plugin.join("cache");
+        let other = plugin.join("other");
+        fs::create_dir_all(&cache).unwrap();
+        fs::create_dir_all(&other).unwrap();
+        let key_of = |source: &Path, destination: &str| {
+            let mut spec = spec_with(vec![bind(source, destination, false)]);
+            let content = translate(&mut spec).unwrap();
+            assert_eq!(content.directories.len(), 1);
+            let directory = &content.directories[0];
+            assert!(directory.entries.is_empty());
+            // A directory on the same file system as its parent is not a tmpfs of its own.
+            assert_eq!(directory.memory_bytes, 0);
+            directory.pod_key.clone()
+        };
+        let key = key_of(&cache, "/cache");
+        assert_eq!(key.len(), 32);
+        assert_eq!(key_of(&cache, "/elsewhere"), key);
+        assert_ne!(key_of(&other, "/cache"), key);
+    }
+
+    #[test]
+    fn writable_directories_and_missing_paths_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = spec_with(vec![bind(dir.path(), "/data", false)]);
         let err = translate(&mut spec).unwrap_err();
         assert!(err.contains("/data") && err.contains("not shared"), "{err}");
-        let mut spec = spec_with(vec![bind(&dir.path().join("missing"), "/etc/hosts")]);
+        let mut spec = spec_with(vec![bind(&dir.path().join("missing"), "/etc/hosts", true)]);
         let err = translate(&mut spec).unwrap_err();
         assert!(err.contains("missing"), "{err}");
     }
 
     #[test]
-    fn oversized_files_are_refused() {
+    fn oversized_files_trees_and_special_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let big = dir.path().join("big");
         fs::write(&big, vec![0u8; MAX_FILE_BYTES as usize + 1]).unwrap();
-        let err = translate(&mut spec_with(vec![bind(&big, "/big")])).unwrap_err();
+        let err = translate(&mut spec_with(vec![bind(&big, "/big", true)])).unwrap_err();
         assert!(err.contains("more than"), "{err}");
+
+        let tree = dir.path().join("tree");
+        fs::create_dir(&tree).unwrap();
+        for i in 0..4 {
+            fs::write(tree.join(i.to_string()), vec![0u8; MAX_FILE_BYTES as usize]).unwrap();
+        }
+        let err = translate(&mut spec_with(vec![bind(&tree, "/tree", true)])).unwrap_err();
+        assert!(err.contains("exceed") && err.contains("/tree"), "{err}");
+
+        let many = dir.path().join("many");
+        fs::create_dir(&many).unwrap();
+        for i in 0..=MAX_DIRECTORY_ENTRIES {
+            fs::write(many.join(i.to_string()), "").unwrap();
+        }
+        let err = translate(&mut spec_with(vec![bind(&many, "/many", true)])).unwrap_err();
+        assert!(err.contains("entries"), "{err}");
+
+        let special = dir.path().join("special");
+        fs::create_dir(&special).unwrap();
+        std::os::unix::net::UnixListener::bind(special.join("socket")).unwrap();
+        let err = translate(&mut spec_with(vec![bind(&special, "/s", true)])).unwrap_err();
+        assert!(err.contains("socket") && err.contains("neither"), "{err}");
     }
 }

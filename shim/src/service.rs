@@ -21,13 +21,13 @@ use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
 use containerd_shim_protos::ttrpc::{self, Code};
 use containerd_shim_protos::types::task::{ProcessInfo, Status as TaskStatus};
 use oci_spec::runtime::Spec;
-use rvm_protocol::agent::{ExecProcessRequest, HostFile};
+use rvm_protocol::agent::ExecProcessRequest;
 use rvm_runtime::sandbox::agent::Started;
 use rvm_runtime::sandbox::layout::Layout;
 use tokio::task::JoinHandle;
 
 use crate::events::Events;
-use crate::host_files;
+use crate::host_files::{self, HostContent};
 use crate::layers::{self, RootfsMount};
 use crate::metrics;
 use crate::pod::{self, Role};
@@ -166,7 +166,7 @@ impl Service {
         &self,
         request: &api::CreateTaskRequest,
         spec: Spec,
-        files: Vec<HostFile>,
+        content: HostContent,
         disk_slots: u32,
         netns: Option<PathBuf>,
     ) -> TtrpcResult<Vm> {
@@ -185,7 +185,7 @@ impl Service {
                 terminal: request.terminal,
                 stdin: !request.stdin.is_empty(),
                 disk_slots,
-                files,
+                content,
                 netns,
             },
         )
@@ -198,7 +198,7 @@ impl Service {
         &self,
         request: &api::CreateTaskRequest,
         spec: &Spec,
-        files: Vec<HostFile>,
+        content: HostContent,
         sandbox_id: &str,
     ) -> TtrpcResult<Arc<Vm>> {
         let sandbox = self.container(sandbox_id).map_err(|_| {
@@ -216,7 +216,7 @@ impl Service {
             &request.id,
             spec,
             &disks,
-            files,
+            content,
             request.terminal,
             !request.stdin.is_empty(),
         )
@@ -234,11 +234,11 @@ impl Service {
     ) -> TtrpcResult<(Arc<Vm>, bool)> {
         let role = pod::role(spec.annotations().as_ref());
         tracing::info!(id = %request.id, ?role, "task role");
-        let files = host_files::translate(&mut spec)
+        let content = host_files::translate(&mut spec)
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("task {}: {e}", request.id)))?;
         let (disk_slots, netns) = match role {
             Role::Container { sandbox_id } => {
-                let joined = self.join_pod(request, &spec, files, &sandbox_id).await;
+                let joined = self.join_pod(request, &spec, content, &sandbox_id).await;
                 if joined.is_err() {
                     let _ = std::fs::remove_dir_all(self.layout.container_dir(&request.id));
                 }
@@ -247,7 +247,7 @@ impl Service {
             Role::Sandbox { .. } => (POD_DISK_SLOTS, pod::network_namespace(&spec)),
             Role::Standalone => (0, None),
         };
-        match self.boot(request, spec, files, disk_slots, netns).await {
+        match self.boot(request, spec, content, disk_slots, netns).await {
             Ok(vm) => Ok((Arc::new(vm), false)),
             Err(err) => {
                 crate::vm::remove_files(&self.layout, &request.id);

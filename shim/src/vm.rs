@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oci_spec::runtime::Spec;
-use rvm_protocol::agent::{CreateContainerRequest, HostFile, LayerDisk};
+use rvm_protocol::agent::{CreateContainerRequest, LayerDisk};
 use rvm_runtime::network::podnet::{self, PodInterface, PodNetError, POD_TAP};
 use rvm_runtime::sandbox::agent::{AgentError, AgentSession};
 use rvm_runtime::sandbox::artifacts::{self, ArtifactError};
@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::sync::{watch, Notify};
 
-use crate::host_files;
+use crate::host_files::{self, HostContent};
 use crate::layers::Disk;
 use crate::sizing;
 use crate::slots::{SlotError, Slots};
@@ -87,8 +87,8 @@ pub struct VmRequest<'a> {
     pub stdin: bool,
     /// Disk slots for the pod's other containers (0: a VM of its own).
     pub disk_slots: u32,
-    /// Host files the spec binds, sent by content (see `host_files`).
-    pub files: Vec<HostFile>,
+    /// Host files and directories the spec binds, sent by content (see `host_files`).
+    pub content: HostContent,
     /// The pod's network namespace (made by CNI) whose interface the VM takes over.
     pub netns: Option<PathBuf>,
 }
@@ -247,8 +247,8 @@ impl Vm {
             Some(interface) => {
                 let network = interface.configure_request(
                     &hostname,
-                    host_files::content_at(&request.files, "/etc/resolv.conf"),
-                    host_files::content_at(&request.files, "/etc/hosts"),
+                    host_files::content_at(&request.content.files, "/etc/resolv.conf"),
+                    host_files::content_at(&request.content.files, "/etc/hosts"),
                 );
                 vm.session
                     .configure_network(&network)
@@ -261,7 +261,8 @@ impl Vm {
             configured.and_then(|()| monitor::create_request(&config).map_err(VmError::Request));
         let created = match create {
             Ok(mut create) => {
-                create.files = request.files;
+                create.files = request.content.files;
+                create.directories = request.content.directories;
                 vm.session.create(&create).await.map_err(VmError::from)
             }
             Err(err) => Err(err),
@@ -281,7 +282,7 @@ impl Vm {
         id: &str,
         spec: &Spec,
         disks: &[Disk],
-        files: Vec<HostFile>,
+        content: HostContent,
         terminal: bool,
         stdin: bool,
     ) -> Result<(), VmError> {
@@ -305,7 +306,8 @@ impl Vm {
             scratch_disk_serial: SCRATCH_SERIAL.to_owned(),
             terminal,
             stdin,
-            files,
+            files: content.files,
+            directories: content.directories,
             ..Default::default()
         };
         let attached = self.attach_layers(id, disks, &serials).await;

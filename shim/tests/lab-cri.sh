@@ -22,6 +22,11 @@
 #     RUNNING; exec prints output and passes exit codes; c2 fetches c1's page over 127.0.0.1 (the
 #     pod's containers share one network namespace); c1's eth0 has the pod's IP; the host pings
 #     the pod's IP and c2 pings the bridge; c1's stdout is in LOGDIR/c1.log;
+#   - volumes as kubelet passes them: a configMap and a service-account token directory
+#     (read-only, with kubelet's ..data symlinks) in c1 and c2, an emptyDir that both write and
+#     read each other's files in, a Memory emptyDir (host tmpfs of 8 MiB) that c1 sees as a tmpfs
+#     of 8 MiB; rvm only: a writable host directory is refused (at StartContainer, when the
+#     shim sees the task), naming the mount;
 #   - rvm only: one rvm-vmm and one shim process serve the pod (both containers in its VM), and
 #     the VM is the pod's size: c1's nproc is 2 (fewer if the host has fewer CPUs: the shim caps
 #     vCPUs at those), and the guest's MemTotal is above the pod's 256 MiB (the kernel's
@@ -320,12 +325,39 @@ for pair in memory:$pod_memory cpu-quota:$pod_cpu_quota cpu-period:$pod_cpu_peri
         test "$(spec_annotation "$key")" = "${pair#*:}"
 done
 
-cri create --pod "$pod" --name c1 --image "$image" -- sh -c \
+# The pod's volumes as kubelet lays them out and passes them (host paths in CreateContainer):
+# a configMap and the service-account token (read-only, kubelet's ..data symlink layout), an
+# emptyDir on disk that both containers mount, and one of medium Memory (a tmpfs of 8 MiB).
+volumes=$tmp/kubelet/pods/$(printf '%s' lab-cri-pod | md5sum | cut -c1-8)/volumes
+atomic_volume() { # DIR FILE=CONTENT...: kubelet's atomic-writer layout of the files
+    local dir=$1 data=..2026_12_02_10_00_00.1 pair
+    shift
+    mkdir -p "$dir/$data"
+    for pair in "$@"; do
+        printf '%s' "${pair#*=}" >"$dir/$data/${pair%%=*}"
+        ln -s "..data/${pair%%=*}" "$dir/${pair%%=*}"
+    done
+    ln -s "$data" "$dir/..data"
+}
+atomic_volume "$volumes/kubernetes.io~configmap/config" game.properties=lives=3
+atomic_volume "$volumes/kubernetes.io~projected/kube-api-access-lab" \
+    token=eyJhbGciOiJSUzI1NiJ9.lab-cri-token namespace=default ca.crt=lab-ca
+mkdir -p "$volumes/kubernetes.io~empty-dir/cache" "$volumes/kubernetes.io~empty-dir/mem" \
+    "$tmp/hostdata"
+mount -t tmpfs -o size=8m tmpfs "$volumes/kubernetes.io~empty-dir/mem" \
+    || die "cannot mount the memory emptyDir's tmpfs"
+token_dir=/var/run/secrets/kubernetes.io/serviceaccount
+pod_mounts=(--mount "$volumes/kubernetes.io~configmap/config:/etc/config:ro"
+    --mount "$volumes/kubernetes.io~projected/kube-api-access-lab:$token_dir:ro"
+    --mount "$volumes/kubernetes.io~empty-dir/cache:/cache")
+
+cri create --pod "$pod" --name c1 --image "$image" "${pod_mounts[@]}" \
+    --mount "$volumes/kubernetes.io~empty-dir/mem:/mem" -- sh -c \
     'mkdir -p /www && echo hello-from-c1 >/www/index.html && echo c1-ready
      trap "exit 0" TERM; httpd -f -p 127.0.0.1:8080 -h /www & wait $!'
 c1=$out
 need "create c1 (httpd on 127.0.0.1:8080)" test "$status" -eq 0 -a -n "$c1"
-cri create --pod "$pod" --name c2 --image "$image" -- sh -c \
+cri create --pod "$pod" --name c2 --image "$image" "${pod_mounts[@]}" -- sh -c \
     'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done'
 c2=$out
 need "create c2 (sleeps)" test "$status" -eq 0 -a -n "$c2"
@@ -348,6 +380,39 @@ check "exec c1 sh -c 'exit 3' exits 3" test "$status" -eq 3
 check "the exec's stderr reaches ours" test "$err" = to-stderr
 
 check "c2 gets c1's page from 127.0.0.1:8080 (one network namespace)" within 30 fetched
+
+# The volumes (see above).
+cri exec "$c1" -- cat /etc/config/game.properties
+check "c1 reads the configMap's key through its symlinks (got '$out')" test "$status" -eq 0 -a "$out" = lives=3
+cri exec "$c1" -- readlink /etc/config/..data
+check "the configMap keeps kubelet's ..data link (got '$out')" test "$out" = ..2026_12_02_10_00_00.1
+cri exec "$c1" -- sh -c 'echo x >/etc/config/new'
+check "the configMap is read-only in c1" test "$status" -ne 0
+cri exec "$c2" -- cat "$token_dir/token"
+check "c2 reads the service-account token (got '$out')" test "$out" = eyJhbGciOiJSUzI1NiJ9.lab-cri-token
+cri exec "$c2" -- cat "$token_dir/namespace"
+check "c2 reads the service-account namespace" test "$out" = default
+cri exec "$c1" -- sh -c 'echo written-by-c1 >/cache/from-c1'
+check "c1 writes into the emptyDir" test "$status" -eq 0
+cri exec "$c2" -- cat /cache/from-c1
+check "c2 reads what c1 wrote in the shared emptyDir (got '$out')" test "$out" = written-by-c1
+cri exec "$c2" -- sh -c 'echo written-by-c2 >/cache/from-c2'
+cri exec "$c1" -- cat /cache/from-c2
+check "c1 reads what c2 wrote in the shared emptyDir (got '$out')" test "$out" = written-by-c2
+cri exec "$c1" -- sh -c 'grep " /mem " /proc/mounts; df -k /mem | tail -n 1'
+mem_fs=$(awk 'NR == 1 { print $3 }' "$tmp/out")
+mem_kib=$(awk 'NR == 2 { print $2 }' "$tmp/out")
+check "the Memory emptyDir is a tmpfs in c1 (got '${mem_fs:-?}')" test "$mem_fs" = tmpfs
+check "the Memory emptyDir holds 8 MiB (df: ${mem_kib:-?} KiB)" test "${mem_kib:-0}" -eq 8192
+if [ "$handler" = rvm ]; then
+    # CRI's CreateContainer only records the container; the shim sees it at StartContainer.
+    cri create --pod "$pod" --name c3 --image "$image" --mount "$tmp/hostdata:/data" -- true
+    c3=$out
+    check "create c3 with a writable host directory (recorded by CRI)" test "$status" -eq 0 -a -n "$c3"
+    cri start "$c3"
+    check "c3's writable host directory is refused at start, by name ($err)" \
+        test "$status" -ne 0 -a -z "${err##*/data*}" -a -z "${err##*not shared*}"
+fi
 
 cri exec "$c1" -- ip -4 addr show eth0
 check "c1's eth0 has the pod's IP $pod_ip" grep -q "inet $pod_ip/" "$tmp/out"

@@ -8,6 +8,7 @@ pub mod cgroups;
 pub mod command;
 pub mod container;
 pub mod handoff;
+pub mod host_dirs;
 pub mod host_files;
 pub mod process;
 pub mod process_setup;
@@ -132,6 +133,8 @@ pub struct CreateRequest {
     pub volumes: Vec<volumes::VolumeRequest>,
     /// Contents of host files the spec bind-mounts.
     pub files: Vec<host_files::HostFile>,
+    /// Trees of host directories the spec bind-mounts.
+    pub directories: Vec<host_dirs::HostDirectory>,
 }
 
 /// What StartContainer and ExecProcess report.
@@ -153,6 +156,8 @@ pub struct Engine {
     power_off: Arc<Notify>,
     /// The /etc files of ConfigureNetwork, written into each container's rootfs.
     network_files: Mutex<Option<NetworkFiles>>,
+    /// The VM's directories shared by its containers (Kubernetes emptyDirs).
+    pod_dirs: host_dirs::PodDirectories,
 }
 
 /// Container and exec ids become paths and cgroup names.
@@ -247,6 +252,7 @@ impl Engine {
             containers: Mutex::new(HashMap::new()),
             power_off: Arc::new(Notify::new()),
             network_files: Mutex::new(None),
+            pod_dirs: host_dirs::PodDirectories::new(),
         })
     }
 
@@ -357,6 +363,31 @@ impl Engine {
         Ok((rootfs, true, vec![scratch]))
     }
 
+    /// Builds the host directories the spec binds: the VM's shared ones live on the scratch
+    /// disk (in the run directory when the container has none).
+    fn prepare_directories(
+        &self,
+        request: &CreateRequest,
+        spec: &mut Spec,
+        dir: &Path,
+    ) -> Result<(), EngineError> {
+        if request.directories.is_empty() {
+            return Ok(());
+        }
+        let base = if request.scratch.is_empty() {
+            self.config.run_dir.clone()
+        } else {
+            self.disks.mount_scratch(&request.scratch)?
+        };
+        host_dirs::apply(
+            spec,
+            &request.directories,
+            dir,
+            &base.join("pod-dirs"),
+            &self.pod_dirs,
+        )
+    }
+
     /// Mounts the request's volume disks in the guest, fills new writable ones from the image
     /// (copy-up) and returns the bind mounts that put them in the container.
     fn prepare_volumes(
@@ -406,6 +437,8 @@ impl Engine {
             }
             let _ = fs::remove_dir_all(&dir);
         };
+        self.prepare_directories(&request, &mut spec, &dir)
+            .inspect_err(|_| unmount_rootfs())?;
         let volume_mounts = self
             .prepare_volumes(&request, &rootfs)
             .inspect_err(|_| unmount_rootfs())?;

@@ -150,9 +150,44 @@ pub struct Create {
     /// An annotation KEY=VALUE (repeatable).
     #[arg(long = "annotation", value_parser = parse_key_value)]
     pub annotations: Vec<(String, String)>,
+    /// A host path bound into the container, HOST:CONTAINER[:ro] (repeatable), as kubelet
+    /// passes its volumes.
+    #[arg(long = "mount", value_parser = parse_mount)]
+    pub mounts: Vec<MountArg>,
     /// The command and its arguments (the image's entrypoint and Cmd when none).
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+/// One `--mount`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountArg {
+    pub host_path: String,
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+/// Parses `HOST:CONTAINER[:ro]`, both absolute paths.
+pub fn parse_mount(text: &str) -> Result<MountArg, String> {
+    let (paths, read_only) = match text.strip_suffix(":ro") {
+        Some(paths) => (paths, true),
+        None => (text, false),
+    };
+    let Some((host, container)) = paths.split_once(':') else {
+        return Err(format!(
+            "'{text}' is not HOST:CONTAINER[:ro] (no ':' between the paths)"
+        ));
+    };
+    if !host.starts_with('/') || !container.starts_with('/') || container.contains(':') {
+        return Err(format!(
+            "'{text}' is not HOST:CONTAINER[:ro] with two absolute paths"
+        ));
+    }
+    Ok(MountArg {
+        host_path: host.to_string(),
+        container_path: container.to_string(),
+        read_only,
+    })
 }
 
 #[derive(Debug, clap::Args)]
@@ -235,6 +270,10 @@ mod tests {
             "busybox",
             "--env",
             "A=1",
+            "--mount",
+            "/var/lib/x:/etc/x:ro",
+            "--mount",
+            "/tmp/cache:/cache",
             "--",
             "sh",
             "-c",
@@ -247,6 +286,24 @@ mod tests {
         };
         assert_eq!(create.envs, vec![("A".to_string(), "1".to_string())]);
         assert_eq!(create.command, ["sh", "-c", "echo --name"]);
+        assert_eq!(
+            create.mounts,
+            [
+                MountArg {
+                    host_path: "/var/lib/x".into(),
+                    container_path: "/etc/x".into(),
+                    read_only: true
+                },
+                MountArg {
+                    host_path: "/tmp/cache".into(),
+                    container_path: "/cache".into(),
+                    read_only: false
+                }
+            ]
+        );
+        for bad in ["/a", "a:/b", "/a:b", "/a:/b:/c", "/a:/b:rw"] {
+            assert!(parse_mount(bad).is_err(), "{bad}");
+        }
 
         let cli =
             Cli::try_parse_from(["rvm-cri", "exec", "c1", "--timeout", "5", "--", "ls"]).unwrap();

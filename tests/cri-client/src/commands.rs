@@ -7,9 +7,9 @@ use anyhow::{Context, Result};
 use k8s_cri::v1::{
     ContainerConfig, ContainerFilter, ContainerMetadata, ContainerStatusRequest,
     CreateContainerRequest, ExecSyncRequest, ImageSpec, KeyValue, LinuxContainerConfig,
-    ListContainersRequest, ListPodSandboxRequest, PodSandboxStatusRequest, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest, VersionRequest,
+    ListContainersRequest, ListPodSandboxRequest, Mount, PodSandboxStatusRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest, VersionRequest,
 };
 use serde_json::Value;
 
@@ -156,6 +156,16 @@ async fn create(c: &mut Client, deadline: Duration, args: Create) -> Result<Stri
             .map(|(key, value)| KeyValue { key, value })
             .collect(),
         annotations: args.annotations.into_iter().collect(),
+        mounts: args
+            .mounts
+            .into_iter()
+            .map(|m| Mount {
+                container_path: m.container_path,
+                host_path: m.host_path,
+                readonly: m.read_only,
+                ..Default::default()
+            })
+            .collect(),
         log_path,
         linux: Some(LinuxContainerConfig::default()),
         ..Default::default()

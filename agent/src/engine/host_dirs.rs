@@ -1,0 +1,513 @@
+//! Host directories the container's spec bind-mounts (kubelet's configMap, secret and
+//! service-account token volumes; Kubernetes emptyDirs): their host paths mean nothing in the
+//! guest, so the host sends each directory's tree and the agent builds it here.
+//! - Without a pod key the tree becomes a private copy in the container's directory.
+//! - With one it becomes the VM's directory of that key (on the scratch disk, or a tmpfs when
+//!   a memory size is given): the first container creates and fills it, later ones share it.
+//!
+//! Entries are built with exclusive creation, each below a directory this module made itself,
+//! so no entry (a symlink, say) can redirect a later one outside the tree.
+
+use std::collections::HashSet;
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::mount::{mount, MsFlags};
+use oci_spec::runtime::Spec;
+
+use super::{invalid, io_error, EngineError};
+
+/// Most entries of one directory.
+pub const MAX_ENTRIES: usize = 4096;
+/// Most bytes of one file in it.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+/// Most bytes of a symlink's target.
+const MAX_TARGET_BYTES: usize = 4096;
+/// Most bytes of a pod key.
+const MAX_KEY_BYTES: usize = 64;
+
+/// One directory as the host sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostDirectory {
+    pub destination: PathBuf,
+    pub mode: u32,
+    pub entries: Vec<Entry>,
+    /// The VM-wide directory this is (see the module doc); `None` for a private copy.
+    pub pod_key: Option<String>,
+    /// With a pod key: a tmpfs of this many bytes; 0 for the scratch disk.
+    pub memory_bytes: u64,
+}
+
+/// One entry of a directory's tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative to the directory.
+    pub path: PathBuf,
+    pub kind: EntryKind,
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    File(Vec<u8>),
+    Directory,
+    Symlink(PathBuf),
+}
+
+/// The VM's pod directories: where they live, and a lock so two containers created at once
+/// do not both fill the same one.
+#[derive(Debug)]
+pub struct PodDirectories {
+    created: Mutex<HashSet<String>>,
+}
+
+impl PodDirectories {
+    pub fn new() -> Self {
+        Self {
+            created: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The directory of `dir`'s pod key below `base`, created and filled on first use.
+    fn get_or_create(
+        &self,
+        base: &Path,
+        key: &str,
+        dir: &HostDirectory,
+    ) -> Result<PathBuf, EngineError> {
+        let path = base.join(key);
+        let mut created = self
+            .created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if created.contains(key) {
+            return Ok(path);
+        }
+        let what = || format!("pod directory {key} for {}", dir.destination.display());
+        // A directory left by a container created before a failed attempt is started afresh.
+        if path.exists() {
+            remove_tree(&path).map_err(io_error(what()))?;
+        }
+        make_dir(&path, dir.mode).map_err(io_error(what()))?;
+        if dir.memory_bytes > 0 {
+            mount_tmpfs(&path, dir.memory_bytes, dir.mode).map_err(io_error(what()))?;
+        }
+        fill(&path, &dir.entries).map_err(|e| with_context(e, &what()))?;
+        created.insert(key.to_owned());
+        Ok(path)
+    }
+}
+
+impl Default for PodDirectories {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Builds `dirs` (private copies under `container_dir`, pod directories under `pod_base`) and
+/// points the spec's mounts at their destinations to them. A directory whose destination no
+/// spec mount has, or whose tree is malformed, is refused.
+pub fn apply(
+    spec: &mut Spec,
+    dirs: &[HostDirectory],
+    container_dir: &Path,
+    pod_base: &Path,
+    pods: &PodDirectories,
+) -> Result<(), EngineError> {
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for (index, dir) in dirs.iter().enumerate() {
+        let what = || format!("host directory for {}", dir.destination.display());
+        check(dir).map_err(|reason| invalid(what(), reason))?;
+        let mount = mounts
+            .iter_mut()
+            .rev()
+            .find(|mount| mount.destination() == &dir.destination)
+            .ok_or_else(|| invalid(what(), "no mount of the spec has this destination"))?;
+        let source = match &dir.pod_key {
+            Some(key) => {
+                fs::create_dir_all(pod_base)
+                    .map_err(io_error(format!("create {}", pod_base.display())))?;
+                pods.get_or_create(pod_base, key, dir)?
+            }
+            None => {
+                let path = container_dir.join("dirs").join(index.to_string());
+                fs::create_dir_all(container_dir.join("dirs"))
+                    .map_err(io_error(format!("create {}", container_dir.display())))?;
+                make_dir(&path, dir.mode).map_err(io_error(what()))?;
+                fill(&path, &dir.entries).map_err(|e| with_context(e, &what()))?;
+                path
+            }
+        };
+        mount.set_source(Some(source));
+        mount.set_typ(Some("bind".to_owned()));
+    }
+    spec.set_mounts(Some(mounts));
+    Ok(())
+}
+
+/// Checks what the host sent: a sane key, size and entry count, and entry paths that are
+/// relative, unique and below a directory entry listed before them.
+fn check(dir: &HostDirectory) -> Result<(), String> {
+    if let Some(key) = &dir.pod_key {
+        let fine = !key.is_empty()
+            && key.len() <= MAX_KEY_BYTES
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !fine {
+            return Err(format!(
+                "pod key {key:?} is not 1 to {MAX_KEY_BYTES} of [A-Za-z0-9_-]"
+            ));
+        }
+    } else if dir.memory_bytes > 0 {
+        return Err("a memory size without a pod key".to_owned());
+    }
+    if dir.entries.len() > MAX_ENTRIES {
+        return Err(format!(
+            "{} entries, more than {MAX_ENTRIES}",
+            dir.entries.len()
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut directories: HashSet<&Path> = HashSet::new();
+    directories.insert(Path::new(""));
+    for entry in &dir.entries {
+        let shown = entry.path.display();
+        // Checked on the bytes: Path's components would hide "a/./b" and "a//b".
+        let normal = entry
+            .path
+            .as_os_str()
+            .as_bytes()
+            .split(|b| *b == b'/')
+            .all(|part| !matches!(part, b"" | b"." | b".."));
+        if !normal {
+            return Err(format!(
+                "entry path {shown:?} is not a relative path without . or .."
+            ));
+        }
+        if !seen.insert(entry.path.as_path()) {
+            return Err(format!("entry {shown} is listed twice"));
+        }
+        let parent = entry.path.parent().unwrap_or(Path::new(""));
+        if !directories.contains(parent) {
+            return Err(format!(
+                "entry {shown} is not below a directory listed before it"
+            ));
+        }
+        match &entry.kind {
+            EntryKind::Directory => {
+                directories.insert(entry.path.as_path());
+            }
+            EntryKind::File(content) if content.len() > MAX_FILE_BYTES => {
+                return Err(format!(
+                    "file {shown} holds {} bytes, more than {MAX_FILE_BYTES}",
+                    content.len()
+                ));
+            }
+            EntryKind::Symlink(target) => {
+                let length = target.as_os_str().len();
+                if length == 0 || length > MAX_TARGET_BYTES {
+                    return Err(format!(
+                        "symlink {shown} has a target of {length} bytes (1 to {MAX_TARGET_BYTES})"
+                    ));
+                }
+            }
+            EntryKind::File(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Creates `entries` below `root` (checked by [`check`]), each exclusively.
+fn fill(root: &Path, entries: &[Entry]) -> Result<(), (PathBuf, io::Error)> {
+    for entry in entries {
+        let path = root.join(&entry.path);
+        let made = match &entry.kind {
+            EntryKind::Directory => make_dir(&path, entry.mode),
+            EntryKind::File(content) => write_new(&path, content, entry.mode),
+            EntryKind::Symlink(target) => std::os::unix::fs::symlink(target, &path),
+        };
+        made.map_err(|e| (entry.path.clone(), e))?;
+    }
+    Ok(())
+}
+
+fn with_context((path, source): (PathBuf, io::Error), what: &str) -> EngineError {
+    EngineError::Io {
+        what: format!("{what}: create {}", path.display()),
+        source,
+    }
+}
+
+/// Makes a directory with exactly `mode` (the umask would narrow it otherwise).
+fn make_dir(path: &Path, mode: u32) -> io::Result<()> {
+    DirBuilder::new().mode(0o700).create(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
+}
+
+fn write_new(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(content)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
+}
+
+fn mount_tmpfs(path: &Path, bytes: u64, mode: u32) -> io::Result<()> {
+    let data = format!("size={bytes},mode={:o}", mode & 0o7777);
+    mount(
+        Some("tmpfs"),
+        path,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(io::Error::from)
+}
+
+fn remove_tree(path: &Path) -> io::Result<()> {
+    let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+    fs::remove_dir_all(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::MountBuilder;
+    use std::os::unix::fs::MetadataExt;
+
+    fn spec_with(destinations: &[&str]) -> Spec {
+        let mut spec = Spec::default();
+        let mounts = destinations
+            .iter()
+            .map(|destination| {
+                MountBuilder::default()
+                    .destination(*destination)
+                    .typ("bind")
+                    .source("/var/lib/kubelet/pods/x/volumes/y")
+                    .options(vec!["rbind".to_owned(), "ro".to_owned()])
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        spec.set_mounts(Some(mounts));
+        spec
+    }
+
+    fn entry(path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: path.into(),
+            kind,
+            mode: 0o644,
+        }
+    }
+
+    /// kubelet's atomic-writer layout of a configMap with one key.
+    fn config_map(destination: &str) -> HostDirectory {
+        HostDirectory {
+            destination: destination.into(),
+            mode: 0o1777,
+            entries: vec![
+                Entry {
+                    mode: 0o755,
+                    ..entry("..2026_12_02_10_00_00.1", EntryKind::Directory)
+                },
+                entry(
+                    "..2026_12_02_10_00_00.1/game.properties",
+                    EntryKind::File(b"lives=3\n".to_vec()),
+                ),
+                entry(
+                    "..data",
+                    EntryKind::Symlink("..2026_12_02_10_00_00.1".into()),
+                ),
+                entry(
+                    "game.properties",
+                    EntryKind::Symlink("..data/game.properties".into()),
+                ),
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_private_copy_keeps_the_tree_with_its_links_and_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = spec_with(&["/etc/config"]);
+        let pods = PodDirectories::new();
+        let base = dir.path().join("pods");
+        apply(
+            &mut spec,
+            &[config_map("/etc/config")],
+            dir.path(),
+            &base,
+            &pods,
+        )
+        .unwrap();
+        let mount = &spec.mounts().as_ref().unwrap()[0];
+        let source = mount.source().as_ref().unwrap();
+        assert!(source.starts_with(dir.path().join("dirs")));
+        assert_eq!(
+            fs::read(source.join("game.properties")).unwrap(),
+            b"lives=3\n"
+        );
+        assert_eq!(
+            fs::read_link(source.join("..data")).unwrap(),
+            Path::new("..2026_12_02_10_00_00.1")
+        );
+        assert_eq!(fs::metadata(source).unwrap().mode() & 0o7777, 0o1777);
+        let inner = source.join("..2026_12_02_10_00_00.1");
+        assert_eq!(fs::metadata(inner).unwrap().mode() & 0o7777, 0o755);
+        assert_eq!(mount.options().as_ref().unwrap(), &["rbind", "ro"]);
+        assert!(!base.exists());
+    }
+
+    #[test]
+    fn containers_naming_one_pod_key_share_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let pods = PodDirectories::new();
+        let base = dir.path().join("pods");
+        let empty_dir = HostDirectory {
+            destination: "/cache".into(),
+            mode: 0o777,
+            pod_key: Some("abc_123".into()),
+            ..Default::default()
+        };
+        let mut first = spec_with(&["/cache"]);
+        apply(
+            &mut first,
+            std::slice::from_ref(&empty_dir),
+            &dir.path().join("a"),
+            &base,
+            &pods,
+        )
+        .unwrap();
+        let source = first.mounts().as_ref().unwrap()[0]
+            .source()
+            .clone()
+            .unwrap();
+        assert_eq!(source, base.join("abc_123"));
+        fs::write(source.join("written-by-a"), b"a").unwrap();
+        let mut second = spec_with(&["/cache"]);
+        apply(
+            &mut second,
+            &[empty_dir],
+            &dir.path().join("b"),
+            &base,
+            &pods,
+        )
+        .unwrap();
+        let second_source = second.mounts().as_ref().unwrap()[0].source().clone();
+        assert_eq!(second_source.as_deref(), Some(source.as_path()));
+        assert_eq!(fs::read(source.join("written-by-a")).unwrap(), b"a");
+    }
+
+    #[test]
+    fn entries_that_could_escape_or_are_malformed_are_refused() {
+        let cases: Vec<(Vec<Entry>, &str)> = vec![
+            (vec![entry("../x", EntryKind::Directory)], "not a relative"),
+            (vec![entry("/etc", EntryKind::Directory)], "not a relative"),
+            (vec![entry("a/./b", EntryKind::Directory)], "not a relative"),
+            (vec![entry("a//b", EntryKind::Directory)], "not a relative"),
+            (vec![entry("a/", EntryKind::Directory)], "not a relative"),
+            (vec![entry("", EntryKind::Directory)], "not a relative"),
+            (
+                // A symlink to / followed by a file below it: the link is not a directory entry.
+                vec![
+                    entry("link", EntryKind::Symlink("/".into())),
+                    entry("link/passwd", EntryKind::File(b"x".to_vec())),
+                ],
+                "not below a directory",
+            ),
+            (
+                vec![entry("missing/file", EntryKind::File(Vec::new()))],
+                "not below a directory",
+            ),
+            (
+                vec![
+                    entry("a", EntryKind::File(Vec::new())),
+                    entry("a", EntryKind::File(Vec::new())),
+                ],
+                "listed twice",
+            ),
+            (
+                vec![entry("big", EntryKind::File(vec![0; MAX_FILE_BYTES + 1]))],
+                "more than",
+            ),
+            (
+                vec![entry("l", EntryKind::Symlink(PathBuf::new()))],
+                "target",
+            ),
+        ];
+        for (entries, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let host = HostDirectory {
+                destination: "/data".into(),
+                mode: 0o755,
+                entries,
+                ..Default::default()
+            };
+            let mut spec = spec_with(&["/data"]);
+            let err = apply(
+                &mut spec,
+                &[host],
+                dir.path(),
+                &dir.path().join("p"),
+                &PodDirectories::new(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(expected) && err.contains("/data"), "{err}");
+        }
+    }
+
+    #[test]
+    fn bad_keys_too_many_entries_and_unknown_destinations_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pods = PodDirectories::new();
+        let run = |host: HostDirectory| {
+            let mut spec = spec_with(&["/data"]);
+            apply(&mut spec, &[host], dir.path(), &dir.path().join("p"), &pods)
+                .unwrap_err()
+                .to_string()
+        };
+        let base = HostDirectory {
+            destination: "/data".into(),
+            mode: 0o755,
+            ..Default::default()
+        };
+        for key in ["", "../x", "a/b", &"k".repeat(65)] {
+            let err = run(HostDirectory {
+                pod_key: Some(key.to_owned()),
+                ..base.clone()
+            });
+            assert!(err.contains("pod key"), "{err}");
+        }
+        let err = run(HostDirectory {
+            memory_bytes: 1 << 20,
+            ..base.clone()
+        });
+        assert!(err.contains("without a pod key"), "{err}");
+        let many = (0..=MAX_ENTRIES)
+            .map(|i| entry(&i.to_string(), EntryKind::File(Vec::new())))
+            .collect();
+        let err = run(HostDirectory {
+            entries: many,
+            ..base.clone()
+        });
+        assert!(err.contains("entries, more than"), "{err}");
+        let err = run(HostDirectory {
+            destination: "/elsewhere".into(),
+            ..base
+        });
+        assert!(err.contains("no mount"), "{err}");
+    }
+}
