@@ -197,6 +197,8 @@ impl Agent for AgentService {
                 .map(host_directory)
                 .collect::<Result<_, _>>()
                 .map_err(engine_status)?,
+            sandbox_id: r.sandbox_id,
+            sandbox_namespaces: r.sandbox_namespaces,
         };
         self.engine.create(request).await.map_err(engine_status)?;
         Ok(Empty::default())

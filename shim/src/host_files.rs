@@ -4,7 +4,8 @@
 //! - a regular file (`/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`, kubelet's
 //!   `/dev/termination-log`) travels by content: the agent writes it into the container's
 //!   directory and binds it there;
-//! - the sandbox's shm directory on `/dev/shm` becomes a private tmpfs of the VM's containers;
+//! - the sandbox's shm directory on `/dev/shm` becomes a tmpfs of the VM shared by the pod's
+//!   containers (POSIX shared memory works between them, as in a runc pod);
 //! - a read-only directory (kubelet's configMap, secret, downwardAPI and projected volumes, the
 //!   service-account token among them) travels by content too, its tree with symlinks as it is
 //!   (kubelet's `..data` layout), as a private copy for the container;
@@ -33,8 +34,10 @@ pub const MAX_TASK_BYTES: u64 = 3 << 20;
 /// Most entries of one directory sent by content.
 pub const MAX_DIRECTORY_ENTRIES: usize = 4096;
 
-/// The shm mount given instead of a host directory (Docker's default size, 64 MiB).
-const SHM_OPTIONS: [&str; 5] = ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"];
+/// The options of a container's /dev/shm bind, as Docker's.
+const SHM_OPTIONS: [&str; 3] = ["nosuid", "noexec", "nodev"];
+/// The pod shm's size when the host's is not a tmpfs of its own (Docker's default, 64 MiB).
+const SHM_BYTES: u64 = 64 << 20;
 /// The directory kubelet keeps a pod's emptyDir volumes in.
 const EMPTY_DIR_PLUGIN: &str = "kubernetes.io~empty-dir";
 /// statfs(2)'s f_type of a tmpfs.
@@ -75,7 +78,8 @@ pub fn translate(spec: &mut Spec) -> Result<HostContent, String> {
             content.files.push(file);
             translated.push(mount);
         } else if meta.is_dir() && destination == Path::new("/dev/shm") {
-            translated.push(shm_mount()?);
+            content.directories.push(shm_directory(&source, &meta));
+            translated.push(shm_mount(mount)?);
         } else if meta.is_dir() && is_read_only(&mount) {
             let directory = directory_of(&source, &destination, &meta, &mut budget)
                 .map_err(|e| format!("{name}: {e}"))?;
@@ -266,17 +270,29 @@ fn walk(
     Ok(())
 }
 
-fn shm_mount() -> Result<Mount, String> {
+/// The pod's shm: one tmpfs of the VM per host shm directory (containerd gives every
+/// container of a pod its sandbox's), of the host tmpfs's size.
+fn shm_directory(source: &Path, meta: &fs::Metadata) -> HostDirectory {
+    let size = memory_medium_bytes(source, meta);
+    HostDirectory {
+        destination: "/dev/shm".to_owned(),
+        mode: 0o1777,
+        pod_key: pod_key(source),
+        memory_bytes: if size > 0 { size } else { SHM_BYTES },
+        ..Default::default()
+    }
+}
+
+/// The bind of the pod's shm, with Docker's options for /dev/shm (the agent points its source
+/// at the VM's tmpfs).
+fn shm_mount(mount: Mount) -> Result<Mount, String> {
+    let mut options = vec!["rbind".to_owned()];
+    options.extend(SHM_OPTIONS.iter().map(|o| (*o).to_owned()));
     MountBuilder::default()
         .destination("/dev/shm")
-        .typ("tmpfs")
-        .source("shm")
-        .options(
-            SHM_OPTIONS
-                .iter()
-                .map(|o| (*o).to_owned())
-                .collect::<Vec<_>>(),
-        )
+        .typ("bind")
+        .source(mount.source().clone().unwrap_or_default())
+        .options(options)
         .build()
         .map_err(|e| format!("cannot build the /dev/shm mount: {e}"))
 }
@@ -313,7 +329,7 @@ mod tests {
     }
 
     #[test]
-    fn files_travel_by_content_and_shm_becomes_tmpfs() {
+    fn files_travel_by_content_and_shm_becomes_the_pods_tmpfs() {
         let dir = tempfile::tempdir().unwrap();
         let hosts = dir.path().join("hosts");
         fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
@@ -331,9 +347,9 @@ mod tests {
             bind(&shm, "/dev/shm", false),
         ]);
         let content = translate(&mut spec).unwrap();
-        let files = content.files;
+        let files = content.files.clone();
         assert_eq!(files.len(), 1);
-        assert!(content.directories.is_empty());
+        assert_eq!(content.directories.len(), 1);
         assert_eq!(files[0].destination, "/etc/hosts");
         assert_eq!(
             content_at(&files, "/etc/hosts"),
@@ -342,8 +358,12 @@ mod tests {
         let mounts = spec.mounts().as_ref().unwrap();
         assert_eq!(mounts[0], proc_mount);
         assert_eq!(mounts[1].destination(), Path::new("/etc/hosts"));
-        assert_eq!(mounts[2].typ().as_deref(), Some("tmpfs"));
+        assert_eq!(mounts[2].typ().as_deref(), Some("bind"));
         assert_eq!(mounts[2].destination(), Path::new("/dev/shm"));
+        let shm_dir = &content.directories[0];
+        assert_eq!(shm_dir.destination, "/dev/shm");
+        assert_eq!(shm_dir.pod_key, pod_key(&shm));
+        assert_eq!(shm_dir.memory_bytes, SHM_BYTES);
     }
 
     /// A configMap volume as kubelet's atomic writer lays it out.

@@ -55,6 +55,28 @@ pub fn network_namespace(spec: &oci_spec::runtime::Spec) -> Option<std::path::Pa
         .filter(|path| !path.as_os_str().is_empty())
 }
 
+/// The namespaces of the pod's sandbox the spec joins by path that the agent can share in the
+/// VM ("ipc", "uts"); CRI gives a pod's containers the sandbox's.
+pub fn sandbox_namespaces(spec: &oci_spec::runtime::Spec) -> Vec<String> {
+    use oci_spec::runtime::LinuxNamespaceType;
+    let Some(namespaces) = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()) else {
+        return Vec::new();
+    };
+    namespaces
+        .iter()
+        .filter(|ns| {
+            ns.path()
+                .as_ref()
+                .is_some_and(|p| !p.as_os_str().is_empty())
+        })
+        .filter_map(|ns| match ns.typ() {
+            LinuxNamespaceType::Ipc => Some("ipc".to_owned()),
+            LinuxNamespaceType::Uts => Some("uts".to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The id that names the shim serving task `id`: the pod's sandbox id for pod tasks (so they
 /// share one shim), the task's own id otherwise.
 pub fn grouping(id: &str, role: &Role) -> String {
@@ -67,6 +89,33 @@ pub fn grouping(id: &str, role: &Role) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Spec};
+
+    #[test]
+    fn the_sandboxs_ipc_and_uts_are_shared_when_joined_by_path() {
+        let namespace = |typ, path: Option<&str>| {
+            let mut builder = LinuxNamespaceBuilder::default().typ(typ);
+            if let Some(path) = path {
+                builder = builder.path(path);
+            }
+            builder.build().unwrap()
+        };
+        let mut spec = Spec::default();
+        spec.set_linux(Some(
+            LinuxBuilder::default()
+                .namespaces(vec![
+                    namespace(LinuxNamespaceType::Ipc, Some("/proc/42/ns/ipc")),
+                    namespace(LinuxNamespaceType::Uts, Some("/proc/42/ns/uts")),
+                    namespace(LinuxNamespaceType::Network, Some("/proc/42/ns/net")),
+                    namespace(LinuxNamespaceType::Pid, None),
+                    namespace(LinuxNamespaceType::Mount, None),
+                ])
+                .build()
+                .unwrap(),
+        ));
+        assert_eq!(sandbox_namespaces(&spec), ["ipc", "uts"]);
+        assert!(sandbox_namespaces(&Spec::default()).is_empty());
+    }
 
     fn annotations(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -308,6 +308,7 @@ impl Vm {
             stdin,
             files: content.files,
             directories: content.directories,
+            sandbox_namespaces: crate::pod::sandbox_namespaces(spec),
             ..Default::default()
         };
         let attached = self.attach_layers(id, disks, &serials).await;

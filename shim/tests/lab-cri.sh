@@ -24,7 +24,7 @@
 #     the pod's IP and c2 pings the bridge; c1's stdout is in LOGDIR/c1.log;
 #   - volumes as kubelet passes them: a configMap and a service-account token directory
 #     (read-only, with kubelet's ..data symlinks) in c1 and c2, an emptyDir that both write and
-#     read each other's files in, a Memory emptyDir (host tmpfs of 8 MiB) that c1 sees as a tmpfs
+#     read each other's files in, /dev/shm and the IPC namespace shared by the pod's containers, a Memory emptyDir (host tmpfs of 8 MiB) that c1 sees as a tmpfs
 #     of 8 MiB; rvm only: a writable host directory is refused (at StartContainer, when the
 #     shim sees the task), naming the mount;
 #   - rvm only: one rvm-vmm and one shim process serve the pod (both containers in its VM), and
@@ -399,6 +399,15 @@ check "c2 reads what c1 wrote in the shared emptyDir (got '$out')" test "$out" =
 cri exec "$c2" -- sh -c 'echo written-by-c2 >/cache/from-c2'
 cri exec "$c1" -- cat /cache/from-c2
 check "c1 reads what c2 wrote in the shared emptyDir (got '$out')" test "$out" = written-by-c2
+cri exec "$c1" -- readlink /proc/self/ns/ipc
+ipc_c1=$out
+cri exec "$c2" -- readlink /proc/self/ns/ipc
+check "c1 and c2 share one IPC namespace, the pod's ($ipc_c1, $out)" test -n "$out" -a "$out" = "$ipc_c1"
+cri exec "$c2" -- hostname
+check "c2's hostname is the pod's (got '$out')" test "$out" = lab-cri-pod
+cri exec "$c1" -- sh -c 'echo shm-of-c1 >/dev/shm/from-c1'
+cri exec "$c2" -- cat /dev/shm/from-c1
+check "c2 reads what c1 wrote in /dev/shm (the pod's shm; got '$out')" test "$out" = shm-of-c1
 cri exec "$c1" -- sh -c 'grep " /mem " /proc/mounts; df -k /mem | tail -n 1'
 mem_fs=$(awk 'NR == 1 { print $3 }' "$tmp/out")
 mem_kib=$(awk 'NR == 2 { print $2 }' "$tmp/out")

@@ -25,6 +25,10 @@ pub struct InitConfig {
     pub spec: Spec,
     pub terminal: bool,
     pub seccomp: SeccompPolicy,
+    /// Namespaces to join before anything else (`/proc/PID/ns/NAME` of the pod's sandbox), by
+    /// name ("ipc", "uts"); the helper was cloned without new ones of these kinds.
+    #[serde(default)]
+    pub join: Vec<(String, PathBuf)>,
 }
 
 /// A process started in a running container.

@@ -84,6 +84,14 @@ pub enum EngineError {
     Io { what: String, source: io::Error },
 }
 
+/// The clone flag of a namespace joined from the sandbox (checked by `sandbox_namespaces`).
+fn namespace_flag(name: &str) -> CloneFlags {
+    match name {
+        "ipc" => CloneFlags::CLONE_NEWIPC,
+        _ => CloneFlags::CLONE_NEWUTS,
+    }
+}
+
 fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> EngineError {
     let what = what.into();
     move |source| EngineError::Io { what, source }
@@ -135,6 +143,9 @@ pub struct CreateRequest {
     pub files: Vec<host_files::HostFile>,
     /// Trees of host directories the spec bind-mounts.
     pub directories: Vec<host_dirs::HostDirectory>,
+    /// The pod's sandbox container, whose `sandbox_namespaces` ("ipc", "uts") this one joins.
+    pub sandbox_id: String,
+    pub sandbox_namespaces: Vec<String>,
 }
 
 /// What StartContainer and ExecProcess report.
@@ -363,6 +374,48 @@ impl Engine {
         Ok((rootfs, true, vec![scratch]))
     }
 
+    /// The sandbox namespaces the request joins, as (name, `/proc/PID/ns/NAME` of the
+    /// sandbox's init); the sandbox must be a running container of this VM.
+    fn sandbox_namespaces(
+        &self,
+        request: &CreateRequest,
+    ) -> Result<Vec<(String, PathBuf)>, EngineError> {
+        if request.sandbox_namespaces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let what = "CreateContainer's sandbox namespaces";
+        let sandbox = self.container(&request.sandbox_id).map_err(|_| {
+            invalid(
+                what,
+                format!(
+                    "the sandbox {:?} is not a container of this VM",
+                    request.sandbox_id
+                ),
+            )
+        })?;
+        let pid = sandbox.init.pid;
+        if sandbox.init.has_exited() {
+            return Err(invalid(
+                what,
+                format!("the sandbox {:?} is not running", request.sandbox_id),
+            ));
+        }
+        request
+            .sandbox_namespaces
+            .iter()
+            .map(|name| match name.as_str() {
+                "ipc" | "uts" => Ok((
+                    name.clone(),
+                    PathBuf::from(format!("/proc/{pid}/ns/{name}")),
+                )),
+                other => Err(invalid(
+                    what,
+                    format!("{other:?} is not a namespace a pod's containers share (ipc, uts)"),
+                )),
+            })
+            .collect()
+    }
+
     /// Builds the host directories the spec binds: the VM's shared ones live on the scratch
     /// disk (in the run directory when the container has none).
     fn prepare_directories(
@@ -461,11 +514,13 @@ impl Engine {
                 ))(e))
             })?;
         }
+        let join = self.sandbox_namespaces(&request).map_err(&cleanup)?;
         let config = InitConfig {
             rootfs: rootfs.clone(),
             spec,
             terminal: request.terminal,
             seccomp: seccomp.clone(),
+            join: join.clone(),
         };
         let config_path = dir.join("init.json");
         write_config(&config_path, &config).map_err(&cleanup)?;
@@ -473,10 +528,13 @@ impl Engine {
             .map_err(|e| cleanup(io_error("create stdio")(e)))?;
         let (status_read, status_write) = pipe().map_err(&cleanup)?;
         let (start_read, start_write) = pipe().map_err(&cleanup)?;
-        let namespaces = CloneFlags::CLONE_NEWNS
+        let mut namespaces = CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWPID
             | CloneFlags::CLONE_NEWUTS
             | CloneFlags::CLONE_NEWIPC;
+        for (name, _) in &join {
+            namespaces.remove(namespace_flag(name));
+        }
         let pid = self
             .spawn_helper(
                 "init",

@@ -1,12 +1,13 @@
-//! The container's init helper: PID 1 of the new pid namespace, in new mount, UTS and IPC
-//! namespaces. It builds the container's filesystem view, sets the process up, says Ready, and
+//! The container's init helper: PID 1 of the new pid namespace, in a new mount namespace and
+//! new UTS and IPC namespaces or, for a pod's container, its sandbox's. It builds the container's filesystem view, sets the process up, says Ready, and
 //! execs the command when the start byte arrives.
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsFd, FromRawFd};
 use std::path::Path;
 
+use nix::sched::{setns, CloneFlags};
 use nix::unistd::sethostname;
 
 use super::{close_status_on_exec, fail, read_config};
@@ -14,9 +15,26 @@ use crate::engine::command::Command;
 use crate::engine::handoff::{self, HelperMessage, InitConfig, START_FD};
 use crate::engine::{process_setup, rootfs};
 
+/// Joins the pod sandbox's namespaces the engine asked for.
+fn join(config: &InitConfig) -> Result<(), String> {
+    for (name, path) in &config.join {
+        let flag = match name.as_str() {
+            "ipc" => CloneFlags::CLONE_NEWIPC,
+            "uts" => CloneFlags::CLONE_NEWUTS,
+            other => return Err(format!("cannot join a {other:?} namespace")),
+        };
+        let file = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+        setns(file.as_fd(), flag).map_err(|e| format!("setns {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn build(config: &InitConfig) -> Result<Vec<String>, String> {
     let spec = &config.spec;
-    if let Some(hostname) = spec.hostname() {
+    join(config)?;
+    // A joined UTS namespace is the sandbox's, with the pod's hostname already.
+    let own_uts = !config.join.iter().any(|(name, _)| name == "uts");
+    if let Some(hostname) = spec.hostname().as_ref().filter(|_| own_uts) {
         sethostname(hostname).map_err(|e| format!("set hostname {hostname:?}: {e}"))?;
     }
     rootfs::mount_all(&config.rootfs, spec).map_err(|e| e.to_string())?;
