@@ -84,11 +84,12 @@ pub enum EngineError {
     Io { what: String, source: io::Error },
 }
 
-/// The clone flag of a namespace joined from the sandbox (checked by `sandbox_namespaces`).
-fn namespace_flag(name: &str) -> CloneFlags {
+/// The clone flag of a namespace a pod's container may join from its sandbox, by name.
+pub(crate) fn sandbox_namespace_flag(name: &str) -> Option<CloneFlags> {
     match name {
-        "ipc" => CloneFlags::CLONE_NEWIPC,
-        _ => CloneFlags::CLONE_NEWUTS,
+        "ipc" => Some(CloneFlags::CLONE_NEWIPC),
+        "uts" => Some(CloneFlags::CLONE_NEWUTS),
+        _ => None,
     }
 }
 
@@ -403,14 +404,14 @@ impl Engine {
         request
             .sandbox_namespaces
             .iter()
-            .map(|name| match name.as_str() {
-                "ipc" | "uts" => Ok((
+            .map(|name| match sandbox_namespace_flag(name) {
+                Some(_) => Ok((
                     name.clone(),
                     PathBuf::from(format!("/proc/{pid}/ns/{name}")),
                 )),
-                other => Err(invalid(
+                None => Err(invalid(
                     what,
-                    format!("{other:?} is not a namespace a pod's containers share (ipc, uts)"),
+                    format!("{name:?} is not a namespace a pod's containers share (ipc, uts)"),
                 )),
             })
             .collect()
@@ -532,8 +533,11 @@ impl Engine {
             | CloneFlags::CLONE_NEWPID
             | CloneFlags::CLONE_NEWUTS
             | CloneFlags::CLONE_NEWIPC;
-        for (name, _) in &join {
-            namespaces.remove(namespace_flag(name));
+        for flag in join
+            .iter()
+            .filter_map(|(name, _)| sandbox_namespace_flag(name))
+        {
+            namespaces.remove(flag);
         }
         let pid = self
             .spawn_helper(

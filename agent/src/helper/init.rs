@@ -7,7 +7,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, FromRawFd};
 use std::path::Path;
 
-use nix::sched::{setns, CloneFlags};
+use nix::sched::setns;
 use nix::unistd::sethostname;
 
 use super::{close_status_on_exec, fail, read_config};
@@ -18,11 +18,8 @@ use crate::engine::{process_setup, rootfs};
 /// Joins the pod sandbox's namespaces the engine asked for.
 fn join(config: &InitConfig) -> Result<(), String> {
     for (name, path) in &config.join {
-        let flag = match name.as_str() {
-            "ipc" => CloneFlags::CLONE_NEWIPC,
-            "uts" => CloneFlags::CLONE_NEWUTS,
-            other => return Err(format!("cannot join a {other:?} namespace")),
-        };
+        let flag = crate::engine::sandbox_namespace_flag(name)
+            .ok_or_else(|| format!("cannot join a {name:?} namespace"))?;
         let file = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
         setns(file.as_fd(), flag).map_err(|e| format!("setns {}: {e}", path.display()))?;
     }
