@@ -19,12 +19,11 @@ use std::sync::Mutex;
 use nix::mount::{mount, MsFlags};
 use oci_spec::runtime::Spec;
 
+use super::host_files::MAX_FILE_BYTES;
 use super::{invalid, io_error, EngineError};
 
 /// Most entries of one directory.
 pub const MAX_ENTRIES: usize = 4096;
-/// Most bytes of one file in it.
-pub const MAX_FILE_BYTES: usize = 1 << 20;
 /// Most bytes of a symlink's target.
 const MAX_TARGET_BYTES: usize = 4096;
 /// Most bytes of a pod key.
