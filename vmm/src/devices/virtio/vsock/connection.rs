@@ -8,7 +8,7 @@ use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
-use virtio_queue::{Reader, Writer};
+use virtio_queue::Writer;
 use vmm_sys_util::epoll::EventSet;
 
 use super::credit::Credit;
@@ -16,6 +16,7 @@ use super::hybrid::ok_reply;
 use super::packet::{
     op, rx_payload_room, Header, HEADER_LEN, HOST_CID, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM,
 };
+use super::payload::Payload;
 
 /// The connection must end; `rst` says whether the guest must be sent a reset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,8 +187,7 @@ impl Connection {
     pub fn handle_packet(
         &mut self,
         header: &Header,
-        payload: &mut Reader<'_>,
-        scratch: &mut [u8],
+        payload: &mut Payload<'_>,
     ) -> Result<(), Close> {
         self.credit
             .update_from_peer(header.buf_alloc, header.fwd_cnt);
@@ -198,7 +198,7 @@ impl Connection {
             (_, op::RST) => Err(Close { rst: false }),
             (State::Connecting, op::RESPONSE) => self.established(),
             (State::Connecting, _) => Err(RST),
-            (_, op::RW) => self.receive(payload, scratch),
+            (_, op::RW) => self.receive(payload),
             (_, op::CREDIT_UPDATE) => Ok(()),
             (_, op::CREDIT_REQUEST) => {
                 self.send_credit_update = true;
@@ -241,39 +241,31 @@ impl Connection {
         }
     }
 
-    fn receive(&mut self, payload: &mut Reader<'_>, scratch: &mut [u8]) -> Result<(), Close> {
+    /// Forwards a data packet: straight from guest memory to the Unix stream when nothing is
+    /// queued before it, and whatever the stream does not take into the queue.
+    fn receive(&mut self, payload: &mut Payload<'_>) -> Result<(), Close> {
         if self.peer_shutdown & SHUTDOWN_SEND != 0 || self.write_shut {
             tracing::debug!("vsock: data after the guest's shutdown on {:?}", self.key);
             return Err(RST);
         }
-        let len = payload.available_bytes();
-        let Some(buf) = scratch.get_mut(..len) else {
-            return Err(RST);
-        };
-        if let Err(e) = self.credit.received(u32::try_from(len).unwrap_or(u32::MAX)) {
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        if let Err(e) = self.credit.received(len) {
             tracing::warn!("{e} (connection {:?})", self.key);
             return Err(RST);
         }
-        if payload.read_exact(buf).is_err() {
-            return Err(RST);
-        }
-        let mut written = 0;
         if self.to_stream.is_empty() {
-            written = self.write_stream(buf)?;
+            let written = payload.write_to(&self.stream).map_err(|e| {
+                tracing::debug!("vsock: Unix stream of {:?} failed: {e}", self.key);
+                RST
+            })?;
+            self.credit
+                .forwarded(u32::try_from(written).unwrap_or(u32::MAX));
         }
-        self.to_stream.extend(&buf[written..]);
+        payload.copy_rest(&mut self.to_stream);
         if self.credit.update_due() {
             self.send_credit_update = true;
         }
         Ok(())
-    }
-
-    /// Writes what it can of `buf` to the Unix stream; counts it as forwarded.
-    fn write_stream(&mut self, buf: &[u8]) -> Result<usize, Close> {
-        let written = write_some(&self.stream, self.key, buf)?;
-        self.credit
-            .forwarded(u32::try_from(written).unwrap_or(u32::MAX));
-        Ok(written)
     }
 
     /// Writes buffered guest bytes to the Unix stream; half-closes it once the guest is done

@@ -12,5 +12,6 @@ pub mod fuzzing;
 pub mod hybrid;
 pub mod muxer;
 pub mod packet;
+pub mod payload;
 
 pub use device::{Vsock, VsockError};

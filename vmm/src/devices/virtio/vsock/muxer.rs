@@ -11,13 +11,14 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use virtio_queue::{Reader, Writer};
+use virtio_queue::Writer;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::timerfd::TimerFd;
 
 use super::connection::{Close, ConnKey, Connection};
 use super::hybrid::ConnectLine;
-use super::packet::{op, Header, HEADER_LEN, HOST_CID, MAX_PAYLOAD, TYPE_STREAM};
+use super::packet::{op, Header, HEADER_LEN, HOST_CID, TYPE_STREAM};
+use super::payload::Payload;
 use crate::devices::virtio::worker::{Poller, FIRST_BACKEND_TOKEN};
 
 /// Most connections (and host clients still in their handshake) at once; more are refused.
@@ -69,7 +70,6 @@ pub struct Muxer {
     rsts: VecDeque<Header>,
     next_token: u64,
     next_port: u32,
-    scratch: Vec<u8>,
 }
 
 impl Muxer {
@@ -89,7 +89,6 @@ impl Muxer {
             rsts: VecDeque::new(),
             next_token: FIRST_STREAM_TOKEN,
             next_port: FIRST_LOCAL_PORT,
-            scratch: vec![0; MAX_PAYLOAD as usize],
         })
     }
 
@@ -114,7 +113,7 @@ impl Muxer {
     }
 
     /// Handles one well-formed packet from the guest.
-    pub fn handle_tx(&mut self, poller: &Poller, header: &Header, payload: &mut Reader<'_>) {
+    pub fn handle_tx(&mut self, poller: &Poller, header: &Header, payload: &mut Payload<'_>) {
         if let Err(e) = header.check_from_guest(self.guest_cid) {
             tracing::debug!("{e}");
             if header.op != op::RST {
@@ -134,7 +133,7 @@ impl Muxer {
             }
             return;
         };
-        match entry.conn.handle_packet(header, payload, &mut self.scratch) {
+        match entry.conn.handle_packet(header, payload) {
             Ok(()) => {
                 entry
                     .conn

@@ -1,12 +1,12 @@
 //! The virtio-vsock packet: its 44-byte header, and turning descriptor chains into packets. A TX
-//! chain (driver to device) becomes a checked header plus a reader over exactly its payload; an
+//! chain (driver to device) becomes a checked header plus exactly its payload's guest buffers; an
 //! RX chain (device to driver) becomes a writer with room for a header. Nothing here trusts the
 //! guest: every failure is a [`PacketError`].
 
-use std::io::Read;
+use virtio_queue::{DescriptorChain, Writer};
+use vm_memory::{GuestMemory, GuestMemoryMmap, Permissions, VolatileSlice};
 
-use virtio_queue::{DescriptorChain, Reader, Writer};
-use vm_memory::GuestMemoryMmap;
+use super::payload::Payload;
 
 /// Size of `struct virtio_vsock_hdr`.
 pub const HEADER_LEN: usize = 44;
@@ -184,12 +184,12 @@ pub enum PacketError {
     Type(u16),
 }
 
-/// A packet from the guest: its header and a reader over exactly `header.len` payload bytes.
+/// A packet from the guest: its header and exactly `header.len` payload bytes.
 pub struct TxPacket<'a> {
     /// The header.
     pub header: Header,
     /// The payload.
-    pub payload: Reader<'a>,
+    pub payload: Payload<'a>,
 }
 
 impl std::fmt::Debug for TxPacket<'_> {
@@ -209,28 +209,59 @@ pub fn parse_tx<'a>(
     if chain.clone().any(|desc| desc.is_write_only()) {
         return Err(PacketError::WritableInTx);
     }
-    let mut reader = Reader::new(mem, chain).map_err(PacketError::Memory)?;
-    let available = reader.available_bytes();
-    if available < HEADER_LEN {
-        return Err(PacketError::ShortHeader(available));
+    let mut header_bytes = [0u8; HEADER_LEN];
+    let mut header_len = 0;
+    let mut payload = Vec::new();
+    let mut total = 0usize;
+    for desc in chain {
+        total = total
+            .checked_add(desc.len() as usize)
+            .ok_or(PacketError::Memory(
+                virtio_queue::Error::DescriptorChainOverflow,
+            ))?;
+        let slices = mem
+            .get_slices(desc.addr(), desc.len() as usize, Permissions::Read)
+            .map_err(|e| PacketError::Memory(virtio_queue::Error::GuestMemoryError(e)))?;
+        for slice in slices {
+            let slice =
+                slice.map_err(|e| PacketError::Memory(virtio_queue::Error::GuestMemoryError(e)))?;
+            let rest = take_header(&slice, &mut header_bytes, &mut header_len);
+            if let Some(rest) = rest {
+                payload.push(rest);
+            }
+        }
     }
-    let mut bytes = [0u8; HEADER_LEN];
-    reader.read_exact(&mut bytes).map_err(PacketError::Read)?;
-    let header = Header::from_bytes(&bytes);
+    if header_len < HEADER_LEN {
+        return Err(PacketError::ShortHeader(header_len));
+    }
+    let header = Header::from_bytes(&header_bytes);
     if header.len > MAX_PAYLOAD {
         return Err(PacketError::Oversized(header.len));
     }
-    let chain = reader.available_bytes();
+    let payload = Payload::new(payload);
+    let chain = payload.len();
     if usize::try_from(header.len).ok() != Some(chain) {
         return Err(PacketError::LenMismatch {
             header: header.len,
             chain,
         });
     }
-    Ok(TxPacket {
-        header,
-        payload: reader,
-    })
+    Ok(TxPacket { header, payload })
+}
+
+/// Copies the header bytes `slice` holds into `header` (`filled` of them are there already);
+/// returns the part of `slice` after the header, if any.
+fn take_header<'a>(
+    slice: &VolatileSlice<'a>,
+    header: &mut [u8; HEADER_LEN],
+    filled: &mut usize,
+) -> Option<VolatileSlice<'a>> {
+    let wanted = HEADER_LEN - *filled;
+    let n = wanted.min(slice.len());
+    if n > 0 {
+        *filled += slice.copy_to(&mut header[*filled..*filled + n]);
+    }
+    slice.offset(n).ok().filter(|rest| !rest.is_empty())
 }
 
 /// Opens an RX chain for writing: device-writable buffers only, room for at least a header.
@@ -300,9 +331,9 @@ mod tests {
         let mut queue: Queue = vq.create_queue().unwrap();
         let chain = queue.pop_descriptor_chain(mem).unwrap();
         let mut packet = parse_tx(mem, chain)?;
-        let mut payload = vec![0; packet.payload.available_bytes()];
-        packet.payload.read_exact(&mut payload).unwrap();
-        Ok((packet.header, payload))
+        let mut payload = std::collections::VecDeque::new();
+        packet.payload.copy_rest(&mut payload);
+        Ok((packet.header, payload.into()))
     }
 
     fn rx_room(mem: &GuestMemoryMmap, descs: &[RawDescriptor]) -> Result<usize, PacketError> {
