@@ -22,10 +22,14 @@ pub fn virtio_vsock(data: &[u8]) {
         return;
     };
     if let Some(chain) = tx.pop_descriptor_chain(&mem) {
-        if let Ok(packet) = parse_tx(&mem, chain) {
+        if let Ok(mut packet) = parse_tx(&mem, chain) {
             let header = packet.header;
             assert!(header.len <= MAX_PAYLOAD, "accepted oversize {header:?}");
             assert_eq!(packet.payload.len(), header.len as usize);
+            let mut copied = std::collections::VecDeque::new();
+            packet.payload.copy_rest(&mut copied);
+            assert_eq!(copied.len(), header.len as usize, "payload bytes lost");
+            assert!(packet.payload.is_empty());
             assert_eq!(Header::from_bytes(&header.to_bytes()), header);
             let _ = header.check_from_guest(3);
         }

@@ -365,6 +365,24 @@ mod tests {
             .unwrap();
         let (_, payload) = tx(&mem, &[desc(0x1000, 49, 0, 0)]).unwrap();
         assert_eq!(payload, b"world");
+        // A header split over two buffers, the second also holding the payload's start.
+        let header = sample(5).to_bytes();
+        mem.write_slice(&header[..20], GuestAddress(0x3000))
+            .unwrap();
+        mem.write_slice(&header[20..], GuestAddress(0x4000))
+            .unwrap();
+        mem.write_slice(b"ab", GuestAddress(0x4000 + 24)).unwrap();
+        mem.write_slice(b"cde", GuestAddress(0x5000)).unwrap();
+        let (h, payload) = tx(
+            &mem,
+            &[
+                desc(0x3000, 20, NEXT, 1),
+                desc(0x4000, 26, NEXT, 2),
+                desc(0x5000, 3, 0, 0),
+            ],
+        )
+        .unwrap();
+        assert_eq!((h, payload.as_slice()), (sample(5), &b"abcde"[..]));
     }
 
     #[test]
