@@ -84,13 +84,23 @@ pub enum EngineError {
     Io { what: String, source: io::Error },
 }
 
-/// The clone flag of a namespace a pod's container may join from its sandbox, by name.
+/// The clone flag of a namespace a pod's container may join from its sandbox, by name. The
+/// pid namespace is joined when the init helper is created (see `spawn`), the others by the
+/// helper itself.
 pub(crate) fn sandbox_namespace_flag(name: &str) -> Option<CloneFlags> {
     match name {
         "ipc" => Some(CloneFlags::CLONE_NEWIPC),
         "uts" => Some(CloneFlags::CLONE_NEWUTS),
+        "pid" => Some(CloneFlags::CLONE_NEWPID),
         _ => None,
     }
+}
+
+/// The sandbox's pid namespace out of `join`, if it is there: the helper must be born in it,
+/// since setns(2) moves only the children created afterwards into a pid namespace.
+fn split_pid_namespace(join: &mut Vec<(String, PathBuf)>) -> Option<PathBuf> {
+    let index = join.iter().position(|(name, _)| name == "pid")?;
+    Some(join.remove(index).1)
 }
 
 fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> EngineError {
@@ -144,7 +154,8 @@ pub struct CreateRequest {
     pub files: Vec<host_files::HostFile>,
     /// Trees of host directories the spec bind-mounts.
     pub directories: Vec<host_dirs::HostDirectory>,
-    /// The pod's sandbox container, whose `sandbox_namespaces` ("ipc", "uts") this one joins.
+    /// The pod's sandbox container, whose `sandbox_namespaces` ("ipc", "uts", "pid") this one
+    /// joins.
     pub sandbox_id: String,
     pub sandbox_namespaces: Vec<String>,
 }
@@ -411,7 +422,7 @@ impl Engine {
                 )),
                 None => Err(invalid(
                     what,
-                    format!("{name:?} is not a namespace a pod's containers share (ipc, uts)"),
+                    format!("{name:?} is not a namespace a pod's containers share (ipc, uts, pid)"),
                 )),
             })
             .collect()
@@ -515,7 +526,8 @@ impl Engine {
                 ))(e))
             })?;
         }
-        let join = self.sandbox_namespaces(&request).map_err(&cleanup)?;
+        let mut join = self.sandbox_namespaces(&request).map_err(&cleanup)?;
+        let pid_namespace = split_pid_namespace(&mut join);
         let config = InitConfig {
             rootfs: rootfs.clone(),
             spec,
@@ -539,6 +551,9 @@ impl Engine {
         {
             namespaces.remove(flag);
         }
+        if pid_namespace.is_some() {
+            namespaces.remove(CloneFlags::CLONE_NEWPID);
+        }
         let pid = self
             .spawn_helper(
                 "init",
@@ -546,7 +561,10 @@ impl Engine {
                 &child_stdio,
                 &status_write,
                 Some(&start_read),
-                namespaces,
+                spawn::Namespaces {
+                    new: namespaces,
+                    pid: pid_namespace.as_deref(),
+                },
             )
             .map_err(&cleanup)?;
         drop((child_stdio, status_write, start_read));
@@ -603,7 +621,7 @@ impl Engine {
         stdio: &ChildStdio,
         status: &OwnedFd,
         start: Option<&OwnedFd>,
-        namespaces: CloneFlags,
+        namespaces: spawn::Namespaces<'_>,
     ) -> Result<i32, EngineError> {
         let config = config_path.display().to_string();
         let [stdin, stdout, stderr] = &stdio.0;
@@ -729,7 +747,7 @@ impl Engine {
             &child_stdio,
             &status_write,
             None,
-            CloneFlags::empty(),
+            spawn::Namespaces::AGENT,
         )?;
         drop((child_stdio, status_write));
         let helper_exit = self.reaper.register(helper);
@@ -974,5 +992,28 @@ impl Engine {
         }
         tracing::info!(container = id, "container removed");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pid_namespace_is_taken_out_of_what_the_helper_joins() {
+        let entry = |name: &str| (name.to_owned(), PathBuf::from(format!("/proc/7/ns/{name}")));
+        let mut join = vec![entry("ipc"), entry("pid"), entry("uts")];
+        assert_eq!(
+            split_pid_namespace(&mut join),
+            Some(PathBuf::from("/proc/7/ns/pid"))
+        );
+        assert_eq!(join, [entry("ipc"), entry("uts")]);
+        assert_eq!(split_pid_namespace(&mut join), None);
+        assert_eq!(join.len(), 2);
+        for name in ["ipc", "uts", "pid"] {
+            assert!(sandbox_namespace_flag(name).is_some(), "{name}");
+        }
+        assert_eq!(sandbox_namespace_flag("mnt"), None);
+        assert_eq!(sandbox_namespace_flag("net"), None);
     }
 }
