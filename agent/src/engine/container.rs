@@ -1,5 +1,5 @@
-//! One container: its rootfs, cgroup, init process, execs, and the pipes that hold its init
-//! helper between create and start.
+//! One container: its rootfs, cgroup, init process, execs, the pipes that hold its init
+//! helper between create and start, and the host files it returns when the init exits.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use super::cgroups::Cgroup;
+use super::host_files::ReturnedFile;
 use super::process::Process;
 use super::seccomp::SeccompPolicy;
 
@@ -38,6 +39,10 @@ pub struct Container {
     pub shutdown_on_exit: bool,
     /// The filters of its init, which its execs get too.
     pub seccomp: SeccompPolicy,
+    /// Host files to read back when the init exits.
+    pub returned_files: Vec<ReturnedFile>,
+    /// What they held when it exited: (destination, last bytes).
+    pub final_files: Mutex<Vec<(PathBuf, Vec<u8>)>>,
 }
 
 impl Container {

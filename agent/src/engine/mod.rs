@@ -493,7 +493,7 @@ impl Engine {
         let seccomp = SeccompPolicy::for_spec(&spec)?;
         let dir = self.config.run_dir.join("containers").join(&request.id);
         fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
-        host_files::apply(&mut spec, &request.files, &dir)?;
+        let returned_files = host_files::apply(&mut spec, &request.files, &dir)?;
         let (rootfs, overlay, scratch_dirs) = self.prepare_rootfs(&request, &spec, &dir)?;
         let unmount_rootfs = || {
             if overlay {
@@ -607,6 +607,8 @@ impl Engine {
             started: Default::default(),
             shutdown_on_exit: request.shutdown_on_exit,
             seccomp,
+            returned_files,
+            final_files: Mutex::new(Vec::new()),
         });
         self.watch_init(&container, exit);
         self.containers().insert(request.id.clone(), container);
@@ -655,6 +657,16 @@ impl Engine {
             let status = exit.await.unwrap_or(ExitStatus::Exited(255));
             let oom_killed = container.cgroup.oom_kills() > 0;
             tracing::info!(container = %container.id, ?status, oom_killed, "container exited");
+            // Before the exit is visible: WaitProcess returns these with it.
+            let files: Vec<(PathBuf, Vec<u8>)> = container
+                .returned_files
+                .iter()
+                .filter_map(|file| Some((file.destination.clone(), host_files::read_back(file)?)))
+                .collect();
+            *container
+                .final_files
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = files;
             container
                 .init
                 .set_exited(ExitRecord::now(status, oom_killed));
@@ -843,6 +855,17 @@ impl Engine {
         let record = process.wait().await;
         self.check_power_off();
         Ok(record)
+    }
+
+    /// The host files container `id` returns (destination, last bytes), as they were when its
+    /// init exited; empty before.
+    pub fn final_files(&self, id: &str) -> Result<Vec<(PathBuf, Vec<u8>)>, EngineError> {
+        Ok(self
+            .container(id)?
+            .final_files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone())
     }
 
     /// Reads output of a process (long poll).

@@ -514,6 +514,43 @@ pub async fn pod_shares_pid_namespace(client: &AgentClient, rootfs: &Rootfs) {
     remove(client, "pid-sandbox").await;
 }
 
+/// A host file asked back (kubelet's termination message on /dev/termination-log): what the
+/// container wrote into it comes back with its init's WaitProcess, and with no exec's.
+pub async fn termination_message_returned(client: &AgentClient, rootfs: &Rootfs) {
+    let id = "termlog";
+    let script = "printf 'lab message' >/dev/termination-log && exit 2";
+    let mut spec = spec(rootfs, &["sh", "-c", script], "", "/", &[]);
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(
+        oci_spec::runtime::MountBuilder::default()
+            .destination("/dev/termination-log")
+            .typ("bind")
+            .source("/var/lib/kubelet/pods/uid/containers/termlog/0a1b2c3d")
+            .options(vec!["rbind".to_owned(), "rw".to_owned()])
+            .build()
+            .unwrap(),
+    );
+    spec.set_mounts(Some(mounts));
+    let mut request = create_request(id, rootfs, &spec);
+    request.files = vec![HostFile {
+        destination: "/dev/termination-log".into(),
+        mode: 0o666,
+        return_max_bytes: 4096,
+        ..Default::default()
+    }];
+    create_and_start(client, &request).await;
+    let err = String::from_utf8_lossy(&read_all(client, id, "", true).await).into_owned();
+    let waited = wait(client, id, "").await;
+    assert_eq!(waited.exit_status, 2, "{err}");
+    let returned: Vec<(&str, &[u8])> = waited
+        .returned_files
+        .iter()
+        .map(|f| (f.destination.as_str(), &f.content[..]))
+        .collect();
+    assert_eq!(returned, [("/dev/termination-log", &b"lab message"[..])]);
+    remove(client, id).await;
+}
+
 /// A terminal session: output comes through the pty (with its \r\n), ResizePty sets the size
 /// `stty size` reads and sends the session SIGWINCH, stdin typed into the pty is echoed and read.
 pub async fn pty_resize(client: &AgentClient, rootfs: &Rootfs) {
