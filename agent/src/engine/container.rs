@@ -39,6 +39,13 @@ pub struct Container {
     pub shutdown_on_exit: bool,
     /// The filters of its init, which its execs get too.
     pub seccomp: SeccompPolicy,
+    /// It lives in its pod sandbox's pid namespace, where its init is not PID 1: the init's exit
+    /// does not end the rest of its processes by itself (the engine kills them, as runc's shim
+    /// does for such a container).
+    pub shares_pid_namespace: bool,
+    /// The pids of its running exec helpers (in its cgroup, outside its pid namespace), which
+    /// survive the kill of what is left at the init's exit to report their process's end.
+    pub exec_helpers: Mutex<Vec<i32>>,
     /// Host files to read back when the init exits.
     pub returned_files: Vec<ReturnedFile>,
     /// What they held when it exited: (destination, last bytes).
@@ -48,6 +55,12 @@ pub struct Container {
 impl Container {
     pub fn execs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Process>>> {
         self.execs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn exec_helpers(&self) -> std::sync::MutexGuard<'_, Vec<i32>> {
+        self.exec_helpers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -607,6 +607,8 @@ impl Engine {
             started: Default::default(),
             shutdown_on_exit: request.shutdown_on_exit,
             seccomp,
+            shares_pid_namespace: pid_namespace.is_some(),
+            exec_helpers: Mutex::new(Vec::new()),
             returned_files,
             final_files: Mutex::new(Vec::new()),
         });
@@ -657,6 +659,17 @@ impl Engine {
             let status = exit.await.unwrap_or(ExitStatus::Exited(255));
             let oom_killed = container.cgroup.oom_kills() > 0;
             tracing::info!(container = %container.id, ?status, oom_killed, "container exited");
+            if container.shares_pid_namespace {
+                let leftovers = container.clone();
+                let killed = tokio::task::spawn_blocking(move || {
+                    let keep = leftovers.exec_helpers().clone();
+                    leftovers.cgroup.kill_all_but(&keep)
+                })
+                .await;
+                if let Ok(Err(error)) = killed {
+                    tracing::warn!(container = %container.id, %error, "cannot kill what is left of the container");
+                }
+            }
             // Before the exit is visible: WaitProcess returns these with it.
             let files: Vec<(PathBuf, Vec<u8>)> = container
                 .returned_files
@@ -763,28 +776,36 @@ impl Engine {
         )?;
         drop((child_stdio, status_write));
         let helper_exit = self.reaper.register(helper);
-        let mut reader = BufReader::new(File::from(status_read));
-        let mut failure = None;
-        let pid = loop {
-            let (next, message) = receive(reader, id).await?;
-            reader = next;
-            match message {
-                Some(HelperMessage::Started { pid }) => break pid,
-                Some(HelperMessage::ExecFailed { failure: f }) => failure = Some(f),
-                Some(HelperMessage::SetupFailed { message }) => {
-                    return Err(EngineError::Setup {
-                        container: id.to_owned(),
-                        message: format!("exec {exec_id:?}: {message}"),
-                    })
-                }
-                other => {
-                    return Err(EngineError::Setup {
-                        container: id.to_owned(),
-                        message: format!("exec {exec_id:?}: the helper ended early ({other:?})"),
-                    })
+        container.exec_helpers().push(helper);
+        let started = async {
+            let mut reader = BufReader::new(File::from(status_read));
+            let mut failure = None;
+            loop {
+                let (next, message) = receive(reader, id).await?;
+                reader = next;
+                match message {
+                    Some(HelperMessage::Started { pid }) => return Ok((pid, failure, reader)),
+                    Some(HelperMessage::ExecFailed { failure: f }) => failure = Some(f),
+                    Some(HelperMessage::SetupFailed { message }) => {
+                        return Err(EngineError::Setup {
+                            container: id.to_owned(),
+                            message: format!("exec {exec_id:?}: {message}"),
+                        })
+                    }
+                    other => {
+                        return Err(EngineError::Setup {
+                            container: id.to_owned(),
+                            message: format!(
+                                "exec {exec_id:?}: the helper ended early ({other:?})"
+                            ),
+                        })
+                    }
                 }
             }
-        };
+        }
+        .await;
+        let (pid, failure, reader) =
+            started.inspect_err(|_| container.exec_helpers().retain(|pid| *pid != helper))?;
         let process = Arc::new(Process::new(exec_id.to_owned(), pid, stdio));
         if let Some(failure) = &failure {
             process.set_exec_failure(failure.clone());
@@ -795,6 +816,7 @@ impl Engine {
         let cgroup = container.cgroup.clone();
         let oom_before = cgroup.oom_kills();
         let id_owned = id.to_owned();
+        let container_for_exec = container.clone();
         tokio::spawn(async move {
             let message = receive(reader, &id_owned).await.ok().and_then(|(_, m)| m);
             let status = match message {
@@ -802,6 +824,9 @@ impl Engine {
                 _ => ExitStatus::Exited(255),
             };
             let _ = helper_exit.await;
+            container_for_exec
+                .exec_helpers()
+                .retain(|pid| *pid != helper);
             let oom_killed = status == ExitStatus::Signaled(9) && cgroup.oom_kills() > oom_before;
             process.set_exited(ExitRecord::now(status, oom_killed));
         });

@@ -429,8 +429,9 @@ pub async fn sigterm_delivered(client: &AgentClient, rootfs: &Rootfs) {
 
 /// A pod whose containers share the sandbox's pid namespace (`shareProcessNamespace`): a
 /// member sees the sandbox's process as PID 1 and the other member's process, is not PID 1
-/// itself (so SIGTERM without a handler kills it, 143), and an exec into it is in the same
-/// namespace. Without "pid" a pod's container keeps its own namespace.
+/// itself (so SIGTERM without a handler kills it, 143), an exec into it is in the same
+/// namespace, and what is left of it dies with its init. Without "pid" a pod's container keeps
+/// its own namespace.
 pub async fn pod_shares_pid_namespace(client: &AgentClient, rootfs: &Rootfs) {
     let member = |id: &str, args: &[&str], namespaces: &[&str]| {
         let spec = spec(rootfs, args, "", "/", &[]);
@@ -484,12 +485,17 @@ pub async fn pod_shares_pid_namespace(client: &AgentClient, rootfs: &Rootfs) {
         "the exec is in the pod's pid namespace"
     );
 
+    let exec = exec_request("pid-m1", "e2", &m1_spec, &["sleep", "3603"]);
+    client.exec_process(ctx(), &exec).await.unwrap();
     client
         .signal_process(ctx(), &signal_request("pid-m1", "", 15, false))
         .await
         .unwrap();
     let waited = wait(client, "pid-m1", "").await;
     assert_eq!((waited.exit_status, waited.signal), (143, 15), "{waited:?}");
+    // Not PID 1, the init's end does not end the namespace: the engine kills the rest.
+    let waited = wait(client, "pid-m1", "e2").await;
+    assert_eq!(waited.signal, 9, "the exec outlived the init: {waited:?}");
     remove(client, "pid-m1").await;
 
     let (_, own) = member(
