@@ -119,6 +119,8 @@ async fn main() {
     scenario!(isolation);
     scenario!(exec_signal_list);
     scenario!(sigterm_delivered);
+    scenario!(pod_shares_pid_namespace);
+    scenario!(termination_message_returned);
     scenario!(pty_resize);
     scenario!(localhost_between_containers);
     scenario!(spec_seccomp_profile);

@@ -189,6 +189,7 @@ impl Agent for AgentService {
                     destination: f.destination.into(),
                     content: f.content,
                     mode: f.mode,
+                    return_max_bytes: usize::try_from(f.return_max_bytes).unwrap_or(usize::MAX),
                 })
                 .collect(),
             directories: r
@@ -289,11 +290,26 @@ impl Agent for AgentService {
             .wait(&r.container_id, &r.exec_id)
             .await
             .map_err(engine_status)?;
+        let returned_files = if r.exec_id.is_empty() {
+            self.engine
+                .final_files(&r.container_id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(destination, content)| ReturnedFile {
+                    destination: destination.display().to_string(),
+                    content,
+                    ..Default::default()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(WaitProcessResponse {
             exit_status: record.status.code(),
             signal: record.status.signal(),
             oom_killed: record.oom_killed,
             exited_at_unix_nanos: record.exited_at_unix_nanos,
+            returned_files,
             ..Default::default()
         })
     }

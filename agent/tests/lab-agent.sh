@@ -9,7 +9,9 @@
 # then drives the agent with the lab-client example: echo hello (exit 0), exit 3, a missing
 # command (127) and a non-executable one (126), user/cwd/env, bad specs refused, namespaces,
 # Docker's capabilities and seccomp, exec/signal/list/pause/stats, SIGTERM (trapped by a
-# container's init; 143 for an exec without a handler), a pty session with resize (stty size,
+# container's init; 143 for an exec without a handler), a pod's containers in the sandbox's
+# pid namespace (shareProcessNamespace), a termination message file returned with the init's
+# exit, a pty session with resize (stty size,
 # SIGWINCH), two containers talking over 127.0.0.1, the spec's seccomp profile, an OOM kill
 # under a 32 MiB limit, and a fork bomb held by pids.max 64 while the agent keeps answering;
 # finally Shutdown, which must end the VM (the VMM exits 0).

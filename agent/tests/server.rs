@@ -205,6 +205,8 @@ async fn containers_run_in_namespaces() {
     scenarios::isolation(&client, &rootfs).await;
     scenarios::exec_signal_list(&client, &rootfs).await;
     scenarios::sigterm_delivered(&client, &rootfs).await;
+    scenarios::pod_shares_pid_namespace(&client, &rootfs).await;
+    scenarios::termination_message_returned(&client, &rootfs).await;
     scenarios::pty_resize(&client, &rootfs).await;
     scenarios::localhost_between_containers(&client, &rootfs).await;
     scenarios::spec_seccomp_profile(&client, &rootfs).await;

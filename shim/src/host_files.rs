@@ -15,12 +15,24 @@
 //! - any other bind of a host path (a writable directory, a device) is refused with the mount
 //!   named: host directories are not shared writable into rvm VMs.
 //!
-//! Writes in the guest stay in the guest, and a copy does not follow later changes on the host.
+//! Writes in the guest stay in the guest, and a copy does not follow later changes on the host,
+//! with one exception: kubelet's termination message file. kubelet binds a host file it created
+//! (empty, `…/pods/<pod uid>/containers/<container name>/<id>`) writable at the container's
+//! `terminationMessagePath` (`/dev/termination-log` by default) and reads its last 4096 bytes
+//! once the container has exited. The rule: a *writable* bind of a regular host file whose
+//! destination is `/dev/termination-log` or whose host path has kubelet's layout above comes
+//! back. The agent returns its last [`TERMINATION_MESSAGE_BYTES`] with the init's exit, and the
+//! shim writes them into that host file before it reports the exit, so kubelet finds the
+//! message when it learns of the exit. The guest chooses only those bytes: the host file is the
+//! one the spec bound (never created, opened without following a symlink, and only if it is
+//! still the regular file of the same device and inode as at create), so a hostile guest can
+//! write nothing else, and at most that many bytes.
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Mount, MountBuilder, Spec};
 use rvm_protocol::agent::{EntryKind, HostDirectory, HostDirectoryEntry, HostFile};
@@ -33,6 +45,12 @@ pub const MAX_FILE_BYTES: u64 = 1 << 20;
 pub const MAX_TASK_BYTES: u64 = 3 << 20;
 /// Most entries of one directory sent by content.
 pub const MAX_DIRECTORY_ENTRIES: usize = 4096;
+
+/// Most bytes of a termination message that come back: what kubelet reads of the file (its
+/// last `MaxContainerTerminationMessageLength`, 4096 bytes).
+pub const TERMINATION_MESSAGE_BYTES: usize = 4096;
+/// kubelet's default `terminationMessagePath`.
+const TERMINATION_LOG: &str = "/dev/termination-log";
 
 /// The options of a container's /dev/shm bind, as Docker's.
 const SHM_OPTIONS: [&str; 3] = ["nosuid", "noexec", "nodev"];
@@ -48,6 +66,20 @@ const TMPFS_MAGIC: u64 = 0x0102_1994;
 pub struct HostContent {
     pub files: Vec<HostFile>,
     pub directories: Vec<HostDirectory>,
+    /// The termination message files among `files`, which come back at the exit.
+    pub returned: Vec<ReturnedBind>,
+}
+
+/// A host file the container's final content goes back to (see the module's rule).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnedBind {
+    /// The bind's destination in the container, as sent to the agent.
+    pub destination: String,
+    /// The host file.
+    pub source: PathBuf,
+    /// Its device and inode at create: the file written back must still be this one.
+    pub dev: u64,
+    pub ino: u64,
 }
 
 /// Rewrites the spec's host bind mounts as described above; returns what to send.
@@ -73,8 +105,17 @@ pub fn translate(spec: &mut Spec) -> Result<HostContent, String> {
         let meta =
             fs::metadata(&source).map_err(|e| format!("{name}: cannot read the host path: {e}"))?;
         if meta.is_file() {
-            let file = file_of(&source, &destination, &meta)?;
+            let mut file = file_of(&source, &destination, &meta)?;
             budget.take(file.content.len() as u64, &name)?;
+            if !is_read_only(&mount) && is_termination_message(&source, &destination) {
+                file.return_max_bytes = TERMINATION_MESSAGE_BYTES as u32;
+                content.returned.push(ReturnedBind {
+                    destination: file.destination.clone(),
+                    source: source.clone(),
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                });
+            }
             content.files.push(file);
             translated.push(mount);
         } else if meta.is_dir() && destination == Path::new("/dev/shm") {
@@ -129,6 +170,47 @@ fn is_read_only(mount: &Mount) -> bool {
         .options()
         .as_ref()
         .is_some_and(|options| options.iter().any(|o| o == "ro"))
+}
+
+/// Whether a file bind is kubelet's termination message file: at kubelet's default path, or
+/// a host file in kubelet's layout `…/pods/<pod uid>/containers/<container name>/<id>` (a
+/// custom `terminationMessagePath`).
+fn is_termination_message(source: &Path, destination: &Path) -> bool {
+    if destination == Path::new(TERMINATION_LOG) {
+        return true;
+    }
+    let name = |path: Option<&Path>| path.and_then(Path::file_name).map(|n| n.to_owned());
+    let container_dir = source.parent();
+    let containers = container_dir.and_then(Path::parent);
+    let pod_dir = containers.and_then(Path::parent);
+    let pods = pod_dir.and_then(Path::parent);
+    name(containers).is_some_and(|n| n == "containers") && name(pods).is_some_and(|n| n == "pods")
+}
+
+/// Writes what the container left in a termination message file (its last
+/// [`TERMINATION_MESSAGE_BYTES`]) into the host file, replacing what it held. Refuses a path
+/// that is no longer the regular file bound at create, and never creates one.
+pub fn write_back(bind: &ReturnedBind, content: &[u8]) -> Result<(), String> {
+    let what = || format!("termination message file {}", bind.source.display());
+    let content = &content[content.len().saturating_sub(TERMINATION_MESSAGE_BYTES)..];
+    // O_NONBLOCK: a FIFO put there must not hang the shim (it is refused below).
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let mut file = rustix::fs::open(&bind.source, flags, Mode::empty())
+        .map(fs::File::from)
+        .map_err(|e| format!("{}: cannot open it: {e}", what()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: cannot stat it: {e}", what()))?;
+    if !meta.is_file() || meta.dev() != bind.dev || meta.ino() != bind.ino {
+        return Err(format!(
+            "{}: no longer the regular file bound at create",
+            what()
+        ));
+    }
+    file.set_len(0)
+        .and_then(|()| file.write_all(content))
+        .map_err(|e| format!("{}: cannot write it: {e}", what()))
 }
 
 /// Whether `source` is one of kubelet's emptyDirs (`…/volumes/kubernetes.io~empty-dir/NAME`).
@@ -450,6 +532,92 @@ mod tests {
         assert_eq!(key.len(), 32);
         assert_eq!(key_of(&cache, "/elsewhere"), key);
         assert_ne!(key_of(&other, "/cache"), key);
+    }
+
+    #[test]
+    fn only_writable_termination_message_files_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let kubelet = dir.path().join("pods/uid-1/containers/app");
+        fs::create_dir_all(&kubelet).unwrap();
+        let log = kubelet.join("0a1b2c3d");
+        fs::write(&log, "").unwrap();
+        let hosts = dir.path().join("hosts");
+        fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
+        let returned = |mount: Mount| {
+            let content = translate(&mut spec_with(vec![mount])).unwrap();
+            assert_eq!(content.files.len(), 1);
+            let asked = content.files[0].return_max_bytes;
+            assert_eq!(asked > 0, !content.returned.is_empty());
+            content.returned
+        };
+        let back = returned(bind(&log, "/dev/termination-log", false));
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].source, log);
+        assert_eq!(back[0].destination, "/dev/termination-log");
+        // A custom terminationMessagePath: kubelet's host path tells.
+        assert_eq!(returned(bind(&log, "/tmp/why", false)).len(), 1);
+        // Any writable file at kubelet's default path.
+        assert_eq!(
+            returned(bind(&hosts, "/dev/termination-log", false)).len(),
+            1
+        );
+        // Read-only, or another writable file (containerd's /etc/hosts): stays in the guest.
+        assert!(returned(bind(&log, "/dev/termination-log", true)).is_empty());
+        assert!(returned(bind(&hosts, "/etc/hosts", false)).is_empty());
+        assert!(!is_termination_message(
+            Path::new("/pods/u/containers/c"),
+            Path::new("/x")
+        ));
+        assert!(!is_termination_message(
+            Path::new("/pods/u/other/c/1"),
+            Path::new("/x")
+        ));
+    }
+
+    #[test]
+    fn a_termination_message_is_written_back_capped_and_only_to_the_bound_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("0a1b2c3d");
+        fs::write(&log, "old content, longer than the message").unwrap();
+        let content = translate(&mut spec_with(vec![bind(
+            &log,
+            "/dev/termination-log",
+            false,
+        )]))
+        .unwrap();
+        let bind = content.returned[0].clone();
+        write_back(&bind, b"done: 42").unwrap();
+        assert_eq!(fs::read(&log).unwrap(), b"done: 42");
+        let mut long = vec![b'x'; 2 * TERMINATION_MESSAGE_BYTES];
+        long.extend_from_slice(b"END");
+        write_back(&bind, &long).unwrap();
+        let written = fs::read(&log).unwrap();
+        assert_eq!(written.len(), TERMINATION_MESSAGE_BYTES);
+        assert!(written.ends_with(b"xEND"));
+
+        // Replaced by a symlink to another file: that file is left alone.
+        let other = dir.path().join("other");
+        fs::write(&other, "keep").unwrap();
+        fs::remove_file(&log).unwrap();
+        std::os::unix::fs::symlink(&other, &log).unwrap();
+        let err = write_back(&bind, b"evil").unwrap_err();
+        assert!(err.contains("0a1b2c3d"), "{err}");
+        assert_eq!(fs::read(&other).unwrap(), b"keep");
+        // Replaced by another regular file: refused too. (The bind names `other`'s inode, which
+        // lives on, since a new file may get a freed inode's number again.)
+        fs::remove_file(&log).unwrap();
+        fs::write(&log, "new").unwrap();
+        let bind = ReturnedBind {
+            ino: fs::metadata(&other).unwrap().ino(),
+            ..bind
+        };
+        let err = write_back(&bind, b"evil").unwrap_err();
+        assert!(err.contains("no longer"), "{err}");
+        assert_eq!(fs::read(&log).unwrap(), b"new");
+        // Gone: not created.
+        fs::remove_file(&log).unwrap();
+        assert!(write_back(&bind, b"evil").is_err());
+        assert!(!log.exists());
     }
 
     #[test]

@@ -56,7 +56,11 @@ pub fn network_namespace(spec: &oci_spec::runtime::Spec) -> Option<std::path::Pa
 }
 
 /// The namespaces of the pod's sandbox the spec joins by path that the agent can share in the
-/// VM ("ipc", "uts"); CRI gives a pod's containers the sandbox's.
+/// VM ("ipc", "uts", "pid"); CRI gives a pod's containers the sandbox's IPC and UTS namespaces,
+/// and its pid namespace when the container's `namespace_options.pid` is POD (Kubernetes'
+/// `shareProcessNamespace`). CRI's TARGET mode (an ephemeral container joining one other
+/// container's) cannot be told apart here, since every task of a pod reports the VM's pid: it
+/// joins the sandbox's too.
 pub fn sandbox_namespaces(spec: &oci_spec::runtime::Spec) -> Vec<String> {
     use oci_spec::runtime::LinuxNamespaceType;
     let Some(namespaces) = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()) else {
@@ -72,6 +76,7 @@ pub fn sandbox_namespaces(spec: &oci_spec::runtime::Spec) -> Vec<String> {
         .filter_map(|ns| match ns.typ() {
             LinuxNamespaceType::Ipc => Some("ipc".to_owned()),
             LinuxNamespaceType::Uts => Some("uts".to_owned()),
+            LinuxNamespaceType::Pid => Some("pid".to_owned()),
             _ => None,
         })
         .collect()
@@ -92,7 +97,7 @@ mod tests {
     use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Spec};
 
     #[test]
-    fn the_sandboxs_ipc_and_uts_are_shared_when_joined_by_path() {
+    fn the_sandboxs_namespaces_are_shared_when_joined_by_path() {
         let namespace = |typ, path: Option<&str>| {
             let mut builder = LinuxNamespaceBuilder::default().typ(typ);
             if let Some(path) = path {
@@ -115,6 +120,18 @@ mod tests {
         ));
         assert_eq!(sandbox_namespaces(&spec), ["ipc", "uts"]);
         assert!(sandbox_namespaces(&Spec::default()).is_empty());
+        // shareProcessNamespace: CRI gives the container the pause process's pid namespace.
+        spec.set_linux(Some(
+            LinuxBuilder::default()
+                .namespaces(vec![
+                    namespace(LinuxNamespaceType::Pid, Some("/proc/42/ns/pid")),
+                    namespace(LinuxNamespaceType::Ipc, Some("/proc/42/ns/ipc")),
+                    namespace(LinuxNamespaceType::Mount, None),
+                ])
+                .build()
+                .unwrap(),
+        ));
+        assert_eq!(sandbox_namespaces(&spec), ["pid", "ipc"]);
     }
 
     fn annotations(pairs: &[(&str, &str)]) -> HashMap<String, String> {

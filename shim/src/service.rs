@@ -63,6 +63,8 @@ struct Container {
     init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
     paused: AtomicBool,
+    /// Host files the init's exit writes back (kubelet's termination message).
+    returned: Vec<host_files::ReturnedBind>,
 }
 
 impl Container {
@@ -226,29 +228,31 @@ impl Service {
     }
 
     /// The VM the task runs in, after creating the container: its own (a standalone task or a
-    /// pod's sandbox) or its pod's. Says whether it is the pod's.
+    /// pod's sandbox) or its pod's. Says whether it is the pod's, and which host files come back
+    /// at the exit.
     async fn create_container(
         &self,
         request: &api::CreateTaskRequest,
         mut spec: Spec,
-    ) -> TtrpcResult<(Arc<Vm>, bool)> {
+    ) -> TtrpcResult<(Arc<Vm>, bool, Vec<host_files::ReturnedBind>)> {
         let role = pod::role(spec.annotations().as_ref());
         tracing::info!(id = %request.id, ?role, "task role");
         let content = host_files::translate(&mut spec)
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("task {}: {e}", request.id)))?;
+        let returned = content.returned.clone();
         let (disk_slots, netns) = match role {
             Role::Container { sandbox_id } => {
                 let joined = self.join_pod(request, &spec, content, &sandbox_id).await;
                 if joined.is_err() {
                     let _ = std::fs::remove_dir_all(self.layout.container_dir(&request.id));
                 }
-                return Ok((joined?, true));
+                return Ok((joined?, true, returned));
             }
             Role::Sandbox { .. } => (POD_DISK_SLOTS, pod::network_namespace(&spec)),
             Role::Standalone => (0, None),
         };
         match self.boot(request, spec, content, disk_slots, netns).await {
-            Ok(vm) => Ok((Arc::new(vm), false)),
+            Ok(vm) => Ok((Arc::new(vm), false, returned)),
             Err(err) => {
                 crate::vm::remove_files(&self.layout, &request.id);
                 Err(err)
@@ -281,8 +285,13 @@ async fn wait_process(
 ) {
     let session = &container.vm.session;
     let (code, oom) = tokio::select! {
-        waited = session.wait(&container.id, &process.exec_id) => match waited {
-            Ok(status) => (u32::try_from(status.code).unwrap_or(EXIT_UNKNOWN), status.oom_killed),
+        waited = session.wait_with_files(&container.id, &process.exec_id) => match waited {
+            Ok((status, files)) => {
+                if process.exec_id.is_empty() {
+                    write_back_files(&container, &files);
+                }
+                (u32::try_from(status.code).unwrap_or(EXIT_UNKNOWN), status.oom_killed)
+            }
             Err(err) => {
                 // The connection usually breaks because the VM went away: then report how.
                 let end = tokio::time::timeout(VM_END_GRACE, container.vm.ended()).await;
@@ -329,6 +338,26 @@ async fn wait_process(
             }),
         )
         .await;
+}
+
+/// Writes what the agent returned at the init's exit into the host files the container may
+/// write back (before the exit is reported: kubelet reads its termination message when it
+/// sees the exit). Anything the agent returns for another destination is ignored.
+fn write_back_files(container: &Container, files: &[rvm_protocol::agent::ReturnedFile]) {
+    for bind in &container.returned {
+        let Some(file) = files.iter().find(|f| f.destination == bind.destination) else {
+            tracing::warn!(task = %container.id, destination = %bind.destination, "the agent returned no content for a termination message file");
+            continue;
+        };
+        match host_files::write_back(bind, &file.content) {
+            Ok(()) => {
+                tracing::info!(task = %container.id, path = %bind.source.display(), bytes = file.content.len(), "termination message written back")
+            }
+            Err(err) => {
+                tracing::warn!(task = %container.id, %err, "termination message not written back")
+            }
+        }
+    }
 }
 
 fn read_spec(bundle: &str) -> TtrpcResult<Spec> {
@@ -397,7 +426,7 @@ impl Task for Service {
         }
         tracing::info!(%id, bundle = %request.bundle, rootfs = ?request.rootfs, "create");
         let spec = read_spec(&request.bundle)?;
-        let (vm, in_pod) = self.create_container(&request, spec).await?;
+        let (vm, in_pod, returned) = self.create_container(&request, spec).await?;
         let pid = vm.pid;
         let stdio = stdio_of(
             &request.stdin,
@@ -413,6 +442,7 @@ impl Task for Service {
             in_pod,
             execs: Mutex::new(HashMap::new()),
             paused: AtomicBool::new(false),
+            returned,
         });
         if let Ok(mut containers) = self.containers.lock() {
             containers.insert(id.clone(), container);

@@ -32,8 +32,17 @@
 #     vCPUs at those), and the guest's MemTotal is above the pod's 256 MiB (the kernel's
 #     reservations fit in the runtime's VM_OVERHEAD_MIB; a VM of the default size could not pass)
 #     and at most the VM's 256 MiB + VM_OVERHEAD_MIB; skipped with runc, whose pods see the host;
+#   - c2 has its own pid namespace (kubelet's default: namespace_options.pid CONTAINER): c1's
+#     httpd is not in its ps;
+#   - kubelet's termination message: a container with an empty host file bound writable on
+#     /dev/termination-log (kubelet's layout pods/<uid>/containers/<name>/<id>) writes a message
+#     and exits 3: CONTAINER_EXITED, exit code 3, and the host file holds the message;
 #   - stop c1: CONTAINER_EXITED; stopp, rmp; afterwards (rvm) no rvm-vmm or shim process is left,
-#     and the pod's network namespace is gone.
+#     and the pod's network namespace is gone;
+#   - a second pod with `runp --share-pid` (shareProcessNamespace: pid POD): its containers p1
+#     and p2 see each other's processes and the pause process's in ps, PID 1 is the pause
+#     process; stop p1 (not PID 1, its TERM trap runs): exit code 0, and the sleep it left
+#     behind dies with it while p2 runs on; stopp, rmp, no rvm process left.
 # Binaries: CRI_CLIENT (else target/debug/rvm-cri, else target/release/rvm-cri); for rvm, SHIM_BIN
 # (else target/debug, else target/release) with rvm-vmm beside it and the guest artifacts in
 # RVM_GUEST_DIR (else target/rvm-guest). die/say, the binary and host checks, fail/ok and check
@@ -405,6 +414,10 @@ cri exec "$c2" -- readlink /proc/self/ns/ipc
 check "c1 and c2 share one IPC namespace, the pod's ($ipc_c1, $out)" test -n "$out" -a "$out" = "$ipc_c1"
 cri exec "$c2" -- hostname
 check "c2's hostname is the pod's (got '$out')" test "$out" = lab-cri-pod
+# kubelet's default (namespace_options.pid CONTAINER): a pid namespace per container.
+cri exec "$c2" -- ps -o args
+check "c2 has its own pid namespace: c1's httpd is not in its ps" \
+    test "$status" -eq 0 -a -n "$out" -a -n "${out##*httpd*}"
 cri exec "$c1" -- sh -c 'echo shm-of-c1 >/dev/shm/from-c1'
 cri exec "$c2" -- cat /dev/shm/from-c1
 check "c2 reads what c1 wrote in /dev/shm (the pod's shm; got '$out')" test "$out" = shm-of-c1
@@ -413,6 +426,21 @@ mem_fs=$(awk 'NR == 1 { print $3 }' "$tmp/out")
 mem_kib=$(awk 'NR == 2 { print $2 }' "$tmp/out")
 check "the Memory emptyDir is a tmpfs in c1 (got '${mem_fs:-?}')" test "$mem_fs" = tmpfs
 check "the Memory emptyDir holds 8 MiB (df: ${mem_kib:-?} KiB)" test "${mem_kib:-0}" -eq 8192
+# kubelet's termination message: an empty host file of its own (0666) bound writable on
+# /dev/termination-log; what the container writes there is in that host file once it exited.
+term_log=$(dirname "$volumes")/containers/term/0a1b2c3d
+mkdir -p "$(dirname "$term_log")" && : >"$term_log" && chmod 0666 "$term_log"
+cri create --pod "$pod" --name term --image "$image" --mount "$term_log:/dev/termination-log" \
+    -- sh -c 'printf "lab-cri: done, status 3" >/dev/termination-log; exit 3'
+term=$out
+check "create term (writes /dev/termination-log and exits 3)" test "$status" -eq 0 -a -n "$term"
+cri start "$term"
+check "start term" test "$status" -eq 0
+check "term is CONTAINER_EXITED" within 60 container_state "$term" CONTAINER_EXITED
+check "term exited 3 (exit_code $(field exit_code))" test "$(field exit_code)" = 3
+check "the host's termination message file holds what term wrote (got '$(cat "$term_log")')" \
+    test "$(cat "$term_log")" = "lab-cri: done, status 3"
+
 if [ "$handler" = rvm ]; then
     # CRI's CreateContainer only records the container; the shim sees it at StartContainer.
     cri create --pod "$pod" --name c3 --image "$image" --mount "$tmp/hostdata:/data" -- true
@@ -478,6 +506,57 @@ fi
 check "the pod's network namespace ${netns:-?} is gone" test -n "$netns" -a ! -e "$netns"
 if [ "$handler" = runc ]; then
     check "no runc container of the pod left" test -z "$(ls "$tmp/runc/k8s.io" 2>/dev/null)"
+fi
+
+# --- a pod sharing one pid namespace (shareProcessNamespace) ------------------------------------
+cri runp --name lab-cri-pid-pod --handler "$handler" --share-pid
+pod=$out
+need "runp --share-pid prints a pod id" test "$status" -eq 0 -a -n "$pod"
+cri inspectp "$pod"
+need "the shared-pid pod is SANDBOX_READY" test "$(field state)" = SANDBOX_READY
+cri create --pod "$pod" --name p1 --image "$image" -- sh -c \
+    'trap "exit 0" TERM; while :; do sleep 3601 & wait $!; done'
+p1=$out
+need "create p1" test "$status" -eq 0 -a -n "$p1"
+cri create --pod "$pod" --name p2 --image "$image" -- sh -c \
+    'trap "exit 0" TERM; while :; do sleep 3602 & wait $!; done'
+p2=$out
+need "create p2" test "$status" -eq 0 -a -n "$p2"
+cri start "$p1"
+need "start p1" test "$status" -eq 0
+cri start "$p2"
+need "start p2" test "$status" -eq 0
+need "p1 is CONTAINER_RUNNING" within 30 container_state "$p1" CONTAINER_RUNNING
+need "p2 is CONTAINER_RUNNING" within 30 container_state "$p2" CONTAINER_RUNNING
+# sees ARGS CONTAINER: whether a process with command line ARGS is in CONTAINER's ps.
+sees() {
+    cri exec "$2" -- ps -o args
+    [ "$status" -eq 0 ] && grep -qx "$1" "$tmp/out"
+}
+check "p2 sees p1's process (sleep 3601) in its ps" within 20 sees "sleep 3601" "$p2"
+check "p1 sees p2's process (sleep 3602) in its ps" within 20 sees "sleep 3602" "$p1"
+check "p1 sees the pause process's child (sleep 3600) in its ps" sees "sleep 3600" "$p1"
+cri exec "$p1" -- sh -c "tr '\\0' ' ' </proc/1/cmdline"
+check "PID 1 of p1's pid namespace is the pause process, not p1 (got '$out')" \
+    test "$status" -eq 0 -a -z "${out##sh -c trap*sleep 3600*}"
+cri stop "$p1" --grace 10
+check "stop p1 (not PID 1: its TERM trap ends it)" test "$status" -eq 0
+check "p1 is CONTAINER_EXITED" within 30 container_state "$p1" CONTAINER_EXITED
+check "p1 exited with the TERM trap's 0 (exit_code $(field exit_code))" test "$(field exit_code)" = 0
+# unseen ARGS CONTAINER: whether CONTAINER's ps runs and lists no process ARGS.
+unseen() {
+    cri exec "$2" -- ps -o args
+    [ "$status" -eq 0 ] && ! grep -qx "$1" "$tmp/out"
+}
+check "p1's orphaned sleep 3601 died with p1 (gone from p2's ps)" within 20 unseen "sleep 3601" "$p2"
+check "p2 still runs (sleep 3602 in its ps)" sees "sleep 3602" "$p2"
+cri stopp "$pod"
+check "stopp the shared-pid pod" test "$status" -eq 0
+cri rmp "$pod"
+check "rmp the shared-pid pod" test "$status" -eq 0
+[ "$status" -ne 0 ] || pod=
+if [ "$handler" = rvm ]; then
+    check "no rvm-vmm or shim process left after the shared-pid pod" within 20 no_rvm_process
 fi
 
 [ "$failures" -eq 0 ] || containerd_log_tail

@@ -170,6 +170,19 @@ impl Cgroup {
         self.write("cgroup.kill", "1")
     }
 
+    /// Kills every process in the cgroup but those in `keep`, frozen meanwhile so that none
+    /// forks past the list; thawed afterwards.
+    pub fn kill_all_but(&self, keep: &[i32]) -> Result<(), CgroupError> {
+        self.freeze(true)?;
+        for pid in self.pids().into_iter().filter(|pid| !keep.contains(pid)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        self.freeze(false)
+    }
+
     /// Removes the (empty) cgroup directory.
     pub fn remove(&self) {
         for _ in 0..100 {

@@ -1,5 +1,5 @@
-//! One container: its rootfs, cgroup, init process, execs, and the pipes that hold its init
-//! helper between create and start.
+//! One container: its rootfs, cgroup, init process, execs, the pipes that hold its init
+//! helper between create and start, and the host files it returns when the init exits.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use super::cgroups::Cgroup;
+use super::host_files::ReturnedFile;
 use super::process::Process;
 use super::seccomp::SeccompPolicy;
 
@@ -38,11 +39,28 @@ pub struct Container {
     pub shutdown_on_exit: bool,
     /// The filters of its init, which its execs get too.
     pub seccomp: SeccompPolicy,
+    /// It lives in its pod sandbox's pid namespace, where its init is not PID 1: the init's exit
+    /// does not end the rest of its processes by itself (the engine kills them, as runc's shim
+    /// does for such a container).
+    pub shares_pid_namespace: bool,
+    /// The pids of its running exec helpers (in its cgroup, outside its pid namespace), which
+    /// survive the kill of what is left at the init's exit to report their process's end.
+    pub exec_helpers: Mutex<Vec<i32>>,
+    /// Host files to read back when the init exits.
+    pub returned_files: Vec<ReturnedFile>,
+    /// What they held when it exited: (destination, last bytes).
+    pub final_files: Mutex<Vec<(PathBuf, Vec<u8>)>>,
 }
 
 impl Container {
     pub fn execs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Process>>> {
         self.execs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn exec_helpers(&self) -> std::sync::MutexGuard<'_, Vec<i32>> {
+        self.exec_helpers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

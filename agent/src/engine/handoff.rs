@@ -26,7 +26,8 @@ pub struct InitConfig {
     pub terminal: bool,
     pub seccomp: SeccompPolicy,
     /// Namespaces to join before anything else (`/proc/PID/ns/NAME` of the pod's sandbox), by
-    /// name ("ipc", "uts"); the helper was cloned without new ones of these kinds.
+    /// name ("ipc", "uts"); the helper was cloned without new ones of these kinds. A shared pid
+    /// namespace is not here: the helper was created in it.
     #[serde(default)]
     pub join: Vec<(String, PathBuf)>,
 }

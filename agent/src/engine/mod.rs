@@ -84,13 +84,23 @@ pub enum EngineError {
     Io { what: String, source: io::Error },
 }
 
-/// The clone flag of a namespace a pod's container may join from its sandbox, by name.
+/// The clone flag of a namespace a pod's container may join from its sandbox, by name. The
+/// pid namespace is joined when the init helper is created (see `spawn`), the others by the
+/// helper itself.
 pub(crate) fn sandbox_namespace_flag(name: &str) -> Option<CloneFlags> {
     match name {
         "ipc" => Some(CloneFlags::CLONE_NEWIPC),
         "uts" => Some(CloneFlags::CLONE_NEWUTS),
+        "pid" => Some(CloneFlags::CLONE_NEWPID),
         _ => None,
     }
+}
+
+/// The sandbox's pid namespace out of `join`, if it is there: the helper must be born in it,
+/// since setns(2) moves only the children created afterwards into a pid namespace.
+fn split_pid_namespace(join: &mut Vec<(String, PathBuf)>) -> Option<PathBuf> {
+    let index = join.iter().position(|(name, _)| name == "pid")?;
+    Some(join.remove(index).1)
 }
 
 fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> EngineError {
@@ -144,7 +154,8 @@ pub struct CreateRequest {
     pub files: Vec<host_files::HostFile>,
     /// Trees of host directories the spec bind-mounts.
     pub directories: Vec<host_dirs::HostDirectory>,
-    /// The pod's sandbox container, whose `sandbox_namespaces` ("ipc", "uts") this one joins.
+    /// The pod's sandbox container, whose `sandbox_namespaces` ("ipc", "uts", "pid") this one
+    /// joins.
     pub sandbox_id: String,
     pub sandbox_namespaces: Vec<String>,
 }
@@ -411,7 +422,7 @@ impl Engine {
                 )),
                 None => Err(invalid(
                     what,
-                    format!("{name:?} is not a namespace a pod's containers share (ipc, uts)"),
+                    format!("{name:?} is not a namespace a pod's containers share (ipc, uts, pid)"),
                 )),
             })
             .collect()
@@ -482,7 +493,7 @@ impl Engine {
         let seccomp = SeccompPolicy::for_spec(&spec)?;
         let dir = self.config.run_dir.join("containers").join(&request.id);
         fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
-        host_files::apply(&mut spec, &request.files, &dir)?;
+        let returned_files = host_files::apply(&mut spec, &request.files, &dir)?;
         let (rootfs, overlay, scratch_dirs) = self.prepare_rootfs(&request, &spec, &dir)?;
         let unmount_rootfs = || {
             if overlay {
@@ -515,7 +526,8 @@ impl Engine {
                 ))(e))
             })?;
         }
-        let join = self.sandbox_namespaces(&request).map_err(&cleanup)?;
+        let mut join = self.sandbox_namespaces(&request).map_err(&cleanup)?;
+        let pid_namespace = split_pid_namespace(&mut join);
         let config = InitConfig {
             rootfs: rootfs.clone(),
             spec,
@@ -539,6 +551,9 @@ impl Engine {
         {
             namespaces.remove(flag);
         }
+        if pid_namespace.is_some() {
+            namespaces.remove(CloneFlags::CLONE_NEWPID);
+        }
         let pid = self
             .spawn_helper(
                 "init",
@@ -546,7 +561,10 @@ impl Engine {
                 &child_stdio,
                 &status_write,
                 Some(&start_read),
-                namespaces,
+                spawn::Namespaces {
+                    new: namespaces,
+                    pid: pid_namespace.as_deref(),
+                },
             )
             .map_err(&cleanup)?;
         drop((child_stdio, status_write, start_read));
@@ -589,6 +607,10 @@ impl Engine {
             started: Default::default(),
             shutdown_on_exit: request.shutdown_on_exit,
             seccomp,
+            shares_pid_namespace: pid_namespace.is_some(),
+            exec_helpers: Mutex::new(Vec::new()),
+            returned_files,
+            final_files: Mutex::new(Vec::new()),
         });
         self.watch_init(&container, exit);
         self.containers().insert(request.id.clone(), container);
@@ -603,7 +625,7 @@ impl Engine {
         stdio: &ChildStdio,
         status: &OwnedFd,
         start: Option<&OwnedFd>,
-        namespaces: CloneFlags,
+        namespaces: spawn::Namespaces<'_>,
     ) -> Result<i32, EngineError> {
         let config = config_path.display().to_string();
         let [stdin, stdout, stderr] = &stdio.0;
@@ -637,6 +659,27 @@ impl Engine {
             let status = exit.await.unwrap_or(ExitStatus::Exited(255));
             let oom_killed = container.cgroup.oom_kills() > 0;
             tracing::info!(container = %container.id, ?status, oom_killed, "container exited");
+            if container.shares_pid_namespace {
+                let leftovers = container.clone();
+                let killed = tokio::task::spawn_blocking(move || {
+                    let keep = leftovers.exec_helpers().clone();
+                    leftovers.cgroup.kill_all_but(&keep)
+                })
+                .await;
+                if let Ok(Err(error)) = killed {
+                    tracing::warn!(container = %container.id, %error, "cannot kill what is left of the container");
+                }
+            }
+            // Before the exit is visible: WaitProcess returns these with it.
+            let files: Vec<(PathBuf, Vec<u8>)> = container
+                .returned_files
+                .iter()
+                .filter_map(|file| Some((file.destination.clone(), host_files::read_back(file)?)))
+                .collect();
+            *container
+                .final_files
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = files;
             container
                 .init
                 .set_exited(ExitRecord::now(status, oom_killed));
@@ -729,32 +772,40 @@ impl Engine {
             &child_stdio,
             &status_write,
             None,
-            CloneFlags::empty(),
+            spawn::Namespaces::AGENT,
         )?;
         drop((child_stdio, status_write));
         let helper_exit = self.reaper.register(helper);
-        let mut reader = BufReader::new(File::from(status_read));
-        let mut failure = None;
-        let pid = loop {
-            let (next, message) = receive(reader, id).await?;
-            reader = next;
-            match message {
-                Some(HelperMessage::Started { pid }) => break pid,
-                Some(HelperMessage::ExecFailed { failure: f }) => failure = Some(f),
-                Some(HelperMessage::SetupFailed { message }) => {
-                    return Err(EngineError::Setup {
-                        container: id.to_owned(),
-                        message: format!("exec {exec_id:?}: {message}"),
-                    })
-                }
-                other => {
-                    return Err(EngineError::Setup {
-                        container: id.to_owned(),
-                        message: format!("exec {exec_id:?}: the helper ended early ({other:?})"),
-                    })
+        container.exec_helpers().push(helper);
+        let started = async {
+            let mut reader = BufReader::new(File::from(status_read));
+            let mut failure = None;
+            loop {
+                let (next, message) = receive(reader, id).await?;
+                reader = next;
+                match message {
+                    Some(HelperMessage::Started { pid }) => return Ok((pid, failure, reader)),
+                    Some(HelperMessage::ExecFailed { failure: f }) => failure = Some(f),
+                    Some(HelperMessage::SetupFailed { message }) => {
+                        return Err(EngineError::Setup {
+                            container: id.to_owned(),
+                            message: format!("exec {exec_id:?}: {message}"),
+                        })
+                    }
+                    other => {
+                        return Err(EngineError::Setup {
+                            container: id.to_owned(),
+                            message: format!(
+                                "exec {exec_id:?}: the helper ended early ({other:?})"
+                            ),
+                        })
+                    }
                 }
             }
-        };
+        }
+        .await;
+        let (pid, failure, reader) =
+            started.inspect_err(|_| container.exec_helpers().retain(|pid| *pid != helper))?;
         let process = Arc::new(Process::new(exec_id.to_owned(), pid, stdio));
         if let Some(failure) = &failure {
             process.set_exec_failure(failure.clone());
@@ -765,6 +816,7 @@ impl Engine {
         let cgroup = container.cgroup.clone();
         let oom_before = cgroup.oom_kills();
         let id_owned = id.to_owned();
+        let container_for_exec = container.clone();
         tokio::spawn(async move {
             let message = receive(reader, &id_owned).await.ok().and_then(|(_, m)| m);
             let status = match message {
@@ -772,6 +824,9 @@ impl Engine {
                 _ => ExitStatus::Exited(255),
             };
             let _ = helper_exit.await;
+            container_for_exec
+                .exec_helpers()
+                .retain(|pid| *pid != helper);
             let oom_killed = status == ExitStatus::Signaled(9) && cgroup.oom_kills() > oom_before;
             process.set_exited(ExitRecord::now(status, oom_killed));
         });
@@ -825,6 +880,17 @@ impl Engine {
         let record = process.wait().await;
         self.check_power_off();
         Ok(record)
+    }
+
+    /// The host files container `id` returns (destination, last bytes), as they were when its
+    /// init exited; empty before.
+    pub fn final_files(&self, id: &str) -> Result<Vec<(PathBuf, Vec<u8>)>, EngineError> {
+        Ok(self
+            .container(id)?
+            .final_files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone())
     }
 
     /// Reads output of a process (long poll).
@@ -974,5 +1040,28 @@ impl Engine {
         }
         tracing::info!(container = id, "container removed");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pid_namespace_is_taken_out_of_what_the_helper_joins() {
+        let entry = |name: &str| (name.to_owned(), PathBuf::from(format!("/proc/7/ns/{name}")));
+        let mut join = vec![entry("ipc"), entry("pid"), entry("uts")];
+        assert_eq!(
+            split_pid_namespace(&mut join),
+            Some(PathBuf::from("/proc/7/ns/pid"))
+        );
+        assert_eq!(join, [entry("ipc"), entry("uts")]);
+        assert_eq!(split_pid_namespace(&mut join), None);
+        assert_eq!(join.len(), 2);
+        for name in ["ipc", "uts", "pid"] {
+            assert!(sandbox_namespace_flag(name).is_some(), "{name}");
+        }
+        assert_eq!(sandbox_namespace_flag("mnt"), None);
+        assert_eq!(sandbox_namespace_flag("net"), None);
     }
 }

@@ -1,10 +1,16 @@
 //! Starting a helper process from the multi-threaded agent: a raw clone(2) (optionally into new
 //! namespaces) whose child only moves descriptors and calls execve, which is all that is safe
 //! between fork and exec in a threaded process.
+//!
+//! A helper can also be born in an existing pid namespace (a pod's sandbox's): setns(2) with
+//! CLONE_NEWPID changes only where the calling thread's *next* children are created, so a
+//! short-lived thread joins the namespace, clones the helper and ends, taking that setting with
+//! it; the agent's other threads are untouched.
 
 use std::ffi::CString;
+use std::fs::File;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -15,9 +21,64 @@ const SLOTS: usize = 5;
 /// Where sources are parked in the child before they are moved into their slots.
 const PARK_BASE: RawFd = 100;
 
+/// The namespaces a helper is born in.
+#[derive(Debug, Clone, Copy)]
+pub struct Namespaces<'a> {
+    /// New namespaces of these kinds.
+    pub new: CloneFlags,
+    /// The existing pid namespace of this `/proc/PID/ns/pid` (then `new` has no CLONE_NEWPID).
+    pub pid: Option<&'a Path>,
+}
+
+impl Namespaces<'_> {
+    /// The agent's own namespaces.
+    pub const AGENT: Namespaces<'static> = Namespaces {
+        new: CloneFlags::empty(),
+        pid: None,
+    };
+}
+
 /// Starts `binary args...` with `fds[i]` as its fd `i` (`None` leaves that slot closed) in a
-/// child created with `namespaces`. Returns the child's pid.
+/// child created in `namespaces`. Returns the child's pid as the agent sees it.
 pub fn spawn(
+    binary: &Path,
+    args: &[&str],
+    fds: &[Option<RawFd>],
+    namespaces: Namespaces<'_>,
+) -> io::Result<i32> {
+    let Namespaces {
+        new: namespaces,
+        pid: pid_namespace,
+    } = namespaces;
+    let Some(pid_namespace) = pid_namespace else {
+        return spawn_here(binary, args, fds, namespaces);
+    };
+    if namespaces.contains(CloneFlags::CLONE_NEWPID) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a helper cannot both join a pid namespace and get a new one",
+        ));
+    }
+    let namespace = File::open(pid_namespace)
+        .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", pid_namespace.display())))?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::setns(namespace.as_fd(), CloneFlags::CLONE_NEWPID).map_err(|e| {
+                    io::Error::new(
+                        io::Error::from(e).kind(),
+                        format!("join the pid namespace {}: {e}", pid_namespace.display()),
+                    )
+                })?;
+                spawn_here(binary, args, fds, namespaces)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the spawning thread panicked")))
+    })
+}
+
+/// [`spawn`] from the calling thread, into the pid namespace its children get.
+fn spawn_here(
     binary: &Path,
     args: &[&str],
     fds: &[Option<RawFd>],

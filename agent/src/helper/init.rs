@@ -1,6 +1,8 @@
-//! The container's init helper: PID 1 of the new pid namespace, in a new mount namespace and
-//! new UTS and IPC namespaces or, for a pod's container, its sandbox's. It builds the container's filesystem view, sets the process up, says Ready, and
-//! execs the command when the start byte arrives.
+//! The container's init helper: PID 1 of a new pid namespace or, for a pod's container that
+//! shares its sandbox's (`shareProcessNamespace`), a process of that one (the engine created it
+//! there), in a new mount namespace and new UTS and IPC namespaces or its sandbox's. It builds
+//! the container's filesystem view, sets the process up, says Ready, and execs the command when
+//! the start byte arrives.
 
 use std::fs::File;
 use std::io::Read;
@@ -15,7 +17,8 @@ use crate::engine::command::Command;
 use crate::engine::handoff::{self, HelperMessage, InitConfig, START_FD};
 use crate::engine::{process_setup, rootfs};
 
-/// Joins the pod sandbox's namespaces the engine asked for.
+/// Joins the pod sandbox's namespaces the engine asked for (never the pid namespace, which a
+/// setns here would give only to this helper's children).
 fn join(config: &InitConfig) -> Result<(), String> {
     for (name, path) in &config.join {
         let flag = crate::engine::sandbox_namespace_flag(name)

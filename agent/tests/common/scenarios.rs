@@ -427,6 +427,136 @@ pub async fn sigterm_delivered(client: &AgentClient, rootfs: &Rootfs) {
     remove(client, id).await;
 }
 
+/// A pod whose containers share the sandbox's pid namespace (`shareProcessNamespace`): a
+/// member sees the sandbox's process as PID 1 and the other member's process, is not PID 1
+/// itself (so SIGTERM without a handler kills it, 143), an exec into it is in the same
+/// namespace, and what is left of it dies with its init. Without "pid" a pod's container keeps
+/// its own namespace.
+pub async fn pod_shares_pid_namespace(client: &AgentClient, rootfs: &Rootfs) {
+    let member = |id: &str, args: &[&str], namespaces: &[&str]| {
+        let spec = spec(rootfs, args, "", "/", &[]);
+        let mut request = create_request(id, rootfs, &spec);
+        request.sandbox_id = "pid-sandbox".into();
+        request.sandbox_namespaces = namespaces.iter().map(|n| (*n).to_owned()).collect();
+        (spec, request)
+    };
+    let sandbox = create_request(
+        "pid-sandbox",
+        rootfs,
+        &spec(rootfs, &["sleep", "3601"], "", "/", &[]),
+    );
+    create_and_start(client, &sandbox).await;
+    let (m1_spec, m1) = member("pid-m1", &["sleep", "3602"], &["pid", "ipc"]);
+    create_and_start(client, &m1).await;
+    let script =
+        "tr '\\0' ' ' </proc/1/cmdline; echo; echo $$; ps -o args | grep -c '^sleep 360[12]'";
+    let (_, m2) = member("pid-m2", &["sh", "-c", script], &["pid"]);
+    create_and_start(client, &m2).await;
+    let out = String::from_utf8_lossy(&read_all(client, "pid-m2", "", false).await).into_owned();
+    assert_eq!(wait(client, "pid-m2", "").await.exit_status, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(
+        lines[0], "sleep 3601 ",
+        "PID 1 is the sandbox's process: {out}"
+    );
+    assert_ne!(lines[1], "1", "the member is not PID 1: {out}");
+    assert_eq!(
+        lines[2], "2",
+        "the sandbox's and m1's sleep are listed: {out}"
+    );
+    remove(client, "pid-m2").await;
+
+    let exec = exec_request(
+        "pid-m1",
+        "e1",
+        &m1_spec,
+        &[
+            "sh",
+            "-c",
+            "tr '\\0' ' ' </proc/1/cmdline; echo; ps -o args | grep -c '^sleep 360[12]'",
+        ],
+    );
+    client.exec_process(ctx(), &exec).await.unwrap();
+    let out = String::from_utf8_lossy(&read_all(client, "pid-m1", "e1", false).await).into_owned();
+    assert_eq!(wait(client, "pid-m1", "e1").await.exit_status, 0, "{out}");
+    assert_eq!(
+        out, "sleep 3601 \n2\n",
+        "the exec is in the pod's pid namespace"
+    );
+
+    let exec = exec_request("pid-m1", "e2", &m1_spec, &["sleep", "3603"]);
+    client.exec_process(ctx(), &exec).await.unwrap();
+    client
+        .signal_process(ctx(), &signal_request("pid-m1", "", 15, false))
+        .await
+        .unwrap();
+    let waited = wait(client, "pid-m1", "").await;
+    assert_eq!((waited.exit_status, waited.signal), (143, 15), "{waited:?}");
+    // Not PID 1, the init's end does not end the namespace: the engine kills the rest.
+    let waited = wait(client, "pid-m1", "e2").await;
+    assert_eq!(waited.signal, 9, "the exec outlived the init: {waited:?}");
+    remove(client, "pid-m1").await;
+
+    let (_, own) = member(
+        "pid-own",
+        &["sh", "-c", "echo $$; ps -o args | grep -c '^sleep 3601'"],
+        &["ipc"],
+    );
+    create_and_start(client, &own).await;
+    let out = String::from_utf8_lossy(&read_all(client, "pid-own", "", false).await).into_owned();
+    assert_eq!(wait(client, "pid-own", "").await.exit_status, 1, "{out}");
+    assert_eq!(
+        out, "1\n0\n",
+        "its own pid namespace: PID 1, the sandbox unseen"
+    );
+    remove(client, "pid-own").await;
+
+    client
+        .signal_process(ctx(), &signal_request("pid-sandbox", "", 9, false))
+        .await
+        .unwrap();
+    assert_eq!(wait(client, "pid-sandbox", "").await.signal, 9);
+    remove(client, "pid-sandbox").await;
+}
+
+/// A host file asked back (kubelet's termination message on /dev/termination-log): what the
+/// container wrote into it comes back with its init's WaitProcess, and with no exec's.
+pub async fn termination_message_returned(client: &AgentClient, rootfs: &Rootfs) {
+    let id = "termlog";
+    let script = "printf 'lab message' >/dev/termination-log && exit 2";
+    let mut spec = spec(rootfs, &["sh", "-c", script], "", "/", &[]);
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(
+        oci_spec::runtime::MountBuilder::default()
+            .destination("/dev/termination-log")
+            .typ("bind")
+            .source("/var/lib/kubelet/pods/uid/containers/termlog/0a1b2c3d")
+            .options(vec!["rbind".to_owned(), "rw".to_owned()])
+            .build()
+            .unwrap(),
+    );
+    spec.set_mounts(Some(mounts));
+    let mut request = create_request(id, rootfs, &spec);
+    request.files = vec![HostFile {
+        destination: "/dev/termination-log".into(),
+        mode: 0o666,
+        return_max_bytes: 4096,
+        ..Default::default()
+    }];
+    create_and_start(client, &request).await;
+    let err = String::from_utf8_lossy(&read_all(client, id, "", true).await).into_owned();
+    let waited = wait(client, id, "").await;
+    assert_eq!(waited.exit_status, 2, "{err}");
+    let returned: Vec<(&str, &[u8])> = waited
+        .returned_files
+        .iter()
+        .map(|f| (f.destination.as_str(), &f.content[..]))
+        .collect();
+    assert_eq!(returned, [("/dev/termination-log", &b"lab message"[..])]);
+    remove(client, id).await;
+}
+
 /// A terminal session: output comes through the pty (with its \r\n), ResizePty sets the size
 /// `stty size` reads and sends the session SIGWINCH, stdin typed into the pty is echoed and read.
 pub async fn pty_resize(client: &AgentClient, rootfs: &Rootfs) {

@@ -8,9 +8,9 @@ use std::time::Duration;
 use rvm_protocol::agent::{
     CloseStdinRequest, ConfigureNetworkRequest, CreateContainerRequest, ExecProcessRequest,
     ListProcessesRequest, PauseRequest, ProcessInfo, ReadOutputRequest, RemoveContainerRequest,
-    ResizePtyRequest, ResumeRequest, ShutdownRequest, SignalProcessRequest, StartContainerRequest,
-    StatsRequest, StatsResponse, UpdateResourcesRequest, WaitProcessRequest, WaitProcessResponse,
-    WriteStdinRequest,
+    ResizePtyRequest, ResumeRequest, ReturnedFile, ShutdownRequest, SignalProcessRequest,
+    StartContainerRequest, StatsRequest, StatsResponse, UpdateResourcesRequest, WaitProcessRequest,
+    WaitProcessResponse, WriteStdinRequest,
 };
 use rvm_protocol::agent_ttrpc::AgentClient;
 use rvm_protocol::client::{connect_agent, handshake};
@@ -269,6 +269,16 @@ impl AgentSession {
 
     /// Waits (without deadline) for a process to end.
     pub async fn wait(&self, container_id: &str, exec_id: &str) -> Result<ExitStatus> {
+        Ok(self.wait_with_files(container_id, exec_id).await?.0)
+    }
+
+    /// [`Self::wait`], with the host files the agent returns at a container's exit (those
+    /// created with `return_max_bytes`; an agent before protocol 1.3 returns none).
+    pub async fn wait_with_files(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+    ) -> Result<(ExitStatus, Vec<ReturnedFile>)> {
         let request = WaitProcessRequest {
             container_id: container_id.to_owned(),
             exec_id: exec_id.to_owned(),
@@ -279,7 +289,7 @@ impl AgentSession {
             .wait_process(poll_ctx(), &request)
             .await
             .map_err(|e| AgentError::rpc("WaitProcess", e))?;
-        Ok(ExitStatus::from(&response))
+        Ok((ExitStatus::from(&response), response.returned_files))
     }
 
     /// Long-polls one output stream: `None` at its end.

@@ -31,10 +31,11 @@ pub enum Command {
     /// Create a container in a pod (CreateContainer); prints its id.
     ///
     /// CreateContainer needs the pod's sandbox config again. It is rebuilt from
-    /// PodSandboxStatus(POD): metadata, labels and annotations, and the hostname and log
-    /// directory from the verbose info when the runtime reports the original config there (as
-    /// containerd does). The container's log path is NAME.log, set only when the pod has a log
-    /// directory: containerd then writes the container's output to LOGDIR/NAME.log.
+    /// PodSandboxStatus(POD): metadata, labels, annotations and namespace options, and the
+    /// hostname and log directory from the verbose info when the runtime reports the original
+    /// config there (as containerd does). The container's log path is NAME.log, set only when
+    /// the pod has a log directory: containerd then writes the container's output to
+    /// LOGDIR/NAME.log. Its namespace options are the pod's, as kubelet sends them.
     Create(Create),
     /// Start a created container (StartContainer).
     Start {
@@ -110,6 +111,11 @@ pub struct Runp {
     /// An annotation KEY=VALUE (repeatable).
     #[arg(long = "annotation", value_parser = parse_key_value)]
     pub annotations: Vec<(String, String)>,
+    /// One pid namespace for the pod's containers and its sandbox (Kubernetes'
+    /// shareProcessNamespace: namespace_options.pid POD instead of CONTAINER). `create` gives a
+    /// container the pod's mode, as kubelet does.
+    #[arg(long)]
+    pub share_pid: bool,
     /// The pod's resources (linux.resources, what kubelet 1.23+ sends: the sum of the pod's
     /// container limits).
     #[command(flatten)]
@@ -328,6 +334,16 @@ mod tests {
             })
         };
         assert_eq!(runp(&[]).unwrap(), PodResources::default());
+        let share_pid = |extra: &[&str]| {
+            let mut argv = vec!["rvm-cri", "runp", "--name", "p1"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Runp(runp) => runp.share_pid,
+                other => panic!("not runp: {other:?}"),
+            }
+        };
+        assert!(!share_pid(&[]));
+        assert!(share_pid(&["--share-pid"]));
         let resources = runp(&["--memory-limit", "268435456", "--cpu-quota", "200000"]).unwrap();
         assert_eq!(
             resources,

@@ -7,9 +7,9 @@ use anyhow::{Context, Result};
 use k8s_cri::v1::{
     ContainerConfig, ContainerFilter, ContainerMetadata, ContainerStatusRequest,
     CreateContainerRequest, ExecSyncRequest, ImageSpec, KeyValue, LinuxContainerConfig,
-    ListContainersRequest, ListPodSandboxRequest, Mount, PodSandboxStatusRequest,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopContainerRequest, StopPodSandboxRequest, VersionRequest,
+    LinuxContainerSecurityContext, ListContainersRequest, ListPodSandboxRequest, Mount,
+    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest, VersionRequest,
 };
 use serde_json::Value;
 
@@ -133,6 +133,7 @@ async fn create(c: &mut Client, deadline: Duration, args: Create) -> Result<Stri
     .await
     .with_context(|| format!("pod sandbox {}", args.pod))?;
     let sandbox_config = sandbox::config_from_status(&status);
+    let namespace_options = sandbox::pod_namespace_options(&status);
     // A log path without a log directory would be relative to containerd's working directory.
     let log_path = if sandbox_config.log_directory.is_empty() {
         String::new()
@@ -167,7 +168,13 @@ async fn create(c: &mut Client, deadline: Duration, args: Create) -> Result<Stri
             })
             .collect(),
         log_path,
-        linux: Some(LinuxContainerConfig::default()),
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(namespace_options),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let request = CreateContainerRequest {

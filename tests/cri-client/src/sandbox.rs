@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use k8s_cri::v1::{
-    LinuxContainerResources, LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxStatusResponse,
+    LinuxContainerResources, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, PodSandboxStatusResponse,
 };
 use serde_json::Value;
 
@@ -14,8 +15,38 @@ use crate::cli::{derive_uid, PodResources, Runp};
 /// The CFS period kubelet sends with a pod's CPU limit.
 const KUBELET_CPU_PERIOD: i64 = 100_000;
 
-/// The config `runp` sends: linux with an empty cgroup parent and no security context (the
-/// runtime's defaults), the pod's resources if given, no DNS config and no port mappings.
+/// The namespace options kubelet sends for a pod and each of its containers: the pod's network
+/// and IPC namespaces, and a pid namespace per container unless the pod shares one
+/// (shareProcessNamespace). CRI's zero value of a mode is POD, so they are always sent.
+pub fn namespace_options(share_pid: bool) -> NamespaceOption {
+    NamespaceOption {
+        network: NamespaceMode::Pod.into(),
+        pid: if share_pid {
+            NamespaceMode::Pod
+        } else {
+            NamespaceMode::Container
+        }
+        .into(),
+        ipc: NamespaceMode::Pod.into(),
+        ..Default::default()
+    }
+}
+
+/// The pod's namespace options from its status; kubelet's default (no shared pid namespace)
+/// when the status has none.
+pub fn pod_namespace_options(response: &PodSandboxStatusResponse) -> NamespaceOption {
+    response
+        .status
+        .as_ref()
+        .and_then(|status| status.linux.as_ref())
+        .and_then(|linux| linux.namespaces.as_ref())
+        .and_then(|namespaces| namespaces.options.clone())
+        .unwrap_or_else(|| namespace_options(false))
+}
+
+/// The config `runp` sends: linux with an empty cgroup parent and a security context with
+/// kubelet's namespace options only (the runtime's defaults for the rest), the pod's resources
+/// if given, no DNS config and no port mappings.
 pub fn run_config(args: &Runp) -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: Some(k8s_cri::v1::PodSandboxMetadata {
@@ -32,6 +63,10 @@ pub fn run_config(args: &Runp) -> PodSandboxConfig {
         annotations: args.annotations.iter().cloned().collect(),
         linux: Some(LinuxPodSandboxConfig {
             resources: resources(&args.resources),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(namespace_options(args.share_pid)),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -77,7 +112,13 @@ pub fn config_from_status(response: &PodSandboxStatusResponse) -> PodSandboxConf
         log_directory: text("log_directory", "logDirectory"),
         labels: status.labels,
         annotations: status.annotations,
-        linux: Some(LinuxPodSandboxConfig::default()),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(pod_namespace_options(response)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -132,6 +173,35 @@ mod tests {
     }
 
     #[test]
+    fn namespace_options_are_kubelets_and_the_pods_pid_mode_carries_over() {
+        let own = namespace_options(false);
+        assert_eq!(own.pid, i32::from(NamespaceMode::Container));
+        assert_eq!(
+            (own.network, own.ipc),
+            (NamespaceMode::Pod.into(), NamespaceMode::Pod.into())
+        );
+        let shared = namespace_options(true);
+        assert_eq!(shared.pid, i32::from(NamespaceMode::Pod));
+        // No options in the status: kubelet's default, not CRI's zero value (POD).
+        assert_eq!(pod_namespace_options(&status_response(None)), own);
+        let mut response = status_response(None);
+        if let Some(status) = response.status.as_mut() {
+            status.linux = Some(k8s_cri::v1::LinuxPodSandboxStatus {
+                namespaces: Some(k8s_cri::v1::Namespace {
+                    options: Some(shared.clone()),
+                }),
+            });
+        }
+        assert_eq!(pod_namespace_options(&response), shared);
+        let rebuilt = config_from_status(&response);
+        let options = rebuilt
+            .linux
+            .and_then(|l| l.security_context)
+            .and_then(|s| s.namespace_options);
+        assert_eq!(options, Some(shared));
+    }
+
+    #[test]
     fn rebuilt_config_without_info_has_no_log_dir() {
         for info in [None, Some("not json"), Some(r#"{"pid": 1}"#)] {
             let config = config_from_status(&status_response(info));
@@ -150,6 +220,7 @@ mod tests {
             hostname: None,
             log_dir: Some("/tmp/logs".to_string()),
             annotations: vec![("k".to_string(), "v".to_string())],
+            share_pid: false,
             resources: PodResources::default(),
         };
         let config = run_config(&args);
@@ -159,6 +230,8 @@ mod tests {
         let linux = config.linux.unwrap();
         assert_eq!(linux.cgroup_parent, "");
         assert_eq!(linux.resources, None);
+        let options = linux.security_context.and_then(|s| s.namespace_options);
+        assert_eq!(options, Some(namespace_options(false)));
     }
 
     #[test]
