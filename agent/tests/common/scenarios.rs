@@ -335,8 +335,10 @@ fn with_seccomp(spec_json: &[u8], profile: serde_json::Value) -> Vec<u8> {
 /// errno, the rest is allowed.
 pub async fn spec_seccomp_profile(client: &AgentClient, rootfs: &Rootfs) {
     let id = "seccomp";
+    // `touch` is no mkdir: the exec waits for it, so the init has written its lines before it
+    // is killed (a slow guest once had not got there yet).
     let script = "grep Seccomp: /proc/self/status; mkdir /tmp/init || echo init-denied; \
-                  exec sleep 600";
+                  touch /tmp/init-done; exec sleep 600";
     let mut spec = spec(rootfs, &["sh", "-c", script], "", "/", &[]);
     if let Some(p) = spec.process_mut() {
         p.set_no_new_privileges(Some(false));
@@ -357,7 +359,9 @@ pub async fn spec_seccomp_profile(client: &AgentClient, rootfs: &Rootfs) {
     process.set_args(Some(vec![
         "sh".into(),
         "-c".into(),
-        "mkdir /tmp/exec || echo exec-denied; grep NoNewPrivs: /proc/self/status".into(),
+        "while [ ! -e /tmp/init-done ]; do sleep 0.1; done; \
+         mkdir /tmp/exec || echo exec-denied; grep NoNewPrivs: /proc/self/status"
+            .into(),
     ]));
     let exec = ExecProcessRequest {
         container_id: id.into(),
@@ -602,10 +606,12 @@ pub async fn pty_resize(client: &AgentClient, rootfs: &Rootfs) {
 }
 
 /// Two containers of one VM share its network namespace: B reaches A's listener on 127.0.0.1
-/// and data flows both ways. B retries until A listens, within its own deadline.
+/// and data flows both ways. B retries until A listens, within its own deadline. The port
+/// follows the test's process id: natively the containers share the host's loopback with any
+/// other run of these tests.
 pub async fn localhost_between_containers(client: &AgentClient, rootfs: &Rootfs) {
-    const PORT: u16 = 17_771;
-    let server = format!("echo from-a | nc -l -p {PORT}");
+    let port = 20_000 + std::process::id() % 20_000;
+    let server = format!("echo from-a | nc -l -p {port}");
     let a = create_request(
         "net-a",
         rootfs,
@@ -613,7 +619,7 @@ pub async fn localhost_between_containers(client: &AgentClient, rootfs: &Rootfs)
     );
     create_and_start(client, &a).await;
     let connect = format!(
-        "i=0; until echo from-b | nc 127.0.0.1 {PORT}; do i=$((i+1)); \
+        "i=0; until echo from-b | nc 127.0.0.1 {port}; do i=$((i+1)); \
          [ $i -lt 300 ] || exit 1; usleep 200000; done 2>/dev/null"
     );
     let b = run(
