@@ -322,24 +322,33 @@ pub fn prune(cache_dir: &Path) -> Result<Pruned, LayerError> {
             })
         }
     };
-    let mut pruned = Pruned::default();
+    let mut names = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|source| LayerError::Io {
             action: "read layer cache",
             path: cache_dir.to_owned(),
             source,
         })?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(key) = name.strip_suffix(".source").filter(|k| is_key(k)) {
+        if let Ok(name) = entry.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    let mut pruned = Pruned::default();
+    // Records first, so that a disk removed with its record is not then counted as kept.
+    for key in names.iter().filter_map(|n| n.strip_suffix(".source")) {
+        if is_key(key) {
             prune_entry(cache_dir, key, &mut pruned);
-        } else if let Some(key) = name.strip_suffix(".erofs").filter(|k| is_key(k)) {
-            if !cache_dir.join(format!("{key}.source")).exists() {
+        }
+    }
+    for name in &names {
+        if let Some(key) = name.strip_suffix(".erofs").filter(|k| is_key(k)) {
+            let disk = cache_dir.join(name);
+            if disk.exists() && !cache_dir.join(format!("{key}.source")).exists() {
                 tracing::debug!(key, "layer disk without a record kept");
                 pruned.kept += 1;
             }
         } else if let Some(pid) = temp_pid(name) {
-            if prune_temp(&entry.path(), pid) {
+            if prune_temp(&cache_dir.join(name), pid) {
                 pruned.temps += 1;
             }
         }
