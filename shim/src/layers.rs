@@ -247,7 +247,7 @@ fn cached_disk(dir: &Path, cache_dir: &Path) -> Result<Disk, LayerError> {
     if path.is_file() {
         // A disk from before records existed gets one now, so that pruning can judge it.
         if !record_path.exists() {
-            write_record(&record, cache_dir, &key)?;
+            record_or_warn(&record, cache_dir, &key);
         }
         return Ok(Disk { path, key });
     }
@@ -266,9 +266,17 @@ fn cached_disk(dir: &Path, cache_dir: &Path) -> Result<Disk, LayerError> {
         path: path.clone(),
         source,
     })?;
-    write_record(&record, cache_dir, &key)?;
+    record_or_warn(&record, cache_dir, &key);
     tracing::info!(dir = %dir.display(), disk = %path.display(), "layer disk built");
     Ok(Disk { path, key })
+}
+
+/// Writes the disk's record; without one the disk works but is never pruned, which is no reason to
+/// fail the task.
+fn record_or_warn(record: &Record, cache_dir: &Path, key: &str) {
+    if let Err(e) = write_record(record, cache_dir, key) {
+        tracing::warn!(key, error = %e, "layer disk has no record and will not be pruned");
+    }
 }
 
 /// Writes `<key>.source` as the disk is written: a temporary file renamed into place.
