@@ -154,11 +154,25 @@ impl Service {
         let cache = self.layer_cache.clone();
         let private = self.layout.container_dir(&request.id).join("rootfs.erofs");
         let _ = std::fs::create_dir_all(self.layout.container_dir(&request.id));
-        let disks =
-            tokio::task::spawn_blocking(move || layers::ensure_disks(&source, &cache, &private))
-                .await
-                .map_err(|e| status(Code::INTERNAL, format!("layer disk builder failed: {e}")))?
-                .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
+        let build_cache = cache.clone();
+        let disks = tokio::task::spawn_blocking(move || {
+            layers::ensure_disks(&source, &build_cache, &private)
+        })
+        .await
+        .map_err(|e| status(Code::INTERNAL, format!("layer disk builder failed: {e}")))?
+        .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
+        // After this task's disks have their records, off the task's path: a failed prune only
+        // leaves disks for the next one.
+        tokio::task::spawn_blocking(move || match layers::prune(&cache) {
+            Ok(pruned) => tracing::debug!(
+                removed = pruned.removed.len(),
+                freed_bytes = pruned.freed_bytes,
+                kept = pruned.kept,
+                temps = pruned.temps,
+                "layer cache pruned"
+            ),
+            Err(e) => tracing::warn!(error = %e, "layer cache not pruned"),
+        });
         Ok(disks)
     }
 

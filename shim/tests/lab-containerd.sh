@@ -14,6 +14,8 @@
 #     `ctr task kill` ends it with SIGTERM's status, `ctr task delete` removes it;
 #   - faults: the VMM killed (kill -9) stops the task with 137; the shim killed takes its VMM
 #     with it and containerd cleans up;
+#   - the layer cache prunes itself: after `ctr image rm --sync` removed the image's snapshots,
+#     the next task (of the image imported again) leaves their disks pruned and its own cached;
 #   - afterwards no rvm-vmm and no shim process is left, and no task files.
 # Binaries: SHIM_BIN (else target/debug, else target/release) with rvm-vmm beside it; guest
 # artifacts in RVM_GUEST_DIR (else target/rvm-guest). die/say, the binary and host checks, fail/ok
@@ -177,6 +179,60 @@ check "containerd no longer sees t5 running" test "$(grep -Ec '^t5 +[0-9]+ +RUNN
 c task delete t5
 c container delete t5
 check "ctr container delete t5" test "$status" -eq 0
+
+# --- the layer cache prunes itself -----------------------------------------------------------------
+# Every layer disk has a <key>.source record naming its snapshot directory. With the image and
+# its snapshots removed, the next task's shim prunes their disks and keeps its own.
+layers=$RVM_ROOT/containerd/layers
+# sources: "KEY DIR" for each record in the cache.
+sources() {
+    local record
+    for record in "$layers"/*.source; do
+        [ -f "$record" ] || continue
+        echo "$(basename "$record" .source) $(sed -n 's/^dir //p' "$record")"
+    done
+}
+old=$(sources)
+check "each layer disk has a record (${old:+$(echo "$old" | wc -l)} record(s))" test -n "$old"
+check "the recorded snapshot directories exist" \
+    bash -c 'while read -r key dir; do [ -d "$dir" ] && [ -f "$0/$key.erofs" ] || exit 1; done <<<"$1"' "$layers" "$old"
+c snapshots ls
+say "snapshots before removing the image: $(tail -n +2 "$tmp/out" | wc -l)"
+# --sync waits for the garbage collection that removes the image's content and snapshots.
+c image rm --sync "$image"
+check "ctr image rm --sync" test "$status" -eq 0
+gone() {
+    local key dir
+    while read -r key dir; do
+        [ ! -e "$dir" ] || return 1
+    done <<<"$old"
+}
+for _ in $(seq 50); do gone && break; sleep 0.2; done
+check "containerd removed the layer snapshots' directories" gone
+c snapshots ls
+check "no snapshot left" test "$(tail -n +2 "$tmp/out" | wc -l)" -eq 0
+check "the removed snapshots' disks are still cached until a shim prunes" \
+    bash -c 'while read -r key dir; do [ -f "$0/$key.erofs" ] || exit 1; done <<<"$1"' "$layers" "$old"
+
+c image import "$tmp/busybox-oci.tar"
+check "the image imports again" test "$status" -eq 0
+c run --rm --runtime "$runtime" "$image" t6 echo again
+check "a task of the re-imported image runs" test "$status" -eq 0 -a "$out" = again
+old_pruned() {
+    local key dir
+    while read -r key dir; do
+        [ ! -e "$layers/$key.erofs" ] && [ ! -e "$layers/$key.source" ] || return 1
+    done <<<"$old"
+}
+# The prune runs beside the task's boot; the task has run by now, the wait is for a loaded lab.
+for _ in $(seq 50); do old_pruned && break; sleep 0.2; done
+check "the removed snapshots' disks and records are pruned" old_pruned
+new=$(sources)
+say "layer cache after t6: $(echo "$new" | grep -c .) record(s), $(ls "$layers"/*.erofs 2>/dev/null | wc -l) disk(s)"
+check "the new task's layer disks are cached with records" test -n "$new"
+check "the new task's disks are new keys, of directories that exist" \
+    bash -c 'while read -r key dir; do [ -d "$dir" ] && [ -f "$0/$key.erofs" ] || exit 1; grep -q "^$key " <<<"$2" && exit 1; done <<<"$1"; exit 0' "$layers" "$new" "$old"
+check "no temporary file left in the layer cache" test -z "$(ls -A "$layers" | grep '^\.')"
 
 # --- nothing left behind ---------------------------------------------------------------------------
 for _ in $(seq 50); do
