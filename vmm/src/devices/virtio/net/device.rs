@@ -1,13 +1,21 @@
 //! The virtio-net device: configuration space (MAC, link up), features, and the worker that
 //! moves frames between the guest's queues (receive 0, transmit 1) and the TAP.
+//!
+//! Transmit completions do not interrupt the guest at once: virtio-mmio has one interrupt per
+//! device and the driver looks at every queue when it takes one, so a completion waits up to
+//! [`TX_SIGNAL_DELAY`] for a receive interrupt to share (a TCP receiver's ACKs otherwise cost an
+//! interrupt each). The frame itself left at once; only the guest's reclaiming of its buffer
+//! waits, and never for more than half the ring.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::timerfd::TimerFd;
 
 use super::super::worker::{Poller, QueueHandler, Worker, FIRST_BACKEND_TOKEN};
 use super::super::{ActivateError, ActiveQueues, Interrupt, VirtioDevice};
@@ -26,6 +34,12 @@ const RX_QUEUE: usize = 0;
 const TX_QUEUE: usize = 1;
 /// Epoll token of the TAP.
 const TAP_TOKEN: u64 = FIRST_BACKEND_TOKEN;
+/// Epoll token of the timer that bounds how long a transmit completion waits to be signalled.
+const TX_TIMER_TOKEN: u64 = FIRST_BACKEND_TOKEN + 1;
+/// Longest a transmit completion waits for a receive interrupt to share.
+const TX_SIGNAL_DELAY: Duration = Duration::from_micros(500);
+/// Transmit completions not yet signalled after which the interrupt goes at once.
+const TX_SIGNAL_BATCH: u32 = QUEUE_SIZE as u32 / 2;
 /// Frames read from the TAP per wake-up before the worker looks at its other events.
 const RX_BATCH: usize = 64;
 /// Link status bit in the configuration space.
@@ -155,6 +169,11 @@ pub struct NetHandler {
     /// The TAP reported an error or hang-up: it is not watched again.
     tap_failed: bool,
     iovecs: IoVecs,
+    /// Transmit completions published but not signalled yet, and the timer that bounds their
+    /// wait (None if it could not be made: completions are then signalled at once).
+    tx_unsignalled: u32,
+    tx_timer: Option<TimerFd>,
+    tx_timer_armed: bool,
     counts: Counts,
 }
 
@@ -204,6 +223,13 @@ impl NetHandler {
             tap_watched: false,
             tap_failed: false,
             iovecs: IoVecs::default(),
+            tx_unsignalled: 0,
+            tx_timer: TimerFd::new()
+                .map_err(|e| {
+                    tracing::warn!("net: no transmit timer ({e}); completions signalled at once")
+                })
+                .ok(),
+            tx_timer_armed: false,
             counts: Counts::default(),
         }
     }
@@ -222,12 +248,68 @@ impl NetHandler {
         ) {
             Ok(stats) if stats.used > 0 => {
                 self.counts.frames_sent += u64::from(stats.sent);
-                if notify(&self.mem, &mut self.tx, &self.interrupt) {
-                    self.counts.send_interrupts += 1;
+                self.tx_unsignalled = self.tx_unsignalled.saturating_add(stats.used);
+                if self.tx_unsignalled >= TX_SIGNAL_BATCH || !self.defer_tx_signal() {
+                    self.signal_tx();
                 }
             }
             Ok(_) => {}
             Err(e) => self.interrupt.mark_broken("net", &e),
+        }
+    }
+
+    /// Arms the timer that bounds the wait of the completions just published; false if it
+    /// cannot be armed.
+    fn defer_tx_signal(&mut self) -> bool {
+        if self.tx_timer_armed {
+            return true;
+        }
+        let Some(timer) = self.tx_timer.as_mut() else {
+            return false;
+        };
+        match timer.reset(TX_SIGNAL_DELAY, None) {
+            Ok(()) => {
+                self.tx_timer_armed = true;
+                true
+            }
+            Err(e) => {
+                tracing::warn!("net: cannot arm the transmit timer: {e}");
+                false
+            }
+        }
+    }
+
+    /// Interrupts the driver if it asked to hear about the transmit completions published.
+    fn signal_tx(&mut self) {
+        self.tx_unsignalled = 0;
+        if notify(&self.mem, &mut self.tx, &self.interrupt) {
+            self.counts.send_interrupts += 1;
+        }
+    }
+
+    /// The interrupt just raised covers the transmit completions waiting: the driver looks at
+    /// every queue. The queue's record of what was signalled follows (its answer is moot).
+    fn tx_signalled_with_rx(&mut self) {
+        if self.tx_unsignalled == 0 {
+            return;
+        }
+        self.tx_unsignalled = 0;
+        if let Err(e) = self.tx.needs_notification(&self.mem) {
+            self.interrupt.mark_broken("net", &e);
+        }
+    }
+
+    /// The transmit timer expired (it is never disarmed early, so the read does not block):
+    /// completions still waiting are signalled now.
+    fn tx_timer_expired(&mut self) {
+        self.tx_timer_armed = false;
+        if let Some(timer) = self.tx_timer.as_mut() {
+            if let Err(e) = timer.wait() {
+                tracing::warn!("net: reading the transmit timer: {e}");
+            }
+        }
+        if self.tx_unsignalled > 0 && !self.interrupt.is_broken() {
+            self.signal_tx();
         }
     }
 
@@ -259,6 +341,7 @@ impl NetHandler {
             Ok(true) => {
                 self.counts.receive_interrupts += 1;
                 self.interrupt.signal_used_queue();
+                self.tx_signalled_with_rx();
             }
             Ok(false) => {}
             Err(e) => self.interrupt.mark_broken("net", &e),
@@ -362,6 +445,14 @@ fn notify(mem: &GuestMemoryMmap, queue: &mut Queue, interrupt: &Interrupt) -> bo
 
 impl QueueHandler for NetHandler {
     fn start(&mut self, poller: &Poller) {
+        if let Some(timer) = &self.tx_timer {
+            if let Err(e) = poller.add(timer.as_raw_fd(), EventSet::IN, TX_TIMER_TOKEN) {
+                tracing::warn!(
+                    "net: cannot watch the transmit timer ({e}); completions signalled at once"
+                );
+                self.tx_timer = None;
+            }
+        }
         self.process_tx();
         self.rx_event(poller);
     }
@@ -375,6 +466,10 @@ impl QueueHandler for NetHandler {
     }
 
     fn backend_event(&mut self, poller: &Poller, token: u64, events: EventSet) {
+        if token == TX_TIMER_TOKEN {
+            self.tx_timer_expired();
+            return;
+        }
         if token != TAP_TOKEN {
             return;
         }
@@ -463,7 +558,51 @@ mod tests {
         peer.set_nonblocking(true).unwrap();
         assert!(peer.recv(&mut buf).is_err(), "only one frame was sent");
         assert_eq!(used(&tx), [(0, 0), (2, 0)]);
+        assert_eq!(
+            h.interrupt.status(),
+            0,
+            "the completion waits for an interrupt to share"
+        );
+        assert!(h.tx_timer_armed);
+        // No receive interrupt came: the timer's expiry signals it (the timer is real).
+        h.tx_timer_expired();
         assert_eq!(h.interrupt.status(), 1);
+        assert!(!h.tx_timer_armed);
+    }
+
+    #[test]
+    fn a_receive_interrupt_carries_the_waiting_transmit_completions() {
+        let mem = memory();
+        let (mut h, peer, rx, tx) = handler(&mem, features::OFFERED);
+        mem.write_slice(&VnetHeader::default().to_bytes(), GuestAddress(DATA))
+            .unwrap();
+        tx.add_desc_chains(&[desc(DATA, 40, 0, 0)], 0).unwrap();
+        h.process_tx();
+        assert_eq!((h.tx_unsignalled, h.interrupt.status()), (1, 0));
+        let mut frame = VnetHeader::default().to_bytes().to_vec();
+        frame.extend([7u8; 100]);
+        peer.send(&frame).unwrap();
+        rx.add_desc_chains(&[desc(DATA + 0x1000, 2048, WRITE, 0)], 0)
+            .unwrap();
+        h.process_rx();
+        assert_eq!(h.interrupt.status(), 1, "one interrupt for both queues");
+        assert_eq!(h.tx_unsignalled, 0);
+        // The timer still expires; nothing is left to signal.
+        h.interrupt.ack(1);
+        h.tx_timer_expired();
+        assert_eq!(h.interrupt.status(), 0);
+    }
+
+    #[test]
+    fn half_a_ring_of_completions_is_signalled_at_once() {
+        let mem = memory();
+        let (mut h, _peer, _rx, tx) = handler(&mem, features::OFFERED);
+        h.tx_unsignalled = TX_SIGNAL_BATCH - 1;
+        mem.write_slice(&VnetHeader::default().to_bytes(), GuestAddress(DATA))
+            .unwrap();
+        tx.add_desc_chains(&[desc(DATA, 40, 0, 0)], 0).unwrap();
+        h.process_tx();
+        assert_eq!((h.tx_unsignalled, h.interrupt.status()), (0, 1));
     }
 
     #[test]
