@@ -21,8 +21,7 @@ pub struct Payload<'a> {
 
 impl<'a> Payload<'a> {
     /// The payload over `slices`, in order.
-    pub fn new(slices: Vec<VolatileSlice<'a>>) -> Payload<'a> {
-        let mut slices = slices;
+    pub fn new(mut slices: Vec<VolatileSlice<'a>>) -> Payload<'a> {
         slices.retain(|s| !s.is_empty());
         let len = slices.iter().map(VolatileSlice::len).sum();
         Payload {
@@ -44,10 +43,7 @@ impl<'a> Payload<'a> {
 
     /// The first unconsumed part.
     fn front(&self) -> Option<VolatileSlice<'a>> {
-        self.slices
-            .first()
-            .map(|s| s.offset(self.offset))
-            .and_then(Result::ok)
+        self.slices.first().and_then(|s| s.offset(self.offset).ok())
     }
 
     fn consume(&mut self, n: usize) {
@@ -90,9 +86,10 @@ impl<'a> Payload<'a> {
         buffer.resize(start + self.len, 0);
         let mut copied = 0;
         let (a, b) = buffer.as_mut_slices();
-        let parts: [&mut [u8]; 2] = match a.len().checked_sub(start) {
-            Some(_) => [&mut a[start..], b],
-            None => [&mut [], &mut b[start - a.len()..]],
+        let parts: [&mut [u8]; 2] = if start <= a.len() {
+            [&mut a[start..], b]
+        } else {
+            [&mut [], &mut b[start - a.len()..]]
         };
         for part in parts {
             let mut at = 0;
