@@ -609,9 +609,14 @@ pub async fn pty_resize(client: &AgentClient, rootfs: &Rootfs) {
 /// and data flows both ways. B retries until A listens, within its own deadline. The port
 /// follows the test's process id: natively the containers share the host's loopback with any
 /// other run of these tests.
+///
+/// A answers from a program that closes the connection only once B's line is in: busybox nc
+/// exits at the peer's EOF, so a listener fed by `echo from-a |` (which half-closes as soon as
+/// it has sent) could end B before B had read its own stdin (CI, 2026-12-03: A got nothing).
 pub async fn localhost_between_containers(client: &AgentClient, rootfs: &Rootfs) {
     let port = 20_000 + std::process::id() % 20_000;
-    let server = format!("echo from-a | nc -l -p {port}");
+    let server =
+        format!("nc -l -p {port} -e sh -c 'echo from-a; read -r line; echo \"$line\" >&2'");
     let a = create_request(
         "net-a",
         rootfs,
@@ -636,7 +641,7 @@ pub async fn localhost_between_containers(client: &AgentClient, rootfs: &Rootfs)
     );
     let a_out = String::from_utf8_lossy(&read_all(client, "net-a", "", false).await).into_owned();
     let a_err = String::from_utf8_lossy(&read_all(client, "net-a", "", true).await).into_owned();
-    assert_eq!(a_out, "from-b\n", "{a_err}");
+    assert_eq!(a_err, "from-b\n", "A's stdout: {a_out}");
     assert_eq!(wait(client, "net-a", "").await.exit_status, 0);
     remove(client, "net-a").await;
 }
