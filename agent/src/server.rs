@@ -91,6 +91,9 @@ fn host_directory(d: HostDirectory) -> Result<host_dirs::HostDirectory, EngineEr
         entries,
         pod_key: Some(d.pod_key).filter(|key| !key.is_empty()),
         memory_bytes: d.memory_bytes,
+        pod_subpath: Some(d.pod_subpath)
+            .filter(|subpath| !subpath.is_empty())
+            .map(std::path::PathBuf::from),
     })
 }
 

@@ -9,9 +9,12 @@
 //! - a read-only directory (kubelet's configMap, secret, downwardAPI and projected volumes, the
 //!   service-account token among them) travels by content too, its tree with symlinks as it is
 //!   (kubelet's `..data` layout), as a private copy for the container;
-//! - a Kubernetes emptyDir (a writable directory in kubelet's `kubernetes.io~empty-dir`)
-//!   becomes the VM's own directory, shared by every container of the pod naming it: on the
-//!   VM's scratch disk, or a tmpfs of the same size when kubelet gave it medium Memory;
+//! - a Kubernetes emptyDir (a directory in kubelet's `kubernetes.io~empty-dir`, read-only or
+//!   not) becomes the VM's own directory, shared by every container of the pod naming it: on
+//!   the VM's scratch disk, or a tmpfs of the same size when kubelet gave it medium Memory;
+//! - a subPath of an emptyDir (kubelet binds it from
+//!   `…/pods/<uid>/volume-subpaths/<volume>/<container>/<index>`) becomes that directory inside
+//!   the VM's directory of the emptyDir, found by the bind's device and inode;
 //! - any other bind of a host path (a writable directory, a device) is refused with the mount
 //!   named: host directories are not shared writable into rvm VMs.
 //!
@@ -58,6 +61,8 @@ const SHM_OPTIONS: [&str; 3] = ["nosuid", "noexec", "nodev"];
 const SHM_BYTES: u64 = 64 << 20;
 /// The directory kubelet keeps a pod's emptyDir volumes in.
 const EMPTY_DIR_PLUGIN: &str = "kubernetes.io~empty-dir";
+/// The directory of a pod's kubelet binds its subPath mounts from.
+const SUBPATHS_DIR: &str = "volume-subpaths";
 /// statfs(2)'s f_type of a tmpfs.
 const TMPFS_MAGIC: u64 = 0x0102_1994;
 
@@ -121,23 +126,31 @@ pub fn translate(spec: &mut Spec) -> Result<HostContent, String> {
         } else if meta.is_dir() && destination == Path::new("/dev/shm") {
             content.directories.push(shm_directory(&source, &meta));
             translated.push(shm_mount(mount)?);
-        } else if meta.is_dir() && is_read_only(&mount) {
-            let directory = directory_of(&source, &destination, &meta, &mut budget)
+        } else if meta.is_dir() && is_empty_dir_volume(&source) {
+            let directory = empty_dir(&source, &destination, &meta, &mut budget)
                 .map_err(|e| format!("{name}: {e}"))?;
             content.directories.push(directory);
             translated.push(mount);
-        } else if meta.is_dir() && is_empty_dir_volume(&source) {
-            let mut directory = directory_of(&source, &destination, &meta, &mut budget)
+        } else if let Some((volume, subpath)) =
+            empty_dir_subpath(&source, &meta).map_err(|e| format!("{name}: {e}"))?
+        {
+            let volume_meta = fs::metadata(&volume)
+                .map_err(|e| format!("{name}: cannot read {}: {e}", volume.display()))?;
+            let mut directory = empty_dir(&volume, &destination, &volume_meta, &mut budget)
                 .map_err(|e| format!("{name}: {e}"))?;
-            directory.pod_key = pod_key(&source);
-            directory.memory_bytes = memory_medium_bytes(&source, &meta);
+            directory.pod_subpath = subpath;
+            content.directories.push(directory);
+            translated.push(mount);
+        } else if meta.is_dir() && is_read_only(&mount) {
+            let directory = directory_of(&source, &destination, &meta, &mut budget)
+                .map_err(|e| format!("{name}: {e}"))?;
             content.directories.push(directory);
             translated.push(mount);
         } else {
             return Err(format!(
                 "{name}: writable host directories and devices are not shared into rvm VMs \
                  (read-only directories and files travel by content, up to {MAX_TASK_BYTES} \
-                 bytes a task; a Kubernetes emptyDir becomes the pod VM's own)"
+                 bytes a task; a Kubernetes emptyDir and its subPaths become the pod VM's own)"
             ));
         }
     }
@@ -219,6 +232,88 @@ fn is_empty_dir_volume(source: &Path) -> bool {
         .parent()
         .and_then(Path::file_name)
         .is_some_and(|plugin| plugin == EMPTY_DIR_PLUGIN)
+}
+
+/// The VM's directory of the emptyDir at `volume`, keyed by its host path.
+fn empty_dir(
+    volume: &Path,
+    destination: &Path,
+    meta: &fs::Metadata,
+    budget: &mut Budget,
+) -> Result<HostDirectory, String> {
+    let mut directory = directory_of(volume, destination, meta, budget)?;
+    directory.pod_key = pod_key(volume);
+    directory.memory_bytes = memory_medium_bytes(volume, meta);
+    Ok(directory)
+}
+
+/// When `source` (a directory) is kubelet's bind of a subPath of one of the pod's emptyDirs,
+/// `…/pods/<uid>/volume-subpaths/<volume>/<container>/<index>`: that emptyDir's directory and
+/// the path inside it of the directory bound, the one of the same device and inode. `None`
+/// for anything else (a subPath of a hostPath, say).
+fn empty_dir_subpath(
+    source: &Path,
+    meta: &fs::Metadata,
+) -> Result<Option<(PathBuf, String)>, String> {
+    let container_dir = source.parent();
+    let volume_dir = container_dir.and_then(Path::parent);
+    let subpaths_dir = volume_dir.and_then(Path::parent);
+    let (Some(volume), Some(subpaths)) = (
+        volume_dir.and_then(Path::file_name),
+        subpaths_dir.filter(|dir| dir.file_name() == Some(SUBPATHS_DIR.as_ref())),
+    ) else {
+        return Ok(None);
+    };
+    let Some(pod_dir) = subpaths.parent() else {
+        return Ok(None);
+    };
+    let empty_dir = pod_dir.join("volumes").join(EMPTY_DIR_PLUGIN).join(volume);
+    if !meta.is_dir() || !fs::symlink_metadata(&empty_dir).is_ok_and(|m| m.is_dir()) {
+        return Ok(None);
+    }
+    let Some(inside) = find_directory(&empty_dir, meta.dev(), meta.ino())? else {
+        return Err(format!(
+            "a subPath of emptyDir {} that is no directory inside it",
+            empty_dir.display()
+        ));
+    };
+    let subpath = inside
+        .to_str()
+        .ok_or_else(|| format!("subPath {} is not a UTF-8 name", inside.display()))?
+        .to_owned();
+    Ok(Some((empty_dir, subpath)))
+}
+
+/// The path below `root` of the directory with device `dev` and inode `ino`, looked for
+/// breadth first without following symlinks, over at most [`MAX_DIRECTORY_ENTRIES`] entries;
+/// `None` if not found (or `root` itself).
+fn find_directory(root: &Path, dev: u64, ino: u64) -> Result<Option<PathBuf>, String> {
+    let read = |e: std::io::Error, path: &Path| format!("cannot read {}: {e}", path.display());
+    let mut queue = std::collections::VecDeque::from([PathBuf::new()]);
+    let mut seen = 0;
+    while let Some(relative) = queue.pop_front() {
+        let dir = root.join(&relative);
+        for entry in fs::read_dir(&dir).map_err(|e| read(e, &dir))? {
+            let entry = entry.map_err(|e| read(e, &dir))?;
+            seen += 1;
+            if seen > MAX_DIRECTORY_ENTRIES {
+                return Err(format!(
+                    "more than {MAX_DIRECTORY_ENTRIES} entries in {} before the subPath was found",
+                    root.display()
+                ));
+            }
+            let meta = entry.metadata().map_err(|e| read(e, &entry.path()))?;
+            if !meta.is_dir() {
+                continue;
+            }
+            let path = relative.join(entry.file_name());
+            if meta.dev() == dev && meta.ino() == ino {
+                return Ok(Some(path));
+            }
+            queue.push_back(path);
+        }
+    }
+    Ok(None)
 }
 
 /// The VM-wide key of a shared directory: the same host path gives the same key.
@@ -532,6 +627,57 @@ mod tests {
         assert_eq!(key.len(), 32);
         assert_eq!(key_of(&cache, "/elsewhere"), key);
         assert_ne!(key_of(&other, "/cache"), key);
+    }
+
+    #[test]
+    fn a_sub_path_of_an_empty_dir_is_that_directory_of_the_pods_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let pod = dir.path().join("pods/uid");
+        let cache = pod.join("volumes").join(EMPTY_DIR_PLUGIN).join("cache");
+        fs::create_dir_all(cache.join("logs/app")).unwrap();
+        fs::create_dir_all(cache.join("other")).unwrap();
+        fs::create_dir_all(pod.join("volumes/kubernetes.io~configmap/config/conf.d")).unwrap();
+        let subpaths = pod.join(SUBPATHS_DIR);
+        // kubelet bind-mounts the subPath there; a symlink has the same device and inode
+        // for what the shim looks at (the lab's CRI test makes the real bind).
+        let bound = |volume: &str, target: &Path, readonly: bool| {
+            let source = subpaths.join(volume).join("app").join("0");
+            fs::create_dir_all(source.parent().unwrap()).unwrap();
+            let _ = fs::remove_file(&source);
+            std::os::unix::fs::symlink(target, &source).unwrap();
+            bind(&source, "/var/log/app", readonly)
+        };
+        let key = {
+            let mut spec = spec_with(vec![bind(&cache, "/cache", false)]);
+            translate(&mut spec).unwrap().directories[0].pod_key.clone()
+        };
+        for readonly in [false, true] {
+            let mount = bound("cache", &cache.join("logs/app"), readonly);
+            let mut spec = spec_with(vec![mount]);
+            let content = translate(&mut spec).unwrap();
+            let directory = &content.directories[0];
+            assert_eq!(directory.pod_key, key, "the emptyDir's own key");
+            assert_eq!(directory.pod_subpath, "logs/app");
+            assert_eq!(directory.destination, "/var/log/app");
+            let paths: Vec<_> = directory.entries.iter().map(|e| e.path.as_str()).collect();
+            assert_eq!(paths, ["logs", "logs/app", "other"], "the emptyDir's tree");
+        }
+        // A subPath of a read-only configMap travels by content, as before.
+        let config = pod.join("volumes/kubernetes.io~configmap/config/conf.d");
+        let mut spec = spec_with(vec![bound("config", &config, true)]);
+        let directory = &translate(&mut spec).unwrap().directories[0];
+        assert!(directory.pod_key.is_empty() && directory.pod_subpath.is_empty());
+        // A writable one is still refused.
+        let mut spec = spec_with(vec![bound("config", &config, false)]);
+        let err = translate(&mut spec).unwrap_err();
+        assert!(err.contains("writable host directories"), "{err}");
+        // Bound from elsewhere than the emptyDir of that name: refused, naming the emptyDir.
+        let mut spec = spec_with(vec![bound("cache", &config, false)]);
+        let err = translate(&mut spec).unwrap_err();
+        assert!(
+            err.contains("no directory inside it") && err.contains("cache"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -25,8 +25,11 @@
 #   - volumes as kubelet passes them: a configMap and a service-account token directory
 #     (read-only, with kubelet's ..data symlinks) in c1 and c2, an emptyDir that both write and
 #     read each other's files in, /dev/shm and the IPC namespace shared by the pod's containers, a Memory emptyDir (host tmpfs of 8 MiB) that c1 sees as a tmpfs
-#     of 8 MiB; rvm only: a writable host directory is refused (at StartContainer, when the
-#     shim sees the task), naming the mount;
+#     of 8 MiB; a subPath of the emptyDir (kubelet's volume-subpaths bind) that a third
+#     container writes in and reads c1's files from, seeing only that directory; rvm only: a
+#     subPath whose directory a container replaced by a symlink to / is refused at start, and a
+#     writable host directory is refused (at StartContainer, when the shim sees the task),
+#     naming the mount;
 #   - rvm only: one rvm-vmm and one shim process serve the pod (both containers in its VM), and
 #     the VM is the pod's size: c1's nproc is 2 (fewer if the host has fewer CPUs: the shim caps
 #     vCPUs at those), and the guest's MemTotal is above the pod's 256 MiB (the kernel's
@@ -283,6 +286,12 @@ fetched() {
     [ "$status" -eq 0 ] && [ "$out" = hello-from-c1 ]
 }
 
+# reads CID FILE WANT: whether `cat FILE` in CID prints WANT.
+reads() {
+    cri exec "$1" -- cat "$2"
+    [ "$status" -eq 0 ] && [ "$out" = "$3" ]
+}
+
 # ping_ok IP: whether the host gets an answer from IP (busybox's ping where iputils' is missing).
 ping_ok() {
     if command -v ping >/dev/null; then
@@ -426,6 +435,39 @@ mem_fs=$(awk 'NR == 1 { print $3 }' "$tmp/out")
 mem_kib=$(awk 'NR == 2 { print $2 }' "$tmp/out")
 check "the Memory emptyDir is a tmpfs in c1 (got '${mem_fs:-?}')" test "$mem_fs" = tmpfs
 check "the Memory emptyDir holds 8 MiB (df: ${mem_kib:-?} KiB)" test "${mem_kib:-0}" -eq 8192
+# A subPath of the emptyDir as kubelet makes one: the directory inside the emptyDir (made on
+# the host, after c1 and c2 started: new to an rvm VM's copy), bound by the host at
+# pods/<uid>/volume-subpaths/<volume>/<container>/<index>, which CreateContainer names.
+cache_dir=$volumes/kubernetes.io~empty-dir/cache
+subpaths=$(dirname "$volumes")/volume-subpaths/cache
+mkdir -p "$cache_dir/sub/logs" "$subpaths/sp/0"
+mount --bind "$cache_dir/sub/logs" "$subpaths/sp/0" || die "cannot bind the subPath"
+cri create --pod "$pod" --name sp --image "$image" --mount "$subpaths/sp/0:/logs" -- sh -c \
+    'echo written-by-sp >/logs/from-sp; trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done'
+sp=$out
+check "create sp with the emptyDir's subPath sub/logs on /logs" test "$status" -eq 0 -a -n "$sp"
+cri start "$sp"
+check "start sp${err:+ ($err)}" test "$status" -eq 0
+check "c1 reads what sp wrote on /logs in /cache/sub/logs" \
+    within 30 reads "$c1" /cache/sub/logs/from-sp written-by-sp
+cri exec "$c1" -- sh -c 'echo written-by-c1 >/cache/sub/logs/from-c1'
+check "sp reads what c1 wrote in /cache/sub/logs on /logs" reads "$sp" /logs/from-c1 written-by-c1
+cri exec "$sp" -- ls /logs
+check "sp sees only the subPath on /logs (got '$(echo $out)')" test "$(echo $out)" = "from-c1 from-sp"
+if [ "$handler" = rvm ]; then
+    # A container of the pod puts a symlink where the host has the subPath's directory: the
+    # VM's copy is not the host's, and the agent follows no symlink on a subPath.
+    cri exec "$c1" -- ln -s / /cache/evil
+    mkdir -p "$cache_dir/evil" "$subpaths/ev/0"
+    mount --bind "$cache_dir/evil" "$subpaths/ev/0" || die "cannot bind the subPath"
+    cri create --pod "$pod" --name ev --image "$image" --mount "$subpaths/ev/0:/evil" -- true
+    ev=$out
+    check "create ev with subPath evil (a symlink to / in the VM)" test "$status" -eq 0 -a -n "$ev"
+    cri start "$ev"
+    check "ev's subPath through a symlink is refused at start, by name ($err)" \
+        test "$status" -ne 0 -a -z "${err##*evil is not a directory*}"
+fi
+
 # kubelet's termination message: an empty host file of its own (0666) bound writable on
 # /dev/termination-log; what the container writes there is in that host file once it exited.
 term_log=$(dirname "$volumes")/containers/term/0a1b2c3d

@@ -4,6 +4,13 @@
 //! - Without a pod key the tree becomes a private copy in the container's directory.
 //! - With one it becomes the VM's directory of that key (on the scratch disk, or a tmpfs when
 //!   a memory size is given): the first container creates and fills it, later ones share it.
+//! - With a pod key and a subpath (a Kubernetes subPath of an emptyDir) the container gets
+//!   only that directory inside the pod directory. Another container of the pod can change
+//!   the tree at any time, so the subpath is walked one component at a time without following
+//!   a symlink, and the directory reached is bound, by its file descriptor, onto a mount point
+//!   of the agent's own (`run/subpaths/<container>/<n>`, out of every container's reach); the
+//!   spec's mount binds that. Those mount points are only ever unmounted and rmdir'ed, so no
+//!   cleanup can reach into the pod directory.
 //!
 //! Entries are built with exclusive creation, each below a directory this module made itself,
 //! so no entry (a symlink, say) can redirect a later one outside the tree.
@@ -39,6 +46,8 @@ pub struct HostDirectory {
     pub pod_key: Option<String>,
     /// With a pod key: a tmpfs of this many bytes; 0 for the scratch disk.
     pub memory_bytes: u64,
+    /// With a pod key: the directory inside it the container gets (a subPath); `None` for all.
+    pub pod_subpath: Option<PathBuf>,
 }
 
 /// One entry of a directory's tree.
@@ -107,19 +116,31 @@ impl Default for PodDirectories {
     }
 }
 
-/// Builds `dirs` (private copies under `container_dir`, pod directories under `pod_base`) and
-/// points the spec's mounts at their destinations to them. A directory whose destination no
-/// spec mount has, or whose tree is malformed, is refused.
+/// Where [`apply`] builds what it needs for one container: private copies in `container`,
+/// pod directories in `pods`, subpath mount points in `subpaths`.
+#[derive(Debug, Clone, Copy)]
+pub struct Places<'a> {
+    pub container: &'a Path,
+    pub pods: &'a Path,
+    pub subpaths: &'a Path,
+}
+
+/// Builds `dirs` (see [`Places`]) and points the spec's mounts at their destinations to them.
+/// A directory whose destination no spec mount has, whose tree is malformed, or whose subpath
+/// cannot be reached without a symlink, is refused. On an error, the subpath mounts already
+/// made stay until [`release_subpaths`].
 pub fn apply(
     spec: &mut Spec,
     dirs: &[HostDirectory],
-    container_dir: &Path,
-    pod_base: &Path,
+    places: Places<'_>,
     pods: &PodDirectories,
 ) -> Result<(), EngineError> {
     if dirs.is_empty() {
         return Ok(());
     }
+    // A container created again under the same id must not find mount points of before.
+    release_subpaths(places.subpaths);
+    let (container_dir, pod_base) = (places.container, places.pods);
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for (index, dir) in dirs.iter().enumerate() {
         let what = || format!("host directory for {}", dir.destination.display());
@@ -133,7 +154,17 @@ pub fn apply(
             Some(key) => {
                 fs::create_dir_all(pod_base)
                     .map_err(io_error(format!("create {}", pod_base.display())))?;
-                pods.get_or_create(pod_base, key, dir)?
+                let pod_dir = pods.get_or_create(pod_base, key, dir)?;
+                match &dir.pod_subpath {
+                    Some(subpath) => {
+                        let point = places.subpaths.join(index.to_string());
+                        bind_subpath(&pod_dir, subpath, dir.mode, &point).map_err(io_error(
+                            format!("{}: subPath {}", what(), subpath.display()),
+                        ))?;
+                        point
+                    }
+                    None => pod_dir,
+                }
             }
             None => {
                 let path = container_dir.join("dirs").join(index.to_string());
@@ -167,6 +198,16 @@ fn check(dir: &HostDirectory) -> Result<(), String> {
         }
     } else if dir.memory_bytes > 0 {
         return Err("a memory size without a pod key".to_owned());
+    } else if dir.pod_subpath.is_some() {
+        return Err("a subpath without a pod key".to_owned());
+    }
+    if let Some(subpath) = &dir.pod_subpath {
+        if !is_plain_relative(subpath) || subpath.as_os_str().len() > MAX_TARGET_BYTES {
+            return Err(format!(
+                "subpath {:?} is not a relative path of at most {MAX_TARGET_BYTES} bytes without . or ..",
+                subpath.display()
+            ));
+        }
     }
     if dir.entries.len() > MAX_ENTRIES {
         return Err(format!(
@@ -179,14 +220,7 @@ fn check(dir: &HostDirectory) -> Result<(), String> {
     directories.insert(Path::new(""));
     for entry in &dir.entries {
         let shown = entry.path.display();
-        // Checked on the bytes: Path's components would hide "a/./b" and "a//b".
-        let normal = entry
-            .path
-            .as_os_str()
-            .as_bytes()
-            .split(|b| *b == b'/')
-            .all(|part| !matches!(part, b"" | b"." | b".."));
-        if !normal {
+        if !is_plain_relative(&entry.path) {
             return Err(format!(
                 "entry path {shown:?} is not a relative path without . or .."
             ));
@@ -222,6 +256,70 @@ fn check(dir: &HostDirectory) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether `path` is relative, "/"-separated names without "", "." or "..". Checked on the
+/// bytes: Path's components would hide "a/./b" and "a//b".
+fn is_plain_relative(path: &Path) -> bool {
+    path.as_os_str()
+        .as_bytes()
+        .split(|b| *b == b'/')
+        .all(|part| !matches!(part, b"" | b"." | b".."))
+}
+
+/// Walks `subpath` (checked by [`check`]) down from `pod_dir` one directory at a time, never
+/// following a symlink, creating what is missing with `mode`, and binds the directory reached
+/// onto `point` (created). Whatever the pod's containers did to the tree, the bind is of a
+/// directory inside `pod_dir`.
+fn bind_subpath(pod_dir: &Path, subpath: &Path, mode: u32, point: &Path) -> io::Result<()> {
+    use nix::fcntl::{openat, OFlag, AT_FDCWD};
+    use nix::sys::stat::{fchmod, mkdirat, Mode};
+    use std::os::fd::AsRawFd;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut current = openat(AT_FDCWD, pod_dir, flags, Mode::empty())?;
+    for name in subpath.iter() {
+        let created = match mkdirat(&current, name, Mode::from_bits_truncate(0o700)) {
+            Ok(()) => true,
+            Err(nix::errno::Errno::EEXIST) => false,
+            Err(e) => return Err(e.into()),
+        };
+        current = openat(&current, name, flags, Mode::empty()).map_err(|e| match e {
+            nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => io::Error::other(format!(
+                "{} is not a directory in the pod directory (a symlink is not followed)",
+                name.to_string_lossy()
+            )),
+            e => e.into(),
+        })?;
+        if created {
+            fchmod(&current, Mode::from_bits_truncate(mode & 0o7777))?;
+        }
+    }
+    fs::create_dir_all(point)?;
+    let source = format!("/proc/self/fd/{}", current.as_raw_fd());
+    mount(
+        Some(source.as_str()),
+        point,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Unmounts and removes the subpath mount points in `subpaths` (see the module doc). Only
+/// empty directories are removed: a mount point that would not unmount stays, with what it
+/// shows.
+pub fn release_subpaths(subpaths: &Path) {
+    let Ok(points) = fs::read_dir(subpaths) else {
+        return;
+    };
+    for point in points.flatten().map(|entry| entry.path()) {
+        let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
+        if let Err(error) = fs::remove_dir(&point) {
+            tracing::warn!(point = %point.display(), %error, "cannot remove a subpath mount point");
+        }
+    }
+    let _ = fs::remove_dir(subpaths);
 }
 
 /// Creates `entries` below `root` (checked by [`check`]), each exclusively.
@@ -337,23 +435,136 @@ mod tests {
         }
     }
 
+    /// [`apply`] for container `container`, with every place below `root` (pod directories
+    /// in `root/pods`).
+    fn apply_in(
+        root: &Path,
+        container: &str,
+        spec: &mut Spec,
+        dirs: &[HostDirectory],
+        pods: &PodDirectories,
+    ) -> Result<(), EngineError> {
+        let places = Places {
+            container: &root.join(container),
+            pods: &root.join("pods"),
+            subpaths: &root.join("subpaths").join(container),
+        };
+        apply(spec, dirs, places, pods)
+    }
+
+    fn source_of(spec: &Spec) -> PathBuf {
+        spec.mounts().as_ref().unwrap()[0].source().clone().unwrap()
+    }
+
+    /// Runs `test` on a thread of its own in a private mount namespace (the subpath tests
+    /// bind-mount), or says why it cannot and skips it.
+    fn in_mount_namespace(test: impl FnOnce() + Send + 'static) {
+        use nix::sched::{unshare, CloneFlags};
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: bind mounts need root");
+            return;
+        }
+        std::thread::spawn(move || {
+            unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS).unwrap();
+            let private = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
+            mount(None::<&str>, "/", None::<&str>, private, None::<&str>).unwrap();
+            test();
+        })
+        .join()
+        .unwrap();
+    }
+
+    fn pod_dir(destination: &str, subpath: Option<&str>) -> HostDirectory {
+        HostDirectory {
+            destination: destination.into(),
+            mode: 0o777,
+            pod_key: Some("vol_1".into()),
+            pod_subpath: subpath.map(PathBuf::from),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_subpath_binds_a_directory_inside_the_pod_directory() {
+        in_mount_namespace(|| {
+            let root = tempfile::tempdir().unwrap();
+            let pods = PodDirectories::new();
+            let mut whole = spec_with(&["/cache"]);
+            apply_in(
+                root.path(),
+                "a",
+                &mut whole,
+                &[pod_dir("/cache", None)],
+                &pods,
+            )
+            .unwrap();
+            let shared = source_of(&whole);
+            // The subpath does not exist yet in the guest: it is made, with the volume's mode.
+            let mut part = spec_with(&["/work"]);
+            let dirs = [pod_dir("/work", Some("sub/dir"))];
+            apply_in(root.path(), "b", &mut part, &dirs, &pods).unwrap();
+            let point = source_of(&part);
+            assert_eq!(point, root.path().join("subpaths/b/0"));
+            fs::write(point.join("from-b"), b"b").unwrap();
+            assert_eq!(fs::read(shared.join("sub/dir/from-b")).unwrap(), b"b");
+            let mode = fs::metadata(shared.join("sub")).unwrap().mode() & 0o7777;
+            assert_eq!(mode, 0o777);
+            // Released: the mount point goes, what was written through it stays.
+            release_subpaths(&root.path().join("subpaths/b"));
+            assert!(!root.path().join("subpaths/b").exists());
+            assert_eq!(fs::read(shared.join("sub/dir/from-b")).unwrap(), b"b");
+        });
+    }
+
+    #[test]
+    fn a_subpath_through_a_symlink_is_refused() {
+        in_mount_namespace(|| {
+            let root = tempfile::tempdir().unwrap();
+            let outside = root.path().join("outside");
+            fs::create_dir(&outside).unwrap();
+            let pods = PodDirectories::new();
+            let mut whole = spec_with(&["/cache"]);
+            apply_in(
+                root.path(),
+                "a",
+                &mut whole,
+                &[pod_dir("/cache", None)],
+                &pods,
+            )
+            .unwrap();
+            // A container of the pod put a symlink where the subpath goes.
+            std::os::unix::fs::symlink(&outside, source_of(&whole).join("evil")).unwrap();
+            for subpath in ["evil", "evil/x"] {
+                let mut spec = spec_with(&["/work"]);
+                let dirs = [pod_dir("/work", Some(subpath))];
+                let err = apply_in(root.path(), "b", &mut spec, &dirs, &pods)
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains("evil is not a directory"), "{err}");
+                assert!(err.contains("/work") && err.contains(subpath), "{err}");
+            }
+            assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+            release_subpaths(&root.path().join("subpaths/b"));
+        });
+    }
+
     #[test]
     fn a_private_copy_keeps_the_tree_with_its_links_and_modes() {
         let dir = tempfile::tempdir().unwrap();
         let mut spec = spec_with(&["/etc/config"]);
         let pods = PodDirectories::new();
         let base = dir.path().join("pods");
-        apply(
+        apply_in(
+            dir.path(),
+            "c",
             &mut spec,
             &[config_map("/etc/config")],
-            dir.path(),
-            &base,
             &pods,
         )
         .unwrap();
         let mount = &spec.mounts().as_ref().unwrap()[0];
         let source = mount.source().as_ref().unwrap();
-        assert!(source.starts_with(dir.path().join("dirs")));
+        assert!(source.starts_with(dir.path().join("c/dirs")));
         assert_eq!(
             fs::read(source.join("game.properties")).unwrap(),
             b"lives=3\n"
@@ -381,14 +592,8 @@ mod tests {
             ..Default::default()
         };
         let mut first = spec_with(&["/cache"]);
-        apply(
-            &mut first,
-            std::slice::from_ref(&empty_dir),
-            &dir.path().join("a"),
-            &base,
-            &pods,
-        )
-        .unwrap();
+        let dirs = std::slice::from_ref(&empty_dir);
+        apply_in(dir.path(), "a", &mut first, dirs, &pods).unwrap();
         let source = first.mounts().as_ref().unwrap()[0]
             .source()
             .clone()
@@ -396,14 +601,7 @@ mod tests {
         assert_eq!(source, base.join("abc_123"));
         fs::write(source.join("written-by-a"), b"a").unwrap();
         let mut second = spec_with(&["/cache"]);
-        apply(
-            &mut second,
-            &[empty_dir],
-            &dir.path().join("b"),
-            &base,
-            &pods,
-        )
-        .unwrap();
+        apply_in(dir.path(), "b", &mut second, &[empty_dir], &pods).unwrap();
         let second_source = second.mounts().as_ref().unwrap()[0].source().clone();
         assert_eq!(second_source.as_deref(), Some(source.as_path()));
         assert_eq!(fs::read(source.join("written-by-a")).unwrap(), b"a");
@@ -455,15 +653,9 @@ mod tests {
                 ..Default::default()
             };
             let mut spec = spec_with(&["/data"]);
-            let err = apply(
-                &mut spec,
-                &[host],
-                dir.path(),
-                &dir.path().join("p"),
-                &PodDirectories::new(),
-            )
-            .unwrap_err()
-            .to_string();
+            let err = apply_in(dir.path(), "c", &mut spec, &[host], &PodDirectories::new())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(expected) && err.contains("/data"), "{err}");
         }
     }
@@ -474,7 +666,7 @@ mod tests {
         let pods = PodDirectories::new();
         let run = |host: HostDirectory| {
             let mut spec = spec_with(&["/data"]);
-            apply(&mut spec, &[host], dir.path(), &dir.path().join("p"), &pods)
+            apply_in(dir.path(), "c", &mut spec, &[host], &pods)
                 .unwrap_err()
                 .to_string()
         };
@@ -495,6 +687,19 @@ mod tests {
             ..base.clone()
         });
         assert!(err.contains("without a pod key"), "{err}");
+        let err = run(HostDirectory {
+            pod_subpath: Some("sub".into()),
+            ..base.clone()
+        });
+        assert!(err.contains("subpath without a pod key"), "{err}");
+        for subpath in ["../x", "/etc", "a/./b", "a//b", "a/"] {
+            let err = run(HostDirectory {
+                pod_key: Some("k".into()),
+                pod_subpath: Some(subpath.into()),
+                ..base.clone()
+            });
+            assert!(err.contains("is not a relative path"), "{err}");
+        }
         let many = (0..=MAX_ENTRIES)
             .map(|i| entry(&i.to_string(), EntryKind::File(Vec::new())))
             .collect();

@@ -428,6 +428,11 @@ impl Engine {
             .collect()
     }
 
+    /// Where the mount points of a container's subpaths of pod directories are.
+    fn subpaths_of(&self, id: &str) -> PathBuf {
+        self.config.run_dir.join("subpaths").join(id)
+    }
+
     /// Builds the host directories the spec binds: the VM's shared ones live on the scratch
     /// disk (in the run directory when the container has none).
     fn prepare_directories(
@@ -444,13 +449,12 @@ impl Engine {
         } else {
             self.disks.mount_scratch(&request.scratch)?
         };
-        host_dirs::apply(
-            spec,
-            &request.directories,
-            dir,
-            &base.join("pod-dirs"),
-            &self.pod_dirs,
-        )
+        let places = host_dirs::Places {
+            container: dir,
+            pods: &base.join("pod-dirs"),
+            subpaths: &self.subpaths_of(&request.id),
+        };
+        host_dirs::apply(spec, &request.directories, places, &self.pod_dirs)
     }
 
     /// Mounts the request's volume disks in the guest, fills new writable ones from the image
@@ -496,6 +500,7 @@ impl Engine {
         let returned_files = host_files::apply(&mut spec, &request.files, &dir)?;
         let (rootfs, overlay, scratch_dirs) = self.prepare_rootfs(&request, &spec, &dir)?;
         let unmount_rootfs = || {
+            host_dirs::release_subpaths(&self.subpaths_of(&request.id));
             if overlay {
                 let _ = umount2(&rootfs, MntFlags::MNT_DETACH);
                 self.disks.release_layers(&request.id);
@@ -1021,11 +1026,13 @@ impl Engine {
         self.containers().remove(id);
         let cgroup = container.cgroup.clone();
         let container_for_cleanup = container.clone();
+        let subpaths = self.subpaths_of(id);
         tokio::task::spawn_blocking(move || {
             cgroup.remove();
             if container_for_cleanup.overlay {
                 let _ = umount2(&container_for_cleanup.rootfs, MntFlags::MNT_DETACH);
             }
+            host_dirs::release_subpaths(&subpaths);
             for dir in &container_for_cleanup.scratch_dirs {
                 let _ = fs::remove_dir_all(dir);
             }
