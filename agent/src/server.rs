@@ -458,6 +458,22 @@ impl Agent for AgentService {
         Ok(Empty::default())
     }
 
+    async fn update_directory(
+        &self,
+        _: &TtrpcContext,
+        r: UpdateDirectoryRequest,
+    ) -> RpcResult<Empty> {
+        let directory = r.directory.into_option().unwrap_or_default();
+        let directory = host_directory(directory).map_err(engine_status)?;
+        let engine = self.engine.clone();
+        let id = r.container_id;
+        tokio::task::spawn_blocking(move || engine.update_directory(&id, &directory))
+            .await
+            .map_err(|e| ttrpc::Error::Others(format!("update task: {e}")))?
+            .map_err(engine_status)?;
+        Ok(Empty::default())
+    }
+
     async fn shutdown(&self, _: &TtrpcContext, _: ShutdownRequest) -> RpcResult<Empty> {
         // The disks are synced before the answer, so the host knows its data is safe.
         nix::unistd::sync();

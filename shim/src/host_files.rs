@@ -18,8 +18,12 @@
 //! - any other bind of a host path (a writable directory, a device) is refused with the mount
 //!   named: host directories are not shared writable into rvm VMs.
 //!
-//! Writes in the guest stay in the guest, and a copy does not follow later changes on the host,
-//! with one exception: kubelet's termination message file. kubelet binds a host file it created
+//! A read-only directory in kubelet's atomic-writer layout (a `..data` symlink at its top: every
+//! configMap, secret, downwardAPI and projected volume) is also [`WatchedDirectory`]: kubelet
+//! updates those in place, and `volume_updates` sends the copy its new tree.
+//!
+//! Writes in the guest stay in the guest, with one exception: kubelet's termination message
+//! file. kubelet binds a host file it created
 //! (empty, `…/pods/<pod uid>/containers/<container name>/<id>`) writable at the container's
 //! `terminationMessagePath` (`/dev/termination-log` by default) and reads its last 4096 bytes
 //! once the container has exited. The rule: a *writable* bind of a regular host file whose
@@ -73,7 +77,23 @@ pub struct HostContent {
     pub directories: Vec<HostDirectory>,
     /// The termination message files among `files`, which come back at the exit.
     pub returned: Vec<ReturnedBind>,
+    /// The directories among `directories` that kubelet may update.
+    pub watched: Vec<WatchedDirectory>,
 }
+
+/// A directory sent by content in kubelet's atomic-writer layout, followed for updates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchedDirectory {
+    /// The bind's destination in the container, as sent to the agent.
+    pub destination: String,
+    /// The host directory.
+    pub source: PathBuf,
+    /// The target of its `..data` when last sent: kubelet's generation of the volume.
+    pub generation: PathBuf,
+}
+
+/// kubelet's atomic writer points this symlink at the volume's current generation.
+const DATA_LINK: &str = "..data";
 
 /// A host file the container's final content goes back to (see the module's rule).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +164,13 @@ pub fn translate(spec: &mut Spec) -> Result<HostContent, String> {
         } else if meta.is_dir() && is_read_only(&mount) {
             let directory = directory_of(&source, &destination, &meta, &mut budget)
                 .map_err(|e| format!("{name}: {e}"))?;
+            if let Ok(generation) = fs::read_link(source.join(DATA_LINK)) {
+                content.watched.push(WatchedDirectory {
+                    destination: directory.destination.clone(),
+                    source: source.clone(),
+                    generation,
+                });
+            }
             content.directories.push(directory);
             translated.push(mount);
         } else {
@@ -156,6 +183,23 @@ pub fn translate(spec: &mut Spec) -> Result<HostContent, String> {
     }
     spec.set_mounts(Some(translated));
     Ok(content)
+}
+
+/// The watched directory's tree and generation now, when kubelet has moved `..data` since
+/// `watched.generation`; `None` while it has not.
+pub fn changed(watched: &WatchedDirectory) -> Result<Option<(HostDirectory, PathBuf)>, String> {
+    let link = watched.source.join(DATA_LINK);
+    let generation =
+        fs::read_link(&link).map_err(|e| format!("cannot read {}: {e}", link.display()))?;
+    if generation == watched.generation {
+        return Ok(None);
+    }
+    let meta = fs::metadata(&watched.source)
+        .map_err(|e| format!("cannot read {}: {e}", watched.source.display()))?;
+    let destination = Path::new(&watched.destination);
+    let mut budget = Budget(MAX_TASK_BYTES);
+    let directory = directory_of(&watched.source, destination, &meta, &mut budget)?;
+    Ok(Some((directory, generation)))
 }
 
 /// What is left of a task's content budget.
@@ -678,6 +722,58 @@ mod tests {
             err.contains("no directory inside it") && err.contains("cache"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_kubelet_volume_is_watched_and_its_next_generation_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        let generation = |name: &str, lives: &str| {
+            fs::create_dir_all(config.join(name)).unwrap();
+            fs::write(config.join(name).join("game.properties"), lives).unwrap();
+        };
+        generation("..2026_12_03_12_00_00.1", "lives=3");
+        std::os::unix::fs::symlink("..2026_12_03_12_00_00.1", config.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/game.properties", config.join("game.properties"))
+            .unwrap();
+        let plain = dir.path().join("plain");
+        fs::create_dir(&plain).unwrap();
+        let mut spec = spec_with(vec![
+            bind(&config, "/etc/config", true),
+            bind(&plain, "/etc/plain", true),
+        ]);
+        let content = translate(&mut spec).unwrap();
+        assert_eq!(content.directories.len(), 2);
+        assert_eq!(content.watched.len(), 1, "only the atomic-writer layout");
+        let mut watched = content.watched[0].clone();
+        assert_eq!(watched.destination, "/etc/config");
+        assert_eq!(watched.generation, Path::new("..2026_12_03_12_00_00.1"));
+        assert_eq!(changed(&watched).unwrap(), None);
+        // kubelet's next generation: written aside, ..data renamed onto, the old one removed.
+        generation("..2026_12_03_12_01_00.2", "lives=4");
+        std::os::unix::fs::symlink("..2026_12_03_12_01_00.2", config.join("..data_tmp")).unwrap();
+        fs::rename(config.join("..data_tmp"), config.join("..data")).unwrap();
+        fs::remove_dir_all(config.join("..2026_12_03_12_00_00.1")).unwrap();
+        let (tree, next) = changed(&watched).unwrap().unwrap();
+        assert_eq!(next, Path::new("..2026_12_03_12_01_00.2"));
+        assert_eq!(tree.destination, "/etc/config");
+        let paths: Vec<_> = tree.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "..2026_12_03_12_01_00.2",
+                "..2026_12_03_12_01_00.2/game.properties",
+                "..data",
+                "game.properties"
+            ]
+        );
+        assert_eq!(tree.entries[1].content, b"lives=4");
+        watched.generation = next;
+        assert_eq!(changed(&watched).unwrap(), None);
+        // The volume gone (its pod is being deleted): an error naming it, no panic.
+        fs::remove_dir_all(&config).unwrap();
+        let err = changed(&watched).unwrap_err();
+        assert!(err.contains("..data"), "{err}");
     }
 
     #[test]

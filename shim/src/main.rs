@@ -17,6 +17,7 @@ mod sizing;
 mod slots;
 mod stdio;
 mod vm;
+mod volume_updates;
 
 /// The runtime name containerd knows this shim by.
 pub const RUNTIME_ID: &str = "io.containerd.rvm.v1";

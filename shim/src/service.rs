@@ -35,6 +35,7 @@ use crate::process::{timestamp, Process, Status};
 use crate::sizing::{self, HostLimits};
 use crate::stdio::{self, StdioPaths};
 use crate::vm::{Vm, VmRequest, EXIT_UNKNOWN};
+use crate::volume_updates;
 
 /// How long output may keep draining after a process exited.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,6 +66,15 @@ struct Container {
     paused: AtomicBool,
     /// Host files the init's exit writes back (kubelet's termination message).
     returned: Vec<host_files::ReturnedBind>,
+    /// Volumes kubelet updates in place, followed once the init runs.
+    watched: Vec<host_files::WatchedDirectory>,
+}
+
+/// What of a task's host content matters after its create.
+#[derive(Debug, Default)]
+struct Kept {
+    returned: Vec<host_files::ReturnedBind>,
+    watched: Vec<host_files::WatchedDirectory>,
 }
 
 impl Container {
@@ -242,31 +252,34 @@ impl Service {
     }
 
     /// The VM the task runs in, after creating the container: its own (a standalone task or a
-    /// pod's sandbox) or its pod's. Says whether it is the pod's, and which host files come back
-    /// at the exit.
+    /// pod's sandbox) or its pod's. Says whether it is the pod's, which host files come back at
+    /// the exit, and which volumes kubelet may update.
     async fn create_container(
         &self,
         request: &api::CreateTaskRequest,
         mut spec: Spec,
-    ) -> TtrpcResult<(Arc<Vm>, bool, Vec<host_files::ReturnedBind>)> {
+    ) -> TtrpcResult<(Arc<Vm>, bool, Kept)> {
         let role = pod::role(spec.annotations().as_ref());
         tracing::info!(id = %request.id, ?role, "task role");
         let content = host_files::translate(&mut spec)
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("task {}: {e}", request.id)))?;
-        let returned = content.returned.clone();
+        let kept = Kept {
+            returned: content.returned.clone(),
+            watched: content.watched.clone(),
+        };
         let (disk_slots, netns) = match role {
             Role::Container { sandbox_id } => {
                 let joined = self.join_pod(request, &spec, content, &sandbox_id).await;
                 if joined.is_err() {
                     let _ = std::fs::remove_dir_all(self.layout.container_dir(&request.id));
                 }
-                return Ok((joined?, true, returned));
+                return Ok((joined?, true, kept));
             }
             Role::Sandbox { .. } => (POD_DISK_SLOTS, pod::network_namespace(&spec)),
             Role::Standalone => (0, None),
         };
         match self.boot(request, spec, content, disk_slots, netns).await {
-            Ok(vm) => Ok((Arc::new(vm), false, returned)),
+            Ok(vm) => Ok((Arc::new(vm), false, kept)),
             Err(err) => {
                 crate::vm::remove_files(&self.layout, &request.id);
                 Err(err)
@@ -289,6 +302,21 @@ impl Service {
             self.events.clone(),
         ));
     }
+}
+
+/// Follows kubelet's updates of the container's volumes while its init runs.
+fn follow_volumes(container: &Arc<Container>) {
+    let weak = Arc::downgrade(container);
+    let alive = move || {
+        weak.upgrade()
+            .is_some_and(|c| matches!(c.init.status(), Status::Running))
+    };
+    volume_updates::follow(
+        Arc::downgrade(&container.vm),
+        container.id.clone(),
+        container.watched.clone(),
+        alive,
+    );
 }
 
 async fn wait_process(
@@ -440,7 +468,7 @@ impl Task for Service {
         }
         tracing::info!(%id, bundle = %request.bundle, rootfs = ?request.rootfs, "create");
         let spec = read_spec(&request.bundle)?;
-        let (vm, in_pod, returned) = self.create_container(&request, spec).await?;
+        let (vm, in_pod, kept) = self.create_container(&request, spec).await?;
         let pid = vm.pid;
         let stdio = stdio_of(
             &request.stdin,
@@ -456,7 +484,8 @@ impl Task for Service {
             in_pod,
             execs: Mutex::new(HashMap::new()),
             paused: AtomicBool::new(false),
-            returned,
+            returned: kept.returned,
+            watched: kept.watched,
         });
         if let Ok(mut containers) = self.containers.lock() {
             containers.insert(id.clone(), container);
@@ -521,6 +550,9 @@ impl Task for Service {
         };
         process.set_running(pid);
         self.watch_process(&container, &process);
+        if request.exec_id.is_empty() {
+            follow_volumes(&container);
+        }
         if request.exec_id.is_empty() {
             self.publish(
                 topics::TASK_START_EVENT_TOPIC,

@@ -23,7 +23,8 @@
 #     pod's containers share one network namespace); c1's eth0 has the pod's IP; the host pings
 #     the pod's IP and c2 pings the bridge; c1's stdout is in LOGDIR/c1.log;
 #   - volumes as kubelet passes them: a configMap and a service-account token directory
-#     (read-only, with kubelet's ..data symlinks) in c1 and c2, an emptyDir that both write and
+#     (read-only, with kubelet's ..data symlinks) in c1 and c2, the configMap then updated the
+#     way kubelet's atomic writer does and the new value seen in both, an emptyDir that both write and
 #     read each other's files in, /dev/shm and the IPC namespace shared by the pod's containers, a Memory emptyDir (host tmpfs of 8 MiB) that c1 sees as a tmpfs
 #     of 8 MiB; a subPath of the emptyDir (kubelet's volume-subpaths bind) that a third
 #     container writes in and reads c1's files from, seeing only that directory; rvm only: a
@@ -406,6 +407,20 @@ cri exec "$c1" -- readlink /etc/config/..data
 check "the configMap keeps kubelet's ..data link (got '$out')" test "$out" = ..2026_12_02_10_00_00.1
 cri exec "$c1" -- sh -c 'echo x >/etc/config/new'
 check "the configMap is read-only in c1" test "$status" -ne 0
+# kubelet updates the configMap in place with its atomic writer: the next generation beside
+# the current one, ..data renamed onto it, the old one removed. Both containers see it.
+config_dir=$volumes/kubernetes.io~configmap/config
+mkdir "$config_dir/..2026_12_02_10_01_00.2"
+printf '%s' lives=4 >"$config_dir/..2026_12_02_10_01_00.2/game.properties"
+ln -s ..2026_12_02_10_01_00.2 "$config_dir/..data_tmp"
+mv -T "$config_dir/..data_tmp" "$config_dir/..data"
+rm -rf "$config_dir/..2026_12_02_10_00_00.1"
+check "c1 sees kubelet's update of the configMap (lives=4) within 30 s" \
+    within 30 reads "$c1" /etc/config/game.properties lives=4
+check "c2 sees it too" within 30 reads "$c2" /etc/config/game.properties lives=4
+cri exec "$c2" -- ls -a /etc/config
+check "the old generation is gone from c2's configMap (got '$(echo $out)')" \
+    test "$(echo $out)" = ". .. ..2026_12_02_10_01_00.2 ..data game.properties"
 cri exec "$c2" -- cat "$token_dir/token"
 check "c2 reads the service-account token (got '$out')" test "$out" = eyJhbGciOiJSUzI1NiJ9.lab-cri-token
 cri exec "$c2" -- cat "$token_dir/namespace"

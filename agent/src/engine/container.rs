@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use super::cgroups::Cgroup;
+use super::host_dirs::PrivateCopy;
 use super::host_files::ReturnedFile;
 use super::process::Process;
 use super::seccomp::SeccompPolicy;
@@ -48,6 +49,8 @@ pub struct Container {
     pub exec_helpers: Mutex<Vec<i32>>,
     /// Host files to read back when the init exits.
     pub returned_files: Vec<ReturnedFile>,
+    /// Its private copies of host directories, which the host may update.
+    pub copies: Vec<PrivateCopy>,
     /// What they held when it exited: (destination, last bytes).
     pub final_files: Mutex<Vec<(PathBuf, Vec<u8>)>>,
 }

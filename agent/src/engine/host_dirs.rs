@@ -14,6 +14,13 @@
 //!
 //! Entries are built with exclusive creation, each below a directory this module made itself,
 //! so no entry (a symlink, say) can redirect a later one outside the tree.
+//!
+//! A private copy can be brought to a newer tree of its host directory ([`update`]): kubelet
+//! changes configMap, secret and token volumes in place with its atomic writer (a new
+//! `..<timestamp>` directory, then the `..data` symlink renamed onto, then the old directory
+//! removed), and the update does the same steps in the same order: new entries first, each
+//! changed file or symlink replaced by a rename, what is gone removed last. Readers that go
+//! through `..data` see the old tree or the new one, never a mix.
 
 use std::collections::HashSet;
 use std::fs::{self, DirBuilder, OpenOptions};
@@ -116,6 +123,13 @@ impl Default for PodDirectories {
     }
 }
 
+/// A private copy [`apply`] made: the mount's destination and the copy's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateCopy {
+    pub destination: PathBuf,
+    pub path: PathBuf,
+}
+
 /// Where [`apply`] builds what it needs for one container: private copies in `container`,
 /// pod directories in `pods`, subpath mount points in `subpaths`.
 #[derive(Debug, Clone, Copy)]
@@ -128,15 +142,16 @@ pub struct Places<'a> {
 /// Builds `dirs` (see [`Places`]) and points the spec's mounts at their destinations to them.
 /// A directory whose destination no spec mount has, whose tree is malformed, or whose subpath
 /// cannot be reached without a symlink, is refused. On an error, the subpath mounts already
-/// made stay until [`release_subpaths`].
+/// made stay until [`release_subpaths`]. Returns the private copies made.
 pub fn apply(
     spec: &mut Spec,
     dirs: &[HostDirectory],
     places: Places<'_>,
     pods: &PodDirectories,
-) -> Result<(), EngineError> {
+) -> Result<Vec<PrivateCopy>, EngineError> {
+    let mut copies = Vec::new();
     if dirs.is_empty() {
-        return Ok(());
+        return Ok(copies);
     }
     // A container created again under the same id must not find mount points of before.
     release_subpaths(places.subpaths);
@@ -172,6 +187,10 @@ pub fn apply(
                     .map_err(io_error(format!("create {}", container_dir.display())))?;
                 make_dir(&path, dir.mode).map_err(io_error(what()))?;
                 fill(&path, &dir.entries).map_err(|e| with_context(e, &what()))?;
+                copies.push(PrivateCopy {
+                    destination: dir.destination.clone(),
+                    path: path.clone(),
+                });
                 path
             }
         };
@@ -179,6 +198,125 @@ pub fn apply(
         mount.set_typ(Some("bind".to_owned()));
     }
     spec.set_mounts(Some(mounts));
+    Ok(copies)
+}
+
+/// Brings the private copy at `root` to `dir`'s tree (see the module doc). `dir` is checked
+/// as for [`apply`]; a pod directory is the VM's and is never updated from the host.
+pub fn update(root: &Path, dir: &HostDirectory) -> Result<(), EngineError> {
+    let what = || {
+        format!(
+            "update of the host directory for {}",
+            dir.destination.display()
+        )
+    };
+    check(dir).map_err(|reason| invalid(what(), reason))?;
+    if dir.pod_key.is_some() {
+        return Err(invalid(
+            what(),
+            "a pod directory is not updated from the host",
+        ));
+    }
+    for entry in &dir.entries {
+        bring(root, entry).map_err(|e| with_context((entry.path.clone(), e), &what()))?;
+    }
+    let wanted: HashSet<&Path> = dir.entries.iter().map(|e| e.path.as_path()).collect();
+    remove_unlisted(root, Path::new(""), &wanted).map_err(|e| with_context(e, &what()))?;
+    fs::set_permissions(root, fs::Permissions::from_mode(dir.mode & 0o7777))
+        .map_err(io_error(what()))
+}
+
+/// Makes the entry at `root/entry.path` what `entry` says. Its parents are directories by now
+/// (each listed, and so brought, before it), made by this module.
+fn bring(root: &Path, entry: &Entry) -> io::Result<()> {
+    let path = root.join(&entry.path);
+    let current = match fs::symlink_metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return create(&path, entry),
+        Err(e) => return Err(e),
+    };
+    let mode = |meta: &fs::Metadata| meta.permissions().mode() & 0o7777;
+    match &entry.kind {
+        EntryKind::Directory if current.is_dir() => {
+            if mode(&current) != entry.mode & 0o7777 {
+                fs::set_permissions(&path, fs::Permissions::from_mode(entry.mode & 0o7777))?;
+            }
+            Ok(())
+        }
+        EntryKind::File(content) if current.is_file() => {
+            if mode(&current) == entry.mode & 0o7777 && fs::read(&path)? == *content {
+                return Ok(());
+            }
+            replace(&path, entry)
+        }
+        EntryKind::Symlink(target) if current.file_type().is_symlink() => {
+            if fs::read_link(&path)? == *target {
+                return Ok(());
+            }
+            replace(&path, entry)
+        }
+        EntryKind::Directory => {
+            // Was a file or a link: the directory's entries follow it in the list.
+            fs::remove_file(&path)?;
+            create(&path, entry)
+        }
+        EntryKind::File(_) | EntryKind::Symlink(_) => replace(&path, entry),
+    }
+}
+
+/// Creates `entry` at `path`, which does not exist.
+fn create(path: &Path, entry: &Entry) -> io::Result<()> {
+    match &entry.kind {
+        EntryKind::Directory => make_dir(path, entry.mode),
+        EntryKind::File(content) => write_new(path, content, entry.mode),
+        EntryKind::Symlink(target) => std::os::unix::fs::symlink(target, path),
+    }
+}
+
+/// Replaces what is at `path` by `entry` (a file or a symlink) in one rename: it is made
+/// beside it first. A directory there is removed first (a kind that changed).
+fn replace(path: &Path, entry: &Entry) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let staged = path.with_file_name(format!(".rvm-update.{name}"));
+    remove_any(&staged)?;
+    create(&staged, entry)?;
+    if fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir()) {
+        fs::remove_dir_all(path)?;
+    }
+    fs::rename(&staged, path)
+}
+
+/// Removes a file, symlink or tree at `path` (never following a symlink); nothing there is fine.
+fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes what below `root/relative` is not in `wanted` (whole trees at once).
+fn remove_unlisted(
+    root: &Path,
+    relative: &Path,
+    wanted: &HashSet<&Path>,
+) -> Result<(), (PathBuf, io::Error)> {
+    let dir = root.join(relative);
+    let entries = fs::read_dir(&dir).map_err(|e| (relative.to_owned(), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| (relative.to_owned(), e))?;
+        let path = relative.join(entry.file_name());
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if !wanted.contains(path.as_path()) {
+            remove_any(&root.join(&path)).map_err(|e| (path.clone(), e))?;
+        } else if is_dir {
+            remove_unlisted(root, &path, wanted)?;
+        }
+    }
     Ok(())
 }
 
@@ -325,13 +463,7 @@ pub fn release_subpaths(subpaths: &Path) {
 /// Creates `entries` below `root` (checked by [`check`]), each exclusively.
 fn fill(root: &Path, entries: &[Entry]) -> Result<(), (PathBuf, io::Error)> {
     for entry in entries {
-        let path = root.join(&entry.path);
-        let made = match &entry.kind {
-            EntryKind::Directory => make_dir(&path, entry.mode),
-            EntryKind::File(content) => write_new(&path, content, entry.mode),
-            EntryKind::Symlink(target) => std::os::unix::fs::symlink(target, &path),
-        };
-        made.map_err(|e| (entry.path.clone(), e))?;
+        create(&root.join(&entry.path), entry).map_err(|e| (entry.path.clone(), e))?;
     }
     Ok(())
 }
@@ -443,7 +575,7 @@ mod tests {
         spec: &mut Spec,
         dirs: &[HostDirectory],
         pods: &PodDirectories,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Vec<PrivateCopy>, EngineError> {
         let places = Places {
             container: &root.join(container),
             pods: &root.join("pods"),
@@ -578,6 +710,142 @@ mod tests {
         assert_eq!(fs::metadata(inner).unwrap().mode() & 0o7777, 0o755);
         assert_eq!(mount.options().as_ref().unwrap(), &["rbind", "ro"]);
         assert!(!base.exists());
+    }
+
+    /// The names in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn an_update_brings_a_copy_to_kubelets_next_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = spec_with(&["/etc/config"]);
+        let pods = PodDirectories::new();
+        let copies = apply_in(
+            dir.path(),
+            "c",
+            &mut spec,
+            &[config_map("/etc/config")],
+            &pods,
+        )
+        .unwrap();
+        assert_eq!(copies.len(), 1);
+        assert_eq!(copies[0].destination, Path::new("/etc/config"));
+        let copy = &copies[0].path;
+        assert_eq!(&source_of(&spec), copy);
+        // kubelet's next generation: a new timestamped directory, ..data flipped to it, a key
+        // added, the old directory gone.
+        let next = |game: &str| HostDirectory {
+            destination: "/etc/config".into(),
+            mode: 0o755,
+            entries: vec![
+                Entry {
+                    mode: 0o755,
+                    ..entry("..2026_12_03_12_00_00.2", EntryKind::Directory)
+                },
+                entry(
+                    "..2026_12_03_12_00_00.2/game.properties",
+                    EntryKind::File(game.as_bytes().to_vec()),
+                ),
+                entry(
+                    "..2026_12_03_12_00_00.2/ui.properties",
+                    EntryKind::File(b"color=red\n".to_vec()),
+                ),
+                entry(
+                    "..data",
+                    EntryKind::Symlink("..2026_12_03_12_00_00.2".into()),
+                ),
+                entry(
+                    "game.properties",
+                    EntryKind::Symlink("..data/game.properties".into()),
+                ),
+                entry(
+                    "ui.properties",
+                    EntryKind::Symlink("..data/ui.properties".into()),
+                ),
+            ],
+            ..Default::default()
+        };
+        update(copy, &next("lives=4\n")).unwrap();
+        assert_eq!(
+            fs::read(copy.join("game.properties")).unwrap(),
+            b"lives=4\n"
+        );
+        assert_eq!(
+            fs::read(copy.join("ui.properties")).unwrap(),
+            b"color=red\n"
+        );
+        let expected = [
+            "..2026_12_03_12_00_00.2",
+            "..data",
+            "game.properties",
+            "ui.properties",
+        ];
+        assert_eq!(
+            names(copy),
+            expected,
+            "the old generation and nothing staged left"
+        );
+        assert_eq!(fs::metadata(copy).unwrap().mode() & 0o7777, 0o755);
+        // A file's content changes in place; the same tree again changes nothing.
+        update(copy, &next("lives=5\n")).unwrap();
+        update(copy, &next("lives=5\n")).unwrap();
+        assert_eq!(
+            fs::read(copy.join("game.properties")).unwrap(),
+            b"lives=5\n"
+        );
+        assert_eq!(names(copy), expected);
+        // Kinds that change: a link becomes a directory with a file, a directory a file.
+        let changed = HostDirectory {
+            destination: "/etc/config".into(),
+            mode: 0o755,
+            entries: vec![
+                entry("game.properties", EntryKind::Directory),
+                entry("game.properties/x", EntryKind::File(b"x".to_vec())),
+                entry(
+                    "..2026_12_03_12_00_00.2",
+                    EntryKind::File(b"was a directory".to_vec()),
+                ),
+            ],
+            ..Default::default()
+        };
+        update(copy, &changed).unwrap();
+        assert_eq!(fs::read(copy.join("game.properties/x")).unwrap(), b"x");
+        assert_eq!(
+            fs::read(copy.join("..2026_12_03_12_00_00.2")).unwrap(),
+            b"was a directory"
+        );
+        assert_eq!(names(copy), ["..2026_12_03_12_00_00.2", "game.properties"]);
+    }
+
+    #[test]
+    fn an_update_of_a_pod_directory_or_a_bad_tree_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy");
+        make_dir(&copy, 0o755).unwrap();
+        let pod = HostDirectory {
+            pod_key: Some("k".into()),
+            ..config_map("/cache")
+        };
+        let err = update(&copy, &pod).unwrap_err().to_string();
+        assert!(
+            err.contains("pod directory") && err.contains("/cache"),
+            "{err}"
+        );
+        let bad = HostDirectory {
+            entries: vec![entry("../escape", EntryKind::File(Vec::new()))],
+            ..config_map("/etc/config")
+        };
+        let err = update(&copy, &bad).unwrap_err().to_string();
+        assert!(err.contains("not a relative path"), "{err}");
+        assert!(!dir.path().join("escape").exists());
+        assert!(names(&copy).is_empty());
     }
 
     #[test]

@@ -440,9 +440,9 @@ impl Engine {
         request: &CreateRequest,
         spec: &mut Spec,
         dir: &Path,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Vec<host_dirs::PrivateCopy>, EngineError> {
         if request.directories.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let base = if request.scratch.is_empty() {
             self.config.run_dir.clone()
@@ -507,7 +507,8 @@ impl Engine {
             }
             let _ = fs::remove_dir_all(&dir);
         };
-        self.prepare_directories(&request, &mut spec, &dir)
+        let copies = self
+            .prepare_directories(&request, &mut spec, &dir)
             .inspect_err(|_| unmount_rootfs())?;
         let volume_mounts = self
             .prepare_volumes(&request, &rootfs)
@@ -615,6 +616,7 @@ impl Engine {
             shares_pid_namespace: pid_namespace.is_some(),
             exec_helpers: Mutex::new(Vec::new()),
             returned_files,
+            copies,
             final_files: Mutex::new(Vec::new()),
         });
         self.watch_init(&container, exit);
@@ -979,6 +981,26 @@ impl Engine {
         let resources: LinuxResources = serde_json::from_slice(resources_json)
             .map_err(|e| invalid("OCI LinuxResources", e.to_string()))?;
         Ok(container.cgroup.apply(&resources)?)
+    }
+
+    /// Brings the container's private copy at `dir.destination` to `dir`'s tree.
+    pub fn update_directory(
+        &self,
+        id: &str,
+        dir: &host_dirs::HostDirectory,
+    ) -> Result<(), EngineError> {
+        let container = self.container(id)?;
+        let copy = container
+            .copies
+            .iter()
+            .find(|copy| copy.destination == dir.destination)
+            .ok_or_else(|| {
+                invalid(
+                    format!("host directory for {}", dir.destination.display()),
+                    format!("container {id} has no private copy there"),
+                )
+            })?;
+        host_dirs::update(&copy.path, dir)
     }
 
     pub fn stats(&self, id: &str) -> Result<stats::ContainerStats, EngineError> {

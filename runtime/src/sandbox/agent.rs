@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use rvm_protocol::agent::{
     CloseStdinRequest, ConfigureNetworkRequest, CreateContainerRequest, ExecProcessRequest,
-    ListProcessesRequest, PauseRequest, ProcessInfo, ReadOutputRequest, RemoveContainerRequest,
-    ResizePtyRequest, ResumeRequest, ReturnedFile, ShutdownRequest, SignalProcessRequest,
-    StartContainerRequest, StatsRequest, StatsResponse, UpdateResourcesRequest, WaitProcessRequest,
-    WaitProcessResponse, WriteStdinRequest,
+    HostDirectory, ListProcessesRequest, PauseRequest, ProcessInfo, ReadOutputRequest,
+    RemoveContainerRequest, ResizePtyRequest, ResumeRequest, ReturnedFile, ShutdownRequest,
+    SignalProcessRequest, StartContainerRequest, StatsRequest, StatsResponse,
+    UpdateDirectoryRequest, UpdateResourcesRequest, WaitProcessRequest, WaitProcessResponse,
+    WriteStdinRequest,
 };
 use rvm_protocol::agent_ttrpc::AgentClient;
 use rvm_protocol::client::{connect_agent, handshake};
@@ -467,6 +468,24 @@ impl AgentSession {
             .update_resources(call_ctx(), &request)
             .await
             .map_err(|e| AgentError::rpc("UpdateResources", e))?;
+        Ok(())
+    }
+
+    /// Brings the container's private copy of a host directory to `directory`'s tree.
+    pub async fn update_directory(
+        &self,
+        container_id: &str,
+        directory: HostDirectory,
+    ) -> Result<()> {
+        let request = UpdateDirectoryRequest {
+            container_id: container_id.to_owned(),
+            directory: rvm_protocol::protobuf::MessageField::some(directory),
+            ..Default::default()
+        };
+        self.client
+            .update_directory(call_ctx(), &request)
+            .await
+            .map_err(|e| AgentError::rpc("UpdateDirectory", e))?;
         Ok(())
     }
 
