@@ -540,31 +540,39 @@ mod tests {
         }
     }
 
-    /// kubelet's atomic-writer layout of a configMap with one key.
-    fn config_map(destination: &str) -> HostDirectory {
+    /// kubelet's atomic-writer layout: the generation directory `stamp` holding `keys`,
+    /// `..data` pointing at it, and a link per key through `..data`.
+    fn atomic_layout(
+        destination: &str,
+        mode: u32,
+        stamp: &str,
+        keys: &[(&str, &str)],
+    ) -> HostDirectory {
+        let mut entries = vec![Entry {
+            mode: 0o755,
+            ..entry(stamp, EntryKind::Directory)
+        }];
+        for (key, value) in keys {
+            let content = EntryKind::File(value.as_bytes().to_vec());
+            entries.push(entry(&format!("{stamp}/{key}"), content));
+        }
+        entries.push(entry("..data", EntryKind::Symlink(stamp.into())));
+        for (key, _) in keys {
+            let link = EntryKind::Symlink(format!("..data/{key}").into());
+            entries.push(entry(key, link));
+        }
         HostDirectory {
             destination: destination.into(),
-            mode: 0o1777,
-            entries: vec![
-                Entry {
-                    mode: 0o755,
-                    ..entry("..2026_12_02_10_00_00.1", EntryKind::Directory)
-                },
-                entry(
-                    "..2026_12_02_10_00_00.1/game.properties",
-                    EntryKind::File(b"lives=3\n".to_vec()),
-                ),
-                entry(
-                    "..data",
-                    EntryKind::Symlink("..2026_12_02_10_00_00.1".into()),
-                ),
-                entry(
-                    "game.properties",
-                    EntryKind::Symlink("..data/game.properties".into()),
-                ),
-            ],
+            mode,
+            entries,
             ..Default::default()
         }
+    }
+
+    /// kubelet's atomic-writer layout of a configMap with one key.
+    fn config_map(destination: &str) -> HostDirectory {
+        let keys = [("game.properties", "lives=3\n")];
+        atomic_layout(destination, 0o1777, "..2026_12_02_10_00_00.1", &keys)
     }
 
     /// [`apply`] for container `container`, with every place below `root` (pod directories
@@ -616,21 +624,19 @@ mod tests {
         }
     }
 
+    /// The pod directory of [`pod_dir`] as container "a" gets it whole.
+    fn whole_pod_dir(root: &Path, pods: &PodDirectories) -> PathBuf {
+        let mut whole = spec_with(&["/cache"]);
+        apply_in(root, "a", &mut whole, &[pod_dir("/cache", None)], pods).unwrap();
+        source_of(&whole)
+    }
+
     #[test]
     fn a_subpath_binds_a_directory_inside_the_pod_directory() {
         in_mount_namespace(|| {
             let root = tempfile::tempdir().unwrap();
             let pods = PodDirectories::new();
-            let mut whole = spec_with(&["/cache"]);
-            apply_in(
-                root.path(),
-                "a",
-                &mut whole,
-                &[pod_dir("/cache", None)],
-                &pods,
-            )
-            .unwrap();
-            let shared = source_of(&whole);
+            let shared = whole_pod_dir(root.path(), &pods);
             // The subpath does not exist yet in the guest: it is made, with the volume's mode.
             let mut part = spec_with(&["/work"]);
             let dirs = [pod_dir("/work", Some("sub/dir"))];
@@ -655,17 +661,9 @@ mod tests {
             let outside = root.path().join("outside");
             fs::create_dir(&outside).unwrap();
             let pods = PodDirectories::new();
-            let mut whole = spec_with(&["/cache"]);
-            apply_in(
-                root.path(),
-                "a",
-                &mut whole,
-                &[pod_dir("/cache", None)],
-                &pods,
-            )
-            .unwrap();
+            let shared = whole_pod_dir(root.path(), &pods);
             // A container of the pod put a symlink where the subpath goes.
-            std::os::unix::fs::symlink(&outside, source_of(&whole).join("evil")).unwrap();
+            std::os::unix::fs::symlink(&outside, shared.join("evil")).unwrap();
             for subpath in ["evil", "evil/x"] {
                 let mut spec = spec_with(&["/work"]);
                 let dirs = [pod_dir("/work", Some(subpath))];
@@ -741,36 +739,9 @@ mod tests {
         assert_eq!(&source_of(&spec), copy);
         // kubelet's next generation: a new timestamped directory, ..data flipped to it, a key
         // added, the old directory gone.
-        let next = |game: &str| HostDirectory {
-            destination: "/etc/config".into(),
-            mode: 0o755,
-            entries: vec![
-                Entry {
-                    mode: 0o755,
-                    ..entry("..2026_12_03_12_00_00.2", EntryKind::Directory)
-                },
-                entry(
-                    "..2026_12_03_12_00_00.2/game.properties",
-                    EntryKind::File(game.as_bytes().to_vec()),
-                ),
-                entry(
-                    "..2026_12_03_12_00_00.2/ui.properties",
-                    EntryKind::File(b"color=red\n".to_vec()),
-                ),
-                entry(
-                    "..data",
-                    EntryKind::Symlink("..2026_12_03_12_00_00.2".into()),
-                ),
-                entry(
-                    "game.properties",
-                    EntryKind::Symlink("..data/game.properties".into()),
-                ),
-                entry(
-                    "ui.properties",
-                    EntryKind::Symlink("..data/ui.properties".into()),
-                ),
-            ],
-            ..Default::default()
+        let next = |game: &str| {
+            let keys = [("game.properties", game), ("ui.properties", "color=red\n")];
+            atomic_layout("/etc/config", 0o755, "..2026_12_03_12_00_00.2", &keys)
         };
         update(copy, &next("lives=4\n")).unwrap();
         assert_eq!(
