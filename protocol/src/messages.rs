@@ -94,6 +94,7 @@ agent_requests! {
     ResizePty(ResizePtyRequest),
     Stats(StatsRequest),
     UpdateResources(UpdateResourcesRequest),
+    UpdateDirectory(UpdateDirectoryRequest),
     Shutdown(ShutdownRequest),
 }
 

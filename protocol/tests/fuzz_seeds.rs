@@ -196,8 +196,32 @@ fn sample_requests() -> Vec<AgentRequest> {
             ..Default::default()
         }),
         AgentRequest::UpdateResources(UpdateResourcesRequest {
-            container_id,
+            container_id: container_id.clone(),
             oci_resources_json: br#"{"memory":{"limit":268435456},"cpu":{"quota":50000}}"#.to_vec(),
+            ..Default::default()
+        }),
+        AgentRequest::UpdateDirectory(UpdateDirectoryRequest {
+            container_id,
+            directory: protobuf::MessageField::some(HostDirectory {
+                destination: "/etc/config".into(),
+                mode: 0o755,
+                entries: vec![
+                    HostDirectoryEntry {
+                        path: "..2026_12_03_12_00_00.2".into(),
+                        kind: EntryKind::ENTRY_DIRECTORY.into(),
+                        mode: 0o755,
+                        ..Default::default()
+                    },
+                    HostDirectoryEntry {
+                        path: "..data".into(),
+                        kind: EntryKind::ENTRY_SYMLINK.into(),
+                        content: b"..2026_12_03_12_00_00.2".to_vec(),
+                        ..Default::default()
+                    },
+                ],
+                pod_subpath: "sub/dir".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         AgentRequest::Shutdown(ShutdownRequest::default()),
