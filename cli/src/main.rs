@@ -33,6 +33,8 @@ enum Command {
     Check,
     /// Create and run a new container from an image, in its own microVM.
     Run(commands::run::RunArgs),
+    /// Create a new container from an image without starting it.
+    Create(commands::create::CreateArgs),
     /// List containers.
     Ps(commands::ps::PsArgs),
     /// Fetch the logs of a container.
@@ -43,6 +45,12 @@ enum Command {
     Start(commands::start::StartArgs),
     /// Stop one or more running containers.
     Stop(commands::stop::StopArgs),
+    /// Restart one or more containers.
+    Restart(commands::restart::RestartArgs),
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait(commands::wait::WaitArgs),
+    /// List port mappings or a specific mapping for the container.
+    Port(commands::port::PortArgs),
     /// Kill one or more running containers.
     Kill(commands::kill::KillArgs),
     /// Remove one or more containers.
@@ -108,6 +116,10 @@ fn main() -> ExitCode {
         }
         Command::Check => Ok(check()),
         Command::Run(args) => Ok(code(commands::run::main(&layout, args))),
+        Command::Create(args) => Ok(code(commands::create::main(&layout, args))),
+        Command::Restart(args) => Ok(code(commands::restart::main(&layout, args))),
+        Command::Wait(args) => Ok(code(commands::wait::main(&layout, args))),
+        Command::Port(args) => Ok(code(commands::port::main(&layout, args))),
         Command::Ps(args) => Ok(code(commands::ps::main(&layout, args))),
         Command::Logs(args) => Ok(code(commands::logs::main(&layout, args))),
         Command::Exec(args) => Ok(code(commands::exec::main(&layout, args))),

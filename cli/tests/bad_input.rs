@@ -117,6 +117,40 @@ fn rm_of_a_missing_container_exits_1_in_dockers_words() {
 }
 
 #[test]
+fn create_takes_runs_flags_but_not_detach() {
+    refused(
+        &["create", "--memory", "12q", "busybox"],
+        125,
+        &["--memory", "12q"],
+    );
+    let root = tempfile::tempdir().unwrap();
+    let out = rvm(root.path(), &["create", "-d", "busybox"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).starts_with("error: unexpected argument '-d' found"));
+}
+
+#[test]
+fn wait_restart_port_and_start_a_name_a_missing_container() {
+    for command in [
+        &["wait", "nosuch"][..],
+        &["restart", "nosuch"],
+        &["port", "nosuch"],
+    ] {
+        refused(command, 1, &["No such container: nosuch"]);
+    }
+    refused(
+        &["start", "-a", "nosuch"],
+        125,
+        &["No such container: nosuch"],
+    );
+    refused(
+        &["start", "-a", "one", "two"],
+        125,
+        &["cannot start and attach multiple containers at once"],
+    );
+}
+
+#[test]
 fn volume_commands() {
     if Command::new("mkfs.ext4").arg("-V").output().is_err() {
         eprintln!("skipped: mkfs.ext4 is not installed");

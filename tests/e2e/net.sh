@@ -10,6 +10,8 @@
 #     `ps` shows `0.0.0.0:8080->80/tcp`, `inspect` the address;
 #   - the container pings the bridge gateway, has Docker's /etc/hosts and a /etc/resolv.conf;
 #   - a second container fetches the first one's page by IP;
+#   - `port web` lists the mapping as Docker does, `port web 80/tcp` its host side, `port web 81`
+#     fails;
 #   - `-p 8080` again, and a port a host socket listens on, are refused with exit 125;
 #   - `--network none` has only lo;
 #   - `stop` + `rm` leave no TAP, no nft element and no address allocation; neither does `rm` of a
@@ -65,6 +67,12 @@ short=${web:0:12}
 fetch() { page=$(curl -s --max-time 5 "$1") && [ "$page" = hi ]; }
 until_ok 60 fetch http://localhost:8080/index.html
 check "curl localhost:8080/index.html returns the file" test "${page:-}" = hi
+r port web
+check "port web lists 80/tcp -> 0.0.0.0:8080" test "$status" -eq 0 -a "$out" = "80/tcp -> 0.0.0.0:8080"
+r port web 80/tcp
+check "port web 80/tcp prints the host side" test "$status" -eq 0 -a "$out" = "0.0.0.0:8080"
+r port web 81
+check "port web 81 (not published) fails naming it" eval '[ "$status" -eq 1 ] && [[ "$err" == *"81/tcp"* ]]'
 
 # From outside: a client in its own network namespace, linked to the host by a veth pair.
 outside=rvmout$$

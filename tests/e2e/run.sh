@@ -13,6 +13,8 @@
 #   - `run -d --name x`: `ps` shows it, `logs x` has its output, `exec x hostname` prints its
 #     hostname (the short ID), `stop x` ends it with SIGTERM (exit 0 from its trap, not 137),
 #     `rm x` leaves no process, socket or file behind;
+#   - `create` then `start -a` runs a container attached, `start` again detached, `wait` prints
+#     its exit code; `restart` boots a running container again, its logs kept;
 #   - `kill -9` of a container's VMM: `ps -a` shows it exited, `rm` cleans up;
 #   - `--memory 64m` and a process that keeps allocating (`tail /dev/zero` buffers an endless
 #     line): OOM-killed, exit 137.
@@ -94,6 +96,42 @@ for pid in $vmm_pid $monitor_pid; do
     if [ -e "/proc/$pid" ] && ! grep -q '^[^)]*) Z' "/proc/$pid/stat" 2>/dev/null; then gone=false; fi
 done
 check "rm x leaves no VMM or monitor process" $gone
+
+# --- create, start, wait, restart ---------------------------------------------------------------
+r create --name later busybox sh -c 'echo ran; exit 5'
+check "create prints the container ID" test "$status" -eq 0 -a "${#out}" -eq 64
+r ps -a
+check "ps -a shows the created container as Created" eval '[[ "$out" == *"Created"*" later"* ]]'
+r start -a later
+check "start -a of the created container: its output and exit code 5" test "$status" -eq 5 -a "$out" = ran
+r start later
+check "start of the exited container again" test "$status" -eq 0 -a "$out" = later
+r wait later
+check "wait prints its exit code, 5" test "$status" -eq 0 -a "$out" = 5
+r logs later
+check "logs show both runs" test "$out" = "$(printf 'ran\nran')"
+r rm later
+check "rm of the created container" test "$status" -eq 0
+
+r run -d --name again busybox sh -c 'trap "exit 0" TERM; echo boot; while :; do sleep 1; done'
+until_logs() { # NAME TEXT COUNT: waits until TEXT is COUNT lines of NAME's logs
+    for _ in $(seq 1 150); do
+        r logs "$1"
+        [ "$(grep -cx "$2" <<<"$out")" -ge "$3" ] && return 0
+        sleep 0.2
+    done
+    return 1
+}
+until_logs again boot 1
+r restart -t 5 again
+check "restart" test "$status" -eq 0 -a "$out" = again
+r ps
+check "ps shows it running after restart" eval '[[ "$out" == *"Up "*" again"* ]]'
+check "the restarted container ran again, its logs kept" until_logs again boot 2
+r stop -t 5 again
+r wait again
+check "wait of a stopped container prints its exit code at once" test "$status" -eq 0 -a "$out" = 0
+r rm again
 
 # --- a VMM killed under a running container ------------------------------------------------------
 r run -d --name victim busybox sleep 600

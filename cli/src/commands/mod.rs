@@ -3,6 +3,7 @@
 
 pub mod common;
 pub mod container;
+pub mod create;
 pub mod exec;
 pub mod human;
 pub mod images;
@@ -11,10 +12,12 @@ pub mod kill;
 pub mod load;
 pub mod logs;
 pub mod monitor;
+pub mod port;
 pub mod progress;
 pub mod prune;
 pub mod ps;
 pub mod pull;
+pub mod restart;
 pub mod rm;
 pub mod rmi;
 pub mod run;
@@ -22,6 +25,7 @@ pub mod start;
 pub mod stop;
 pub mod terminal;
 pub mod volume;
+pub mod wait;
 
 use std::process::ExitCode;
 

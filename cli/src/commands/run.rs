@@ -31,15 +31,22 @@ use super::terminal;
 #[derive(Debug, Args)]
 #[command(disable_help_flag = true)]
 pub struct RunArgs {
+    /// Run container in background and print container ID
+    #[arg(short, long)]
+    detach: bool,
+    #[command(flatten)]
+    flags: ContainerFlags,
+}
+
+/// The flags `rvm run` and `rvm create` share: everything that describes the container.
+#[derive(Debug, Args)]
+pub struct ContainerFlags {
     /// Keep STDIN open even if not attached
     #[arg(short, long)]
     interactive: bool,
     /// Allocate a pseudo-TTY
     #[arg(short, long)]
     tty: bool,
-    /// Run container in background and print container ID
-    #[arg(short, long)]
-    detach: bool,
     /// Automatically remove the container when it exits
     #[arg(long)]
     rm: bool,
@@ -102,7 +109,7 @@ pub fn main(layout: &Layout, args: RunArgs) -> i32 {
 }
 
 /// `--network` (bridge by default, as Docker) and the `-p` mappings.
-fn network_options(args: &RunArgs) -> Result<(NetworkMode, Vec<PortMapping>)> {
+fn network_options(args: &ContainerFlags) -> Result<(NetworkMode, Vec<PortMapping>)> {
     let mode = match args.network.as_deref() {
         None | Some("bridge") | Some("default") => NetworkMode::Bridge,
         Some("none") => NetworkMode::None,
@@ -124,7 +131,7 @@ fn network_options(args: &RunArgs) -> Result<(NetworkMode, Vec<PortMapping>)> {
 }
 
 /// Turns the flags into create options, refusing bad ones before anything is created.
-fn create_options(args: &RunArgs) -> Result<CreateOptions> {
+fn create_options(args: &ContainerFlags) -> Result<CreateOptions> {
     let (network, ports) = network_options(args)?;
     if let Some(name) = &args.name {
         id::check_name(name)?;
@@ -184,25 +191,50 @@ fn create_options(args: &RunArgs) -> Result<CreateOptions> {
     })
 }
 
-fn run(layout: &Layout, args: RunArgs) -> Result<i32> {
-    let options = create_options(&args)?;
+/// Creates the container the flags describe (pulling its image when absent), not started;
+/// returns its ID. Shared with `rvm create`.
+pub fn create(layout: &Layout, flags: &ContainerFlags) -> Result<String> {
+    let options = create_options(flags)?;
     let store = Store::open(layout.root()).context("cannot open the image store")?;
     ensure_image(&store, &options.image)?;
     if !options.name.is_empty() {
         container::open(layout)?.check_name_free(&options.name)?;
     }
     common::require_bootable_kvm()?;
-    let config = prepare::create_container(layout, &store, options)?;
+    Ok(prepare::create_container(layout, &store, options)?.id)
+}
+
+fn run(layout: &Layout, args: RunArgs) -> Result<i32> {
+    let id = create(layout, &args.flags)?;
     let containers = container::open(layout)?;
     if args.detach {
-        return run_detached(&containers, &config.id);
+        return run_detached(&containers, &id);
     }
+    let terminal = Terminal {
+        tty: args.flags.tty,
+        interactive: args.flags.interactive,
+    };
+    start_attached(&containers, &id, terminal)
+}
+
+/// What of the caller's terminal an attached container gets.
+#[derive(Debug, Clone, Copy)]
+pub struct Terminal {
+    /// The container has a pseudo-terminal: resizes are relayed, signals are not proxied.
+    pub tty: bool,
+    /// The caller's stdin is relayed (raw mode as well with `tty`).
+    pub interactive: bool,
+}
+
+/// Starts the monitor of container `id` attached to this terminal and relays stdio until the
+/// container ends; returns its exit code. Shared with `rvm start -a`.
+pub fn start_attached(containers: &Containers, id: &str, terminal: Terminal) -> Result<i32> {
     let (ours, theirs) = StdUnixStream::pair().context("cannot create the attach socket")?;
-    container::spawn_monitor(&containers, &config.id, Some(theirs))?;
+    container::spawn_monitor(containers, id, Some(theirs))?;
     ours.set_nonblocking(true)
         .context("cannot set up the attach socket")?;
     let runtime = common::runtime()?;
-    let result = runtime.block_on(attach(&containers, &config.id, ours, &args));
+    let result = runtime.block_on(attach(containers, id, ours, terminal));
     // The stdin reader may be blocked in read(2): do not wait for it.
     runtime.shutdown_background();
     result
@@ -237,7 +269,7 @@ async fn attach(
     containers: &Containers,
     id: &str,
     socket: StdUnixStream,
-    args: &RunArgs,
+    args: Terminal,
 ) -> Result<i32> {
     let stream = UnixStream::from_std(socket).context("cannot use the attach socket")?;
     let (mut read, write) = stream.into_split();

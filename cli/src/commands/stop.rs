@@ -35,7 +35,7 @@ pub fn main(layout: &Layout, args: StopArgs) -> i32 {
     };
     let mut code = 0;
     for name in &args.containers {
-        match runtime.block_on(stop(layout, name, &args)) {
+        match runtime.block_on(stop(layout, name, args.signal.as_deref(), args.time)) {
             Ok(()) => println!("{name}"),
             Err(err) => code = report(&err, EXIT_FAILED),
         }
@@ -43,20 +43,23 @@ pub fn main(layout: &Layout, args: StopArgs) -> i32 {
     code
 }
 
-async fn stop(layout: &Layout, name: &str, args: &StopArgs) -> Result<()> {
+/// Stops container `name`: `signal` (else the image's stop signal, else SIGTERM), SIGKILL after
+/// `grace_seconds`; returns once its monitor is gone. Shared with `rvm restart`.
+pub async fn stop(
+    layout: &Layout,
+    name: &str,
+    signal: Option<&str>,
+    grace_seconds: u64,
+) -> Result<()> {
     let containers = container::open(layout)?;
     let found = container::find(&containers, name)?;
     let id = found.config.id.clone();
     if found.state.status == Status::Running {
-        let signal = match args
-            .signal
-            .as_deref()
-            .or(found.config.stop_signal.as_deref())
-        {
+        let signal = match signal.or(found.config.stop_signal.as_deref()) {
             Some(text) => container::parse_signal(text)?,
             None => 15,
         };
-        stop_running(&containers, &id, signal, Duration::from_secs(args.time)).await?;
+        stop_running(&containers, &id, signal, Duration::from_secs(grace_seconds)).await?;
     }
     if !container::wait_monitor_gone(&containers, &id, MONITOR_EXIT_TIMEOUT)? {
         force_end(&containers, &id)?;

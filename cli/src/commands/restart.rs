@@ -1,0 +1,40 @@
+//! `rvm restart [-t SECONDS] CONTAINER...`: stops each container as `rvm stop` does (its stop
+//! signal, SIGKILL after the grace period) and boots it again as `rvm start` does, its scratch
+//! disk kept.
+
+use clap::Args;
+use rvm_runtime::sandbox::layout::Layout;
+
+use super::common::{self, report, EXIT_FAILED};
+use super::start;
+use super::stop::{self, DEFAULT_GRACE_SECONDS};
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// Seconds to wait before killing the container
+    #[arg(short = 't', long = "time", default_value_t = DEFAULT_GRACE_SECONDS)]
+    time: u64,
+    /// Signal to send to the container
+    #[arg(short, long)]
+    signal: Option<String>,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn main(layout: &Layout, args: RestartArgs) -> i32 {
+    let runtime = match common::runtime() {
+        Ok(runtime) => runtime,
+        Err(err) => return report(&err, EXIT_FAILED),
+    };
+    let mut code = 0;
+    for name in &args.containers {
+        let result = runtime
+            .block_on(stop::stop(layout, name, args.signal.as_deref(), args.time))
+            .and_then(|()| start::start(layout, name));
+        match result {
+            Ok(()) => println!("{name}"),
+            Err(err) => code = report(&err, EXIT_FAILED),
+        }
+    }
+    code
+}
