@@ -14,7 +14,8 @@
 #     hostname (the short ID), `stop x` ends it with SIGTERM (exit 0 from its trap, not 137),
 #     `rm x` leaves no process, socket or file behind;
 #   - `create` then `start -a` runs a container attached, `start` again detached, `wait` prints
-#     its exit code; `restart` boots a running container again, its logs kept;
+#     its exit code; `restart` boots a running container again, its logs kept (`logs -n 1
+#     --since 10m` shows the last line);
 #   - `kill -9` of a container's VMM: `ps -a` shows it exited, `rm` cleans up;
 #   - `--memory 64m` and a process that keeps allocating (`tail /dev/zero` buffers an endless
 #     line): OOM-killed, exit 137.
@@ -128,6 +129,8 @@ check "restart" test "$status" -eq 0 -a "$out" = again
 r ps
 check "ps shows it running after restart" eval '[[ "$out" == *"Up "*" again"* ]]'
 check "the restarted container ran again, its logs kept" until_logs again boot 2
+r logs -n 1 --since 10m again
+check "logs -n 1 --since 10m shows the last line" test "$status" -eq 0 -a "$out" = boot
 r stop -t 5 again
 r wait again
 check "wait of a stopped container prints its exit code at once" test "$status" -eq 0 -a "$out" = 0

@@ -1,5 +1,5 @@
 //! Timestamps as Docker writes them (RFC 3339 with nanoseconds, UTC) and the human durations of
-//! `rvm ps` ("2 minutes ago", "Up 3 seconds").
+//! `rvm ps` ("2 minutes ago", "Up 3 seconds"), and the times `rvm logs --since/--until` take.
 
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +16,36 @@ pub fn format_rfc3339(time: SystemTime) -> String {
 /// Parses what [`format_rfc3339`] wrote.
 pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(text).ok()
+}
+
+/// A point in time as Docker's `--since` and `--until` take it: an RFC 3339 timestamp
+/// (`2026-12-04T03:00:00Z`, `2026-12-04T03:00:00.5Z`), Unix seconds with an optional fraction
+/// (`1764817200`, `1764817200.5`), or a duration before `now` (`10m`, `1h30m`, `90s`).
+pub fn parse_point(text: &str, now: SystemTime) -> Option<SystemTime> {
+    if let Some(time) = parse_rfc3339(text) {
+        return Some(time);
+    }
+    if let Some(seconds) = parse_unix(text) {
+        return SystemTime::UNIX_EPOCH.checked_add(seconds);
+    }
+    let ago = humantime::parse_duration(text).ok()?;
+    now.checked_sub(ago)
+}
+
+/// `1764817200` or `1764817200.123456789`.
+fn parse_unix(text: &str) -> Option<Duration> {
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    let (whole, nanos) = match text.split_once('.') {
+        None => (text, 0),
+        Some((whole, fraction)) if digits(fraction) && fraction.len() <= 9 => {
+            (whole, format!("{fraction:0<9}").parse::<u32>().ok()?)
+        }
+        Some(_) => return None,
+    };
+    if !digits(whole) {
+        return None;
+    }
+    Some(Duration::new(whole.parse().ok()?, nanos))
 }
 
 /// How long ago `text` was, in Docker's words ("Less than a second", "5 seconds", "2 minutes").
@@ -55,6 +85,20 @@ mod tests {
         let text = now_rfc3339();
         assert!(text.ends_with('Z'), "{text}");
         assert!(parse_rfc3339(&text).is_some());
+    }
+
+    #[test]
+    fn points_in_time_as_docker_takes_them() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_817_200);
+        let at = |text| parse_point(text, now);
+        assert_eq!(at("2025-12-04T03:00:00Z"), Some(now));
+        assert_eq!(at("1764817200"), Some(now));
+        assert_eq!(at("1764817200.5"), Some(now + Duration::from_millis(500)));
+        assert_eq!(at("10m"), Some(now - Duration::from_secs(600)));
+        assert_eq!(at("1h30m"), Some(now - Duration::from_secs(5400)));
+        for bad in ["", "yesterday", "12.", ".5", "1.1234567891", "-5", "10q"] {
+            assert_eq!(at(bad), None, "{bad}");
+        }
     }
 
     #[test]
