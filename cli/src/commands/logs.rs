@@ -109,7 +109,10 @@ fn run(layout: &Layout, args: &LogsArgs) -> Result<()> {
         tail: None,
         ..selection
     };
-    while args.follow {
+    if !args.follow {
+        return Ok(());
+    }
+    loop {
         let (entries, next) = log::read_entries(&path, offset)?;
         offset = next;
         show(&window.pick(&entries), args.timestamps)?;
@@ -127,7 +130,6 @@ fn run(layout: &Layout, args: &LogsArgs) -> Result<()> {
         }
         sleep(Duration::from_millis(100));
     }
-    Ok(())
 }
 
 fn show(entries: &[&LogEntry], timestamps: bool) -> Result<()> {
