@@ -51,6 +51,10 @@ enum Command {
     Wait(commands::wait::WaitArgs),
     /// List port mappings or a specific mapping for the container.
     Port(commands::port::PortArgs),
+    /// Display the running processes of a container.
+    Top(commands::top::TopArgs),
+    /// Display a live stream of container(s) resource usage statistics.
+    Stats(commands::stats::StatsArgs),
     /// Kill one or more running containers.
     Kill(commands::kill::KillArgs),
     /// Remove one or more containers.
@@ -120,6 +124,8 @@ fn main() -> ExitCode {
         Command::Restart(args) => Ok(code(commands::restart::main(&layout, args))),
         Command::Wait(args) => Ok(code(commands::wait::main(&layout, args))),
         Command::Port(args) => Ok(code(commands::port::main(&layout, args))),
+        Command::Top(args) => Ok(code(commands::top::main(&layout, args))),
+        Command::Stats(args) => Ok(code(commands::stats::main(&layout, args))),
         Command::Ps(args) => Ok(code(commands::ps::main(&layout, args))),
         Command::Logs(args) => Ok(code(commands::logs::main(&layout, args))),
         Command::Exec(args) => Ok(code(commands::exec::main(&layout, args))),

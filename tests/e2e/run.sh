@@ -11,8 +11,9 @@
 #     `nosuchcmd` exits 127 with Docker's "executable file not found" message;
 #   - -e, -w and -u reach the container;
 #   - `run -d --name x`: `ps` shows it, `logs x` has its output, `exec x hostname` prints its
-#     hostname (the short ID), `stop x` ends it with SIGTERM (exit 0 from its trap, not 137),
-#     `rm x` leaves no process, socket or file behind;
+#     hostname (the short ID), `top x` its processes, `stats --no-stream x` its usage, `stop x`
+#     ends it with SIGTERM (exit 0 from its trap, not 137), `rm x` leaves no process, socket or
+#     file behind;
 #   - `create` then `start -a` runs a container attached, `start` again detached, `wait` prints
 #     its exit code; `restart` boots a running container again, its logs kept (`logs -n 1
 #     --since 10m` shows the last line);
@@ -72,6 +73,13 @@ check "logs x has its output" eval '[[ "$out" == *started* ]]'
 
 r exec x hostname
 check "exec x hostname prints the short ID" test "$status" -eq 0 -a "$out" = "$short"
+
+r top x
+check "top x lists its shell and its sleep" eval '[ "$status" -eq 0 ] && [[ "$out" == "UID"*"PID"*"CMD"*"sh -c"*"sleep 1"* ]]'
+r stats --no-stream x
+row=$(grep " x " <<<"$out")
+check "stats --no-stream x: a row with CPU %, memory against the VM's and pids" \
+    eval '[ "$status" -eq 0 ] && [[ "$out" == "CONTAINER ID"*"PIDS"* ]] && [[ "$row" == "$short"*"%"*"B / "*"iB"*"%"* ]] && [ "$(awk "{print \$NF}" <<<"$row")" -ge 1 ]'
 
 r inspect x
 vmm_pid=$(echo "$out" | sed -n 's/.*"Vmm": \([0-9]*\).*/\1/p' | head -1)

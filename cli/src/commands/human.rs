@@ -11,7 +11,24 @@ pub fn size(bytes: u64) -> String {
         value /= 1000.0;
         unit += 1;
     }
-    let decimals = if unit == 0 || value >= 100.0 {
+    format!("{}{}", significant(value, unit == 0), UNITS[unit])
+}
+
+/// Binary units, three significant digits, as `docker stats` shows memory: `50MiB`, `1.5GiB`.
+pub fn binary_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{}{}", significant(value, unit == 0), UNITS[unit])
+}
+
+/// `value` with three significant digits and no trailing zeros (a whole number of bytes as is).
+fn significant(value: f64, whole: bool) -> String {
+    let decimals = if whole || value >= 100.0 {
         0
     } else if value >= 10.0 {
         1
@@ -19,12 +36,11 @@ pub fn size(bytes: u64) -> String {
         2
     };
     let text = format!("{value:.decimals$}");
-    let text = if text.contains('.') {
+    if text.contains('.') {
         text.trim_end_matches('0').trim_end_matches('.').to_owned()
     } else {
         text
-    };
-    format!("{text}{}", UNITS[unit])
+    }
 }
 
 /// How long ago, in Docker's words: `Less than a second`, `About an hour`, `3 days`.

@@ -22,8 +22,10 @@ pub mod rm;
 pub mod rmi;
 pub mod run;
 pub mod start;
+pub mod stats;
 pub mod stop;
 pub mod terminal;
+pub mod top;
 pub mod volume;
 pub mod wait;
 
