@@ -69,6 +69,8 @@ enum Command {
     Images(commands::images::Args),
     /// Remove one or more images.
     Rmi(commands::rmi::Args),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
+    Tag(commands::tag::Args),
     /// Manage volumes.
     Volume {
         #[command(subcommand)]
@@ -140,6 +142,7 @@ fn main() -> ExitCode {
         Command::Load(args) => commands::load::run(&cli.root, args),
         Command::Images(args) => commands::images::run(&cli.root, args),
         Command::Rmi(args) => commands::rmi::run(&cli.root, args),
+        Command::Tag(args) => commands::tag::run(&cli.root, args),
         Command::System {
             command: SystemCommand::Prune(args),
         } => commands::prune::run(&cli.root, args),

@@ -326,6 +326,46 @@ fn load_both_archive_kinds_then_remove_them() {
     assert!(err.contains("broken.tar"), "{err}");
     assert_eq!(rvm.files("images/blobs/sha256").len(), blobs);
 
+    // tag: a second name by name, a third by image ID; rmi of one name keeps the content.
+    rvm.ok(&["tag", "busybox:1.36", "mine/box:v1"]);
+    rvm.ok(&["tag", short(&busybox.config_digest), "localhost:5000/box"]);
+    let listing = rvm.ok(&["images"]);
+    let tagged: Vec<Vec<String>> = listing
+        .lines()
+        .skip(1)
+        .map(cells)
+        .filter(|row| row[2] == short(&busybox.config_digest))
+        .collect();
+    assert_eq!(tagged.len(), 3, "{listing}");
+    for (source, target, words) in [
+        ("nosuch:1", "x:1", &["No such image: nosuch:1"][..]),
+        (
+            "busybox:1.36",
+            "Bad Name",
+            &["invalid reference format", "Bad Name"],
+        ),
+        (
+            "busybox:1.36",
+            &*format!("box@{}", busybox.config_digest),
+            &["refusing to create a tag with a digest reference"],
+        ),
+    ] {
+        let err = rvm.fails(&["tag", source, target]);
+        for word in words {
+            assert!(err.contains(word), "tag {source} {target}: {err}");
+        }
+    }
+    let out = rvm.ok(&["rmi", "mine/box:v1", "localhost:5000/box"]);
+    assert!(
+        !out.contains("Deleted:"),
+        "the content is still named: {out}"
+    );
+    let listing = rvm.ok(&["images"]);
+    assert!(
+        !listing.contains("mine/box") && listing.contains("busybox"),
+        "{listing}"
+    );
+
     let out = rvm.ok(&["rmi", "busybox:1.36", "rvm-test/three"]);
     assert!(
         out.contains("Untagged: busybox:1.36") && out.contains("Untagged: rvm-test/three:latest"),

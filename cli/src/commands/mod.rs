@@ -24,6 +24,7 @@ pub mod run;
 pub mod start;
 pub mod stats;
 pub mod stop;
+pub mod tag;
 pub mod terminal;
 pub mod top;
 pub mod volume;
