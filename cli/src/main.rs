@@ -55,6 +55,12 @@ enum Command {
     Top(commands::top::TopArgs),
     /// Display a live stream of container(s) resource usage statistics.
     Stats(commands::stats::StatsArgs),
+    /// Pause all processes within one or more containers.
+    Pause(commands::pause::PauseArgs),
+    /// Unpause all processes within one or more containers.
+    Unpause(commands::pause::PauseArgs),
+    /// Rename a container.
+    Rename(commands::rename::RenameArgs),
     /// Kill one or more running containers.
     Kill(commands::kill::KillArgs),
     /// Remove one or more containers.
@@ -128,6 +134,9 @@ fn main() -> ExitCode {
         Command::Port(args) => Ok(code(commands::port::main(&layout, args))),
         Command::Top(args) => Ok(code(commands::top::main(&layout, args))),
         Command::Stats(args) => Ok(code(commands::stats::main(&layout, args))),
+        Command::Pause(args) => Ok(code(commands::pause::main(&layout, args, true))),
+        Command::Unpause(args) => Ok(code(commands::pause::main(&layout, args, false))),
+        Command::Rename(args) => Ok(code(commands::rename::main(&layout, args))),
         Command::Ps(args) => Ok(code(commands::ps::main(&layout, args))),
         Command::Logs(args) => Ok(code(commands::logs::main(&layout, args))),
         Command::Exec(args) => Ok(code(commands::exec::main(&layout, args))),

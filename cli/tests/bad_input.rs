@@ -130,11 +130,14 @@ fn create_takes_runs_flags_but_not_detach() {
 }
 
 #[test]
-fn wait_restart_port_and_start_a_name_a_missing_container() {
+fn container_commands_name_a_missing_container() {
     for command in [
         &["wait", "nosuch"][..],
         &["restart", "nosuch"],
         &["port", "nosuch"],
+        &["pause", "nosuch"],
+        &["unpause", "nosuch"],
+        &["rename", "nosuch", "other"],
     ] {
         refused(command, 1, &["No such container: nosuch"]);
     }
@@ -142,6 +145,11 @@ fn wait_restart_port_and_start_a_name_a_missing_container() {
         &["start", "-a", "nosuch"],
         125,
         &["No such container: nosuch"],
+    );
+    refused(
+        &["rename", "nosuch", "bad/name"],
+        1,
+        &["invalid container name", "bad/name"],
     );
     refused(
         &["start", "-a", "one", "two"],

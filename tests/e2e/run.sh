@@ -11,12 +11,13 @@
 #     `nosuchcmd` exits 127 with Docker's "executable file not found" message;
 #   - -e, -w and -u reach the container;
 #   - `run -d --name x`: `ps` shows it, `logs x` has its output, `exec x hostname` prints its
-#     hostname (the short ID), `top x` its processes, `stats --no-stream x` its usage, `stop x`
-#     ends it with SIGTERM (exit 0 from its trap, not 137), `rm x` leaves no process, socket or
-#     file behind;
+#     hostname (the short ID), `top x` its processes, `stats --no-stream x` its usage, `pause x`
+#     freezes it (ps, inspect, exec refused) until `unpause x`, `stop x` of a paused x thaws it
+#     and ends it with SIGTERM (exit 0 from its trap, not 137), `rm x` leaves no process, socket
+#     or file behind;
 #   - `create` then `start -a` runs a container attached, `start` again detached, `wait` prints
 #     its exit code; `restart` boots a running container again, its logs kept (`logs -n 1
-#     --since 10m` shows the last line);
+#     --since 10m` shows the last line); `rename` gives it a new name;
 #   - `kill -9` of a container's VMM: `ps -a` shows it exited, `rm` cleans up;
 #   - `--memory 64m` and a process that keeps allocating (`tail /dev/zero` buffers an endless
 #     line): OOM-killed, exit 137.
@@ -86,11 +87,27 @@ vmm_pid=$(echo "$out" | sed -n 's/.*"Vmm": \([0-9]*\).*/\1/p' | head -1)
 monitor_pid=$(echo "$out" | sed -n 's/.*"Monitor": \([0-9]*\).*/\1/p' | head -1)
 check "inspect names the VMM and monitor processes" test -n "$vmm_pid" -a -n "$monitor_pid"
 
+r pause x
+check "pause x" test "$status" -eq 0 -a "$out" = x
+r ps
+check "ps shows x paused" eval '[[ "$out" == *"Up "*"(Paused)"*" x"* ]]'
+r inspect x
+check "inspect says Paused" eval '[[ "$out" == *'"'"'"Paused": true'"'"'* ]]'
+r exec x true
+check "exec into a paused container is refused" eval '[ "$status" -ne 0 ] && [[ "$err" == *"is paused"* ]]'
+r pause x
+check "pause of a paused container fails" eval '[ "$status" -eq 1 ] && [[ "$err" == *"already paused"* ]]'
+r unpause x
+check "unpause x" test "$status" -eq 0 -a "$out" = x
+r exec x echo thawed
+check "exec works again after unpause" test "$status" -eq 0 -a "$out" = thawed
+r pause x
+
 r rm x
 check "rm of a running container is refused" test "$status" -eq 1
 
 r stop x
-check "stop x" test "$status" -eq 0
+check "stop x (paused: thawed first)" test "$status" -eq 0
 r ps -a
 check "x exited through its TERM trap (exit 0, not SIGKILL's 137)" eval '[[ "$out" == *"Exited (0)"*" x"* ]]'
 r logs x
@@ -139,10 +156,16 @@ check "ps shows it running after restart" eval '[[ "$out" == *"Up "*" again"* ]]
 check "the restarted container ran again, its logs kept" until_logs again boot 2
 r logs -n 1 --since 10m again
 check "logs -n 1 --since 10m shows the last line" test "$status" -eq 0 -a "$out" = boot
-r stop -t 5 again
-r wait again
+r rename again renamed
+check "rename again renamed" test "$status" -eq 0
+r ps
+check "ps shows the new name" eval '[[ "$out" == *" renamed"* ]] && [[ "$out" != *" again"* ]]'
+r rename renamed renamed
+check "rename to its own name is refused" eval '[ "$status" -eq 1 ] && [[ "$err" == *"same name"* ]]'
+r stop -t 5 renamed
+r wait renamed
 check "wait of a stopped container prints its exit code at once" test "$status" -eq 0 -a "$out" = 0
-r rm again
+r rm renamed
 
 # --- a VMM killed under a running container ------------------------------------------------------
 r run -d --name victim busybox sleep 600

@@ -81,6 +81,7 @@ pub fn reset_for_start(containers: &Containers, id: &str) -> Result<()> {
         state.error = None;
         state.oom_killed = false;
         state.finished_at = None;
+        state.paused = false;
     })?;
     Ok(())
 }

@@ -128,6 +128,12 @@ async fn exec(layout: &Layout, args: &ExecArgs) -> Result<i32, ExecFailure> {
     if found.state.status != Status::Running {
         return Err(anyhow::anyhow!("container {cid} is not running").into());
     }
+    if found.state.is_paused() {
+        return Err(anyhow::anyhow!(
+            "Container {cid} is paused, unpause the container before exec"
+        )
+        .into());
+    }
     let request = ExecProcessRequest {
         container_id: cid.clone(),
         exec_id: id::new_id()?[..16].to_owned(),

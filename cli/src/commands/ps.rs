@@ -101,8 +101,9 @@ pub fn status(c: &Container) -> String {
     let state = &c.state;
     match state.status {
         Status::Running => format!(
-            "Up {}",
-            time::human_since(state.started_at.as_deref().unwrap_or(&c.config.created))
+            "Up {}{}",
+            time::human_since(state.started_at.as_deref().unwrap_or(&c.config.created)),
+            if state.paused { " (Paused)" } else { "" }
         ),
         Status::Exited => format!(
             "Exited ({}) {} ago",

@@ -77,6 +77,15 @@ async fn stop_running(
 ) -> Result<()> {
     match container::connect(containers, id).await {
         Ok(session) => {
+            // A frozen container cannot act on its stop signal: thaw it first, as Docker does.
+            if containers.load(id)?.state.is_paused() {
+                match session.pause(id, false).await {
+                    Ok(()) => {
+                        containers.update(id, |state| state.paused = false)?;
+                    }
+                    Err(err) => tracing::warn!(%err, "cannot unpause the container to stop it"),
+                }
+            }
             if let Err(err) = session.signal(id, "", signal).await {
                 tracing::warn!(%err, "stop signal not delivered");
             }

@@ -88,6 +88,9 @@ pub struct ContainerState {
     pub error: Option<String>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// `rvm pause` froze the container's cgroup (meaningful while it runs).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl ContainerState {
@@ -103,7 +106,13 @@ impl ContainerState {
             error: None,
             started_at: None,
             finished_at: None,
+            paused: false,
         }
+    }
+
+    /// Whether the container runs with its cgroup frozen by `rvm pause`.
+    pub fn is_paused(&self) -> bool {
+        self.status == Status::Running && self.paused
     }
 
     /// Whether a monitor is recorded and still alive.
@@ -293,6 +302,26 @@ impl Containers {
         }
         all.sort_by(|a, b| b.config.created.cmp(&a.config.created));
         Ok(all)
+    }
+
+    /// Gives container `id` the name `name` (checked by the caller), refusing one in use by
+    /// another container; under the store lock, as [`Containers::create`] names containers.
+    pub fn rename(&self, id: &str, name: &str) -> Result<()> {
+        let _lock = self.store_lock()?;
+        let existing = self.load_all_unlocked()?;
+        if let Some(other) = existing
+            .iter()
+            .find(|c| c.config.name == name && c.config.id != id)
+        {
+            return Err(StateError::NameInUse {
+                name: name.to_owned(),
+                id: other.config.id.clone(),
+            });
+        }
+        let path = self.layout.config_path(id);
+        let mut config: ContainerConfig = self.read_json(&path, id)?;
+        config.name = name.to_owned();
+        self.write_json(&path, &config)
     }
 
     /// Refuses `name` when a container already has it (Docker's "Conflict" message).
