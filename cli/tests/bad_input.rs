@@ -66,6 +66,16 @@ fn bad_run_flags_exit_125_naming_the_value() {
         &["Duplicate mount point: /d"],
     );
     refused(
+        &["run", "--cap-add", "NOPE", "busybox"],
+        125,
+        &["--cap-add NOPE", "invalid capability"],
+    );
+    refused(
+        &["run", "--security-opt", "apparmor=unconfined", "busybox"],
+        125,
+        &["--security-opt", "apparmor=unconfined"],
+    );
+    refused(
         &["run", "-v", "data:relative", "busybox"],
         125,
         &["invalid volume specification", "data:relative"],

@@ -5,6 +5,7 @@
 //! [`generated::agent_ttrpc::create_agent`]; the host calls it with an
 //! [`generated::agent_ttrpc::AgentClient`] made by [`client`].
 
+pub mod annotations;
 pub mod client;
 pub mod frame;
 #[doc(hidden)]

@@ -9,7 +9,8 @@
 # --root, then checks, as a Docker user would:
 #   - `rvm run --rm busybox echo hello` prints hello and exits 0; `sh -c 'exit 3'` exits 3;
 #     `nosuchcmd` exits 127 with Docker's "executable file not found" message;
-#   - -e, -w and -u reach the container;
+#   - -e, -w and -u reach the container; --cap-add, --cap-drop and --security-opt
+#     (seccomp=unconfined, no-new-privileges) shape its capabilities and filters;
 #   - `run -d --name x`: `ps` shows it, `logs x` has its output, `exec x hostname` prints its
 #     hostname (the short ID), `top x` its processes, `stats --no-stream x` its usage, `pause x`
 #     freezes it (ps, inspect, exec refused) until `unpause x`, `stop x` of a paused x thaws it
@@ -55,6 +56,11 @@ check "nosuchcmd: Docker's message" grep -q 'executable file not found' "$tmp/er
 
 r run --rm -e GREETING=bonjour -w /tmp -u 1000:1000 busybox sh -c 'echo "$GREETING $(pwd) $(id -u):$(id -g)"'
 check "-e, -w and -u reach the container" test "$status" -eq 0 -a "$out" = "bonjour /tmp 1000:1000"
+
+r run --rm --cap-add NET_ADMIN --cap-drop chown --security-opt seccomp=unconfined \
+    --security-opt no-new-privileges busybox grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status
+check "--cap-add/--cap-drop/--security-opt: Docker's default less CHOWN plus NET_ADMIN, no filter, no new privileges" \
+    test "$(echo $out)" = "CapEff: 00000000a80435fa NoNewPrivs: 1 Seccomp: 0"
 
 # --- a detached container -----------------------------------------------------------------------
 r run -d --name x busybox sh -c 'trap "echo got TERM; exit 0" TERM; echo started; while :; do sleep 1; done'

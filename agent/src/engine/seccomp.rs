@@ -22,7 +22,7 @@ use thiserror::Error;
 use super::seccomp_oci::{self, ProfileError};
 
 /// The annotation that turns seccomp off ("unconfined"), whatever the spec asks for.
-pub const SECCOMP_ANNOTATION: &str = "org.rvm.seccomp";
+pub const SECCOMP_ANNOTATION: &str = rvm_protocol::annotations::SECCOMP;
 
 #[derive(Debug, Error)]
 pub enum SeccompError {

@@ -118,6 +118,9 @@ fn process_json(
         }
     };
     process.set_terminal(Some(args.tty));
+    // An exec has the container's capabilities and no_new_privileges, as Docker's do.
+    process.set_capabilities(base.capabilities().clone());
+    process.set_no_new_privileges(base.no_new_privileges());
     Ok(serde_json::to_vec(&process)?)
 }
 

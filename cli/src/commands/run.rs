@@ -13,6 +13,7 @@ use rvm_runtime::sandbox::attach::{self, Frame};
 use rvm_runtime::sandbox::config::NetworkMode;
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::prepare::{self, CreateOptions, VolumeSpec};
+use rvm_runtime::sandbox::security::{CapabilityName, Security};
 use rvm_runtime::sandbox::spec::RunSpec;
 use rvm_runtime::sandbox::state::{Containers, Status};
 use rvm_runtime::sandbox::units::{self, Cpus};
@@ -89,6 +90,15 @@ pub struct ContainerFlags {
     /// Mount the container's root filesystem as read only
     #[arg(long)]
     read_only: bool,
+    /// Add Linux capabilities (e.g. NET_ADMIN, or ALL)
+    #[arg(long, value_name = "CAPABILITY")]
+    cap_add: Vec<String>,
+    /// Drop Linux capabilities (e.g. NET_RAW, or ALL)
+    #[arg(long, value_name = "CAPABILITY")]
+    cap_drop: Vec<String>,
+    /// Security options: seccomp=unconfined, no-new-privileges[=true|false]
+    #[arg(long, value_name = "OPTION")]
+    security_opt: Vec<String>,
     /// Print help
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -128,6 +138,25 @@ fn network_options(args: &ContainerFlags) -> Result<(NetworkMode, Vec<PortMappin
         }
     }
     Ok((mode, ports))
+}
+
+/// `--cap-add`, `--cap-drop` and `--security-opt`, each bad value named with its flag.
+fn security_options(args: &ContainerFlags) -> Result<Security> {
+    let names = |flag: &str, texts: &[String]| -> Result<Vec<CapabilityName>> {
+        texts
+            .iter()
+            .map(|text| text.parse().with_context(|| format!("{flag} {text}")))
+            .collect()
+    };
+    let mut security = Security {
+        cap_add: names("--cap-add", &args.cap_add)?,
+        cap_drop: names("--cap-drop", &args.cap_drop)?,
+        ..Default::default()
+    };
+    for option in &args.security_opt {
+        security.apply_option(option)?;
+    }
+    Ok(security)
 }
 
 /// Turns the flags into create options, refusing bad ones before anything is created.
@@ -182,6 +211,7 @@ fn create_options(args: &ContainerFlags) -> Result<CreateOptions> {
             tty: args.tty,
             memory,
             cpus,
+            security: security_options(args)?,
         },
         volumes,
         open_stdin: args.interactive,

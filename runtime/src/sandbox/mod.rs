@@ -15,6 +15,7 @@ pub mod log;
 pub mod monitor;
 pub mod prepare;
 pub mod process;
+pub mod security;
 pub mod spec;
 pub mod state;
 pub mod time;

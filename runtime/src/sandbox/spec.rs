@@ -5,14 +5,14 @@
 use std::collections::HashMap;
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilities, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder,
-    PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Process, ProcessBuilder, RootBuilder, Spec,
-    SpecBuilder, UserBuilder,
+    LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType,
+    Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use thiserror::Error;
 
 use super::env;
+use super::security::Security;
 use super::units::{Cpus, CPU_PERIOD};
 use crate::image::ImageConfig;
 
@@ -48,6 +48,8 @@ pub struct RunSpec {
     /// `--memory` in bytes.
     pub memory: Option<u64>,
     pub cpus: Option<Cpus>,
+    /// `--cap-add`, `--cap-drop`, `--security-opt`.
+    pub security: Security,
 }
 
 /// The process arguments: Docker's rules for ENTRYPOINT and CMD.
@@ -117,34 +119,7 @@ pub fn parse_user(text: &str) -> Result<SpecUser, SpecError> {
     }
 }
 
-/// Docker's default capability set.
-pub fn default_capabilities() -> LinuxCapabilities {
-    let set: oci_spec::runtime::Capabilities = [
-        Capability::Chown,
-        Capability::DacOverride,
-        Capability::Fsetid,
-        Capability::Fowner,
-        Capability::Mknod,
-        Capability::NetRaw,
-        Capability::Setgid,
-        Capability::Setuid,
-        Capability::Setfcap,
-        Capability::Setpcap,
-        Capability::NetBindService,
-        Capability::SysChroot,
-        Capability::Kill,
-        Capability::AuditWrite,
-    ]
-    .into_iter()
-    .collect();
-    let mut caps = LinuxCapabilities::default();
-    caps.set_bounding(Some(set.clone()))
-        .set_effective(Some(set.clone()))
-        .set_permitted(Some(set))
-        .set_inheritable(None)
-        .set_ambient(None);
-    caps
-}
+pub use super::security::default_capabilities;
 
 fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, SpecError> {
     MountBuilder::default()
@@ -292,7 +267,9 @@ pub fn build_spec(image: &ImageConfig, run: &RunSpec) -> Result<Spec, SpecError>
         Some(text) => parse_user(text)?,
         None => SpecUser::Ids { uid: 0, gid: 0 },
     };
-    let process = build_process(args, process_env(image, run), &cwd, &user, run.tty)?;
+    let mut process = build_process(args, process_env(image, run), &cwd, &user, run.tty)?;
+    process.set_capabilities(Some(run.security.linux_capabilities()));
+    process.set_no_new_privileges(Some(run.security.no_new_privileges));
 
     let mut resources = LinuxResourcesBuilder::default();
     if let Some(limit) = run.memory {
@@ -347,7 +324,13 @@ pub fn build_spec(image: &ImageConfig, run: &RunSpec) -> Result<Spec, SpecError>
         .build()
         .map_err(build_err)?;
 
-    let annotations: HashMap<String, String> = HashMap::new();
+    let mut annotations: HashMap<String, String> = HashMap::new();
+    if run.security.seccomp_unconfined {
+        annotations.insert(
+            rvm_protocol::annotations::SECCOMP.to_owned(),
+            "unconfined".to_owned(),
+        );
+    }
     SpecBuilder::default()
         .version("1.0.2")
         .root(
@@ -369,6 +352,7 @@ pub fn build_spec(image: &ImageConfig, run: &RunSpec) -> Result<Spec, SpecError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oci_spec::runtime::Capability;
 
     fn image(entrypoint: &[&str], cmd: &[&str]) -> ImageConfig {
         ImageConfig {
