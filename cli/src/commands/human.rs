@@ -1,6 +1,34 @@
-//! Sizes and ages as Docker prints them (`4.26MB`, `2 weeks ago`).
+//! Sizes, ages and tables as Docker prints them (`4.26MB`, `2 weeks ago`, padded columns).
 
 use std::time::Duration;
+
+/// Columns padded to their widest cell plus three spaces, as Docker's tabwriter does.
+pub fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            text.push_str(cell);
+            if i + 1 < N {
+                let pad = widths[i] - cell.chars().count() + 3;
+                text.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
 
 /// Decimal units, three significant digits: `4.26MB`, `512B`.
 pub fn size(bytes: u64) -> String {
@@ -67,6 +95,13 @@ pub fn duration(elapsed: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_pads_columns() {
+        let rows = [["abc".to_owned(), "x".to_owned()]];
+        let text = table(&["ID", "NAME"], &rows);
+        assert_eq!(text, "ID    NAME\nabc   x\n");
+    }
 
     #[test]
     fn sizes_read_like_dockers() {

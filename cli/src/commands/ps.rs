@@ -9,6 +9,7 @@ use rvm_runtime::sandbox::time;
 
 use super::common::{report, EXIT_FAILED};
 use super::container;
+use super::human;
 
 #[derive(Debug, Args)]
 pub struct PsArgs {
@@ -65,7 +66,7 @@ fn run(layout: &Layout, args: &PsArgs) -> Result<()> {
             ]
         })
         .collect();
-    print!("{}", table(&header, &rows));
+    print!("{}", human::table(&header, &rows));
     Ok(())
 }
 
@@ -111,45 +112,5 @@ pub fn status(c: &Container) -> String {
             time::human_since(state.finished_at.as_deref().unwrap_or(&c.config.created))
         ),
         Status::Created => "Created".to_owned(),
-    }
-}
-
-/// Columns padded to their widest cell plus three spaces, as Docker's tabwriter does.
-fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut widths = header.map(|h| h.chars().count());
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let mut text = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            text.push_str(cell);
-            if i + 1 < N {
-                let pad = widths[i] - cell.chars().count() + 3;
-                text.push_str(&" ".repeat(pad));
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_pads_columns() {
-        let rows = [["abc".to_owned(), "x".to_owned()]];
-        let text = table(&["ID", "NAME"], &rows);
-        assert_eq!(text, "ID    NAME\nabc   x\n");
     }
 }

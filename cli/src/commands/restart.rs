@@ -7,16 +7,12 @@ use rvm_runtime::sandbox::layout::Layout;
 
 use super::common::{self, report, EXIT_FAILED};
 use super::start;
-use super::stop::{self, DEFAULT_GRACE_SECONDS};
+use super::stop::{self, StopOptions};
 
 #[derive(Debug, Args)]
 pub struct RestartArgs {
-    /// Seconds to wait before killing the container
-    #[arg(short = 't', long = "time", default_value_t = DEFAULT_GRACE_SECONDS)]
-    time: u64,
-    /// Signal to send to the container
-    #[arg(short, long)]
-    signal: Option<String>,
+    #[command(flatten)]
+    options: StopOptions,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -29,7 +25,7 @@ pub fn main(layout: &Layout, args: RestartArgs) -> i32 {
     let mut code = 0;
     for name in &args.containers {
         let result = runtime
-            .block_on(stop::stop(layout, name, args.signal.as_deref(), args.time))
+            .block_on(stop::stop(layout, name, &args.options))
             .and_then(|()| start::start(layout, name));
         match result {
             Ok(()) => println!("{name}"),

@@ -173,7 +173,7 @@ fn table(
     before: &[(Container, Option<Reading>)],
     after: &[(Container, Option<Reading>)],
 ) -> String {
-    let mut rows = vec![[
+    let header = [
         "CONTAINER ID",
         "NAME",
         "CPU %",
@@ -182,8 +182,8 @@ fn table(
         "NET I/O",
         "BLOCK I/O",
         "PIDS",
-    ]
-    .map(str::to_owned)];
+    ];
+    let mut rows = Vec::new();
     for (found, now) in after {
         let id = found.config.id.chars().take(12).collect::<String>();
         let earlier = before
@@ -193,30 +193,16 @@ fn table(
         rows.push(match (now, earlier) {
             (Some(now), Some(earlier)) => row(id, &found.config.name, earlier, now),
             (Some(now), None) => row(id, &found.config.name, now, now),
-            (None, _) => [
-                id,
-                found.config.name.clone(),
-                "--".into(),
-                "-- / --".into(),
-                "--".into(),
-                "--".into(),
-                "--".into(),
-                "--".into(),
-            ],
+            (None, _) => {
+                let mut row =
+                    ["--", "--", "--", "-- / --", "--", "--", "--", "--"].map(str::to_owned);
+                row[0] = id;
+                row[1] = found.config.name.clone();
+                row
+            }
         });
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        for (column, width) in widths.iter().enumerate() {
-            out.push_str(&format!("{:<width$}   ", row[column]));
-        }
-        out.push_str(&row[7]);
-        out.push('\n');
-    }
-    out
+    human::table(&header, &rows)
 }
 
 fn row(id: String, name: &str, before: &Reading, now: &Reading) -> [String; 8] {

@@ -16,14 +16,21 @@ use super::container::{self, MONITOR_EXIT_TIMEOUT};
 pub const DEFAULT_GRACE_SECONDS: u64 = 10;
 const SIGKILL: u32 = 9;
 
+/// How to stop a container: shared with `rvm restart`.
 #[derive(Debug, Args)]
-pub struct StopArgs {
+pub struct StopOptions {
     /// Seconds to wait before killing the container
     #[arg(short = 't', long = "time", default_value_t = DEFAULT_GRACE_SECONDS)]
-    time: u64,
+    pub time: u64,
     /// Signal to send to the container
     #[arg(short, long)]
-    signal: Option<String>,
+    pub signal: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    #[command(flatten)]
+    options: StopOptions,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -35,7 +42,7 @@ pub fn main(layout: &Layout, args: StopArgs) -> i32 {
     };
     let mut code = 0;
     for name in &args.containers {
-        match runtime.block_on(stop(layout, name, args.signal.as_deref(), args.time)) {
+        match runtime.block_on(stop(layout, name, &args.options)) {
             Ok(()) => println!("{name}"),
             Err(err) => code = report(&err, EXIT_FAILED),
         }
@@ -43,23 +50,22 @@ pub fn main(layout: &Layout, args: StopArgs) -> i32 {
     code
 }
 
-/// Stops container `name`: `signal` (else the image's stop signal, else SIGTERM), SIGKILL after
-/// `grace_seconds`; returns once its monitor is gone. Shared with `rvm restart`.
-pub async fn stop(
-    layout: &Layout,
-    name: &str,
-    signal: Option<&str>,
-    grace_seconds: u64,
-) -> Result<()> {
+/// Stops container `name`: the options' signal (else the image's stop signal, else SIGTERM),
+/// SIGKILL after their grace period; returns once its monitor is gone. Shared with `rvm restart`.
+pub async fn stop(layout: &Layout, name: &str, options: &StopOptions) -> Result<()> {
     let containers = container::open(layout)?;
     let found = container::find(&containers, name)?;
     let id = found.config.id.clone();
     if found.state.status == Status::Running {
-        let signal = match signal.or(found.config.stop_signal.as_deref()) {
+        let signal = match options
+            .signal
+            .as_deref()
+            .or(found.config.stop_signal.as_deref())
+        {
             Some(text) => container::parse_signal(text)?,
             None => 15,
         };
-        stop_running(&containers, &id, signal, Duration::from_secs(grace_seconds)).await?;
+        stop_running(&containers, &id, signal, Duration::from_secs(options.time)).await?;
     }
     if !container::wait_monitor_gone(&containers, &id, MONITOR_EXIT_TIMEOUT)? {
         force_end(&containers, &id)?;

@@ -9,6 +9,7 @@ use rvm_runtime::sandbox::state::Status;
 
 use super::common::{self, report, EXIT_FAILED};
 use super::container;
+use super::human;
 
 #[derive(Debug, Args)]
 pub struct TopArgs {
@@ -39,33 +40,24 @@ async fn top(layout: &Layout, args: &TopArgs) -> Result<String> {
 
 /// `UID PID PPID CMD`, one line per process, in pid order, columns aligned.
 fn table(processes: &[ProcessInfo]) -> String {
-    let mut rows = vec![["UID", "PID", "PPID", "CMD"].map(str::to_owned)];
     let mut sorted: Vec<&ProcessInfo> = processes.iter().collect();
     sorted.sort_by_key(|p| p.pid);
-    for p in sorted {
-        let uid = match p.uid {
-            0 => "root".to_owned(),
-            uid => uid.to_string(),
-        };
-        rows.push([
-            uid,
-            p.pid.to_string(),
-            p.ppid.to_string(),
-            p.command.clone(),
-        ]);
-    }
-    let widths: Vec<usize> = (0..3)
-        .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
+    let rows: Vec<[String; 4]> = sorted
+        .into_iter()
+        .map(|p| {
+            let uid = match p.uid {
+                0 => "root".to_owned(),
+                uid => uid.to_string(),
+            };
+            [
+                uid,
+                p.pid.to_string(),
+                p.ppid.to_string(),
+                p.command.clone(),
+            ]
+        })
         .collect();
-    let mut out = String::new();
-    for row in &rows {
-        for (column, width) in widths.iter().enumerate() {
-            out.push_str(&format!("{:<width$}   ", row[column]));
-        }
-        out.push_str(&row[3]);
-        out.push('\n');
-    }
-    out
+    human::table(&["UID", "PID", "PPID", "CMD"], &rows)
 }
 
 #[cfg(test)]
