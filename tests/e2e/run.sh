@@ -18,7 +18,8 @@
 #     or file behind;
 #   - `create` then `start -a` runs a container attached, `start` again detached, `wait` prints
 #     its exit code; `restart` boots a running container again, its logs kept (`logs -n 1
-#     --since 10m` shows the last line); `rename` gives it a new name;
+#     --since 10m` shows the last line); `rename` gives it a new name; a `--rm` container
+#     is kept across `restart` and removed by `stop`;
 #   - `kill -9` of a container's VMM: `ps -a` shows it exited, `rm` cleans up;
 #   - `--memory 64m` and a process that keeps allocating (`tail /dev/zero` buffers an endless
 #     line): OOM-killed, exit 137.
@@ -172,6 +173,15 @@ r stop -t 5 renamed
 r wait renamed
 check "wait of a stopped container prints its exit code at once" test "$status" -eq 0 -a "$out" = 0
 r rm renamed
+
+r run -d --rm --name ephemeral busybox sleep 600
+r restart -t 1 ephemeral
+check "restart keeps a --rm container" test "$status" -eq 0 -a "$out" = ephemeral
+r ps
+check "the --rm container runs again after restart" eval '[[ "$out" == *"Up "*" ephemeral"* ]]'
+r stop -t 1 ephemeral
+r ps -a
+check "stop then removes it (--rm)" eval '[[ "$out" != *ephemeral* ]]'
 
 # --- a VMM killed under a running container ------------------------------------------------------
 r run -d --name victim busybox sleep 600

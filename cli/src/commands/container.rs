@@ -82,6 +82,7 @@ pub fn reset_for_start(containers: &Containers, id: &str) -> Result<()> {
         state.oom_killed = false;
         state.finished_at = None;
         state.paused = false;
+        state.restarting = false;
     })?;
     Ok(())
 }

@@ -480,8 +480,8 @@ async fn finish_failed(
     Ok(failure.code)
 }
 
-/// Removes the sockets, drops the monitor from the state, deletes everything with `--rm`, and
-/// only then lets the client go: `rvm run` returns once the container is fully cleaned up.
+/// Removes the sockets, drops the monitor from the state, deletes everything with `--rm` (unless
+/// `rvm restart` is at work), and only then lets the client go: `rvm run` returns once the container is fully cleaned up.
 async fn cleanup(
     containers: &Containers,
     config: &ContainerConfig,
@@ -492,7 +492,10 @@ async fn cleanup(
     if let Some(endpoint) = &config.endpoint {
         endpoint::detach(containers.layout().root(), &config.id, endpoint);
     }
-    let result = if config.auto_remove {
+    let restarting = containers
+        .load(&config.id)
+        .is_ok_and(|container| container.state.restarting);
+    let result = if config.auto_remove && !restarting {
         containers
             .remove(&config.id)
             .inspect(|()| tracing::info!("container removed (--rm)"))

@@ -91,6 +91,10 @@ pub struct ContainerState {
     /// `rvm pause` froze the container's cgroup (meaningful while it runs).
     #[serde(default)]
     pub paused: bool,
+    /// `rvm restart` is stopping the container to start it again: the monitor keeps a `--rm`
+    /// container instead of removing it.
+    #[serde(default)]
+    pub restarting: bool,
 }
 
 impl ContainerState {
@@ -107,6 +111,7 @@ impl ContainerState {
             started_at: None,
             finished_at: None,
             paused: false,
+            restarting: false,
         }
     }
 
