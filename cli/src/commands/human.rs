@@ -32,26 +32,23 @@ pub fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String
 
 /// Decimal units, three significant digits: `4.26MB`, `512B`.
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    format!("{}{}", significant(value, unit == 0), UNITS[unit])
+    scaled(bytes, 1000.0, ["B", "kB", "MB", "GB", "TB", "PB"])
 }
 
 /// Binary units, three significant digits, as `docker stats` shows memory: `50MiB`, `1.5GiB`.
 pub fn binary_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    scaled(bytes, 1024.0, ["B", "KiB", "MiB", "GiB", "TiB", "PiB"])
+}
+
+/// `bytes` in the largest of `units` (each `step` times the last) that keeps it at least 1.
+fn scaled(bytes: u64, step: f64, units: [&str; 6]) -> String {
     let mut value = bytes as f64;
     let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
+    while value >= step && unit + 1 < units.len() {
+        value /= step;
         unit += 1;
     }
-    format!("{}{}", significant(value, unit == 0), UNITS[unit])
+    format!("{}{}", significant(value, unit == 0), units[unit])
 }
 
 /// `value` with three significant digits and no trailing zeros (a whole number of bytes as is).
