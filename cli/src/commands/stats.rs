@@ -11,7 +11,7 @@ use anyhow::Result;
 use clap::Args;
 use rvm_protocol::agent::StatsResponse;
 use rvm_runtime::sandbox::layout::Layout;
-use rvm_runtime::sandbox::state::{Container, Status};
+use rvm_runtime::sandbox::state::{Container, Containers, Status};
 
 use super::common::{self, report, EXIT_FAILED};
 use super::container;
@@ -102,10 +102,7 @@ async fn readings(layout: &Layout, args: &StatsArgs) -> Result<Vec<(Container, O
 }
 
 /// One reading of a running container; None when its agent cannot be asked (it is stopping).
-async fn read(
-    containers: &rvm_runtime::sandbox::state::Containers,
-    found: &Container,
-) -> Option<Reading> {
+async fn read(containers: &Containers, found: &Container) -> Option<Reading> {
     let id = &found.config.id;
     let session = container::connect(containers, id).await.ok()?;
     let stats = session.stats(id).await.ok()?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 use rvm_runtime::sandbox::layout::Layout;
-use rvm_runtime::sandbox::state::{Containers, StateError, Status};
+use rvm_runtime::sandbox::state::{Containers, StateError, Status, UNKNOWN_EXIT};
 
 use super::common::{report, EXIT_FAILED};
 use super::container;
@@ -58,5 +58,6 @@ fn exit_code(containers: &Containers, id: &str, name: &str) -> Result<Option<i32
     if state.status != Status::Exited || state.monitor_alive() {
         return Ok(None);
     }
-    Ok(state.exit_code)
+    // An exit whose status was never recorded must not be waited for forever.
+    Ok(Some(state.exit_code.unwrap_or(UNKNOWN_EXIT)))
 }

@@ -481,7 +481,8 @@ async fn finish_failed(
 }
 
 /// Removes the sockets, drops the monitor from the state, deletes everything with `--rm` (unless
-/// `rvm restart` is at work), and only then lets the client go: `rvm run` returns once the container is fully cleaned up.
+/// `rvm restart` is at work), and only then lets the client go: `rvm run` returns once the
+/// container is fully cleaned up.
 async fn cleanup(
     containers: &Containers,
     config: &ContainerConfig,

@@ -154,23 +154,20 @@ impl Security {
 
     /// The process's capabilities: the set bounding, effective and permitted, as Docker's are.
     pub fn linux_capabilities(&self) -> LinuxCapabilities {
-        linux_capabilities(self.capability_set())
+        let set = self.capability_set();
+        let mut caps = LinuxCapabilities::default();
+        caps.set_bounding(Some(set.clone()))
+            .set_effective(Some(set.clone()))
+            .set_permitted(Some(set))
+            .set_inheritable(None)
+            .set_ambient(None);
+        caps
     }
 }
 
 /// Docker's default capabilities as the process object carries them.
 pub fn default_capabilities() -> LinuxCapabilities {
     Security::default().linux_capabilities()
-}
-
-fn linux_capabilities(set: Capabilities) -> LinuxCapabilities {
-    let mut caps = LinuxCapabilities::default();
-    caps.set_bounding(Some(set.clone()))
-        .set_effective(Some(set.clone()))
-        .set_permitted(Some(set))
-        .set_inheritable(None)
-        .set_ambient(None);
-    caps
 }
 
 #[cfg(test)]

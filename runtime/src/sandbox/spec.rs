@@ -119,7 +119,7 @@ pub fn parse_user(text: &str) -> Result<SpecUser, SpecError> {
     }
 }
 
-pub use super::security::default_capabilities;
+use super::security::default_capabilities;
 
 fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, SpecError> {
     MountBuilder::default()
