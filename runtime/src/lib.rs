@@ -4,3 +4,4 @@ pub mod host;
 pub mod image;
 pub mod network;
 pub mod sandbox;
+pub mod vm;

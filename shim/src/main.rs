@@ -14,7 +14,6 @@ mod process;
 mod service;
 mod shim;
 mod sizing;
-mod slots;
 mod stdio;
 mod vm;
 mod volume_updates;

@@ -34,17 +34,15 @@ use crate::pod::{self, Role};
 use crate::process::{timestamp, Process, Status};
 use crate::sizing::{self, HostLimits};
 use crate::stdio::{self, StdioPaths};
-use crate::vm::{Vm, VmRequest, EXIT_UNKNOWN};
+use crate::vm::{self, VmRequest, EXIT_UNKNOWN};
 use crate::volume_updates;
+use rvm_runtime::vm::Vm;
 
 /// How long output may keep draining after a process exited.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Disk slots of a pod's VM: at most this many distinct layers for the pod's containers.
 pub const POD_DISK_SLOTS: u32 = 8;
-
-/// How long a broken agent connection waits for the VMM's end to explain it.
-const VM_END_GRACE: Duration = Duration::from_secs(5);
 
 type TtrpcResult<T> = Result<T, ttrpc::Error>;
 
@@ -201,7 +199,7 @@ impl Service {
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("task {}: {e}", request.id)))?;
         tracing::info!(id = %request.id, memory_mib = size.memory_mib, vcpus = size.vcpus, "VM size");
         let disks = self.layer_disks(request).await?;
-        Vm::boot(
+        vm::boot(
             &self.layout,
             VmRequest {
                 id: &request.id,
@@ -238,7 +236,8 @@ impl Service {
         })?;
         let disks = self.layer_disks(request).await?;
         let vm = sandbox.vm.clone();
-        vm.create_in_pod(
+        vm::create_in_pod(
+            &vm,
             &request.id,
             spec,
             &disks,
@@ -281,7 +280,7 @@ impl Service {
         match self.boot(request, spec, content, disk_slots, netns).await {
             Ok(vm) => Ok((Arc::new(vm), false, kept)),
             Err(err) => {
-                crate::vm::remove_files(&self.layout, &request.id);
+                vm::remove_files(&self.layout, &request.id);
                 Err(err)
             }
         }
@@ -290,7 +289,7 @@ impl Service {
     /// Copies the process's stdio and, when it exits, records the status and publishes TaskExit.
     fn watch_process(&self, container: &Arc<Container>, process: &Arc<Process>) {
         let pumps = stdio::start(
-            &container.vm.session,
+            container.vm.session(),
             &container.id,
             &process.exec_id,
             &process.stdio,
@@ -325,27 +324,17 @@ async fn wait_process(
     pumps: Vec<JoinHandle<()>>,
     events: Arc<Events>,
 ) {
-    let session = &container.vm.session;
-    let (code, oom) = tokio::select! {
-        waited = session.wait_with_files(&container.id, &process.exec_id) => match waited {
-            Ok((status, files)) => {
-                if process.exec_id.is_empty() {
-                    write_back_files(&container, &files);
-                }
-                (u32::try_from(status.code).unwrap_or(EXIT_UNKNOWN), status.oom_killed)
-            }
-            Err(err) => {
-                // The connection usually breaks because the VM went away: then report how.
-                let end = tokio::time::timeout(VM_END_GRACE, container.vm.ended()).await;
-                tracing::warn!(%err, exec = %process.exec_id, vm = ?end, "lost the exit status");
-                (end.map_or(EXIT_UNKNOWN, |end| end.code), false)
-            }
-        },
-        end = container.vm.ended() => {
-            tracing::warn!(reason = %end.reason, exec = %process.exec_id, "the VM ended under the process");
-            (end.code, false)
-        }
-    };
+    let end = container
+        .vm
+        .wait_process(&container.id, &process.exec_id)
+        .await;
+    if let Some(reason) = &end.lost {
+        tracing::warn!(%reason, exec = %process.exec_id, "the process's own exit status is lost");
+    } else if process.exec_id.is_empty() {
+        write_back_files(&container, &end.files);
+    }
+    let code = u32::try_from(end.status.code).unwrap_or(EXIT_UNKNOWN);
+    let oom = end.status.oom_killed;
     for pump in pumps {
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, pump).await;
     }
@@ -469,7 +458,7 @@ impl Task for Service {
         tracing::info!(%id, bundle = %request.bundle, rootfs = ?request.rootfs, "create");
         let spec = read_spec(&request.bundle)?;
         let (vm, in_pod, kept) = self.create_container(&request, spec).await?;
-        let pid = vm.pid;
+        let pid = vm.pid();
         let stdio = stdio_of(
             &request.stdin,
             &request.stdout,
@@ -530,12 +519,12 @@ impl Task for Service {
                 ),
             ));
         }
-        let session = &container.vm.session;
+        let session = &container.vm.session();
         let pid = if request.exec_id.is_empty() {
             let result = session.start(&container.id).await;
             started_or_failed(&process, &container.id, result)?;
             // The task's pid is the VMM's: the guest's pids mean nothing on the host.
-            container.vm.pid
+            container.vm.pid()
         } else {
             let exec = ExecProcessRequest {
                 container_id: container.id.clone(),
@@ -615,10 +604,7 @@ impl Task for Service {
             return Ok(response);
         }
         if container.in_pod {
-            if let Err(err) = container.vm.session.remove(&container.id).await {
-                tracing::warn!(id = %request.id, %err, "the agent did not remove the container");
-            }
-            container.vm.detach_layers(&container.id).await;
+            container.vm.remove_from_pod(&container.id).await;
             let _ = std::fs::remove_dir_all(self.layout.container_dir(&container.id));
         } else {
             container.vm.shutdown().await;
@@ -650,7 +636,7 @@ impl Task for Service {
         let container = self.container(&request.id)?;
         let processes = container
             .vm
-            .session
+            .session()
             .list_processes(&container.id)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
@@ -674,7 +660,7 @@ impl Task for Service {
         let container = self.container(&request.id)?;
         container
             .vm
-            .session
+            .session()
             .pause(&container.id, true)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
@@ -698,7 +684,7 @@ impl Task for Service {
         let container = self.container(&request.id)?;
         container
             .vm
-            .session
+            .session()
             .pause(&container.id, false)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
@@ -757,7 +743,7 @@ impl Task for Service {
         }
         container
             .vm
-            .session
+            .session()
             .signal_processes(&container.id, &request.exec_id, request.signal, request.all)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
@@ -830,7 +816,7 @@ impl Task for Service {
         let columns = u16::try_from(request.width).unwrap_or(u16::MAX);
         container
             .vm
-            .session
+            .session()
             .resize(&container.id, &request.exec_id, rows, columns)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
@@ -868,7 +854,7 @@ impl Task for Service {
             })?;
         container
             .vm
-            .session
+            .session()
             .update_resources(&container.id, &resources)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
@@ -930,7 +916,7 @@ impl Task for Service {
         let container = self.container(&request.id)?;
         let stats = container
             .vm
-            .session
+            .session()
             .stats(&container.id)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
@@ -945,7 +931,7 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         request: api::ConnectRequest,
     ) -> TtrpcResult<api::ConnectResponse> {
-        let task_pid = self.container(&request.id).map(|c| c.vm.pid).unwrap_or(0);
+        let task_pid = self.container(&request.id).map(|c| c.vm.pid()).unwrap_or(0);
         Ok(api::ConnectResponse {
             shim_pid: std::process::id(),
             task_pid,

@@ -1,13 +1,13 @@
-//! A process's stdio through containerd's FIFOs: output read from the agent (ReadStdout,
-//! ReadStderr) is written to the stdout/stderr FIFOs, the stdin FIFO is copied to WriteStdin and
-//! its end becomes CloseStdin.
+//! A process's stdio through containerd's FIFOs: opening them (which waits for containerd's
+//! end) and handing them to the runtime's copy loops (`rvm_runtime::vm::stdio`): the agent's
+//! output streams into the stdout/stderr FIFOs, the stdin FIFO into the process's stdin.
 
 use std::fs::OpenOptions;
 use std::path::PathBuf;
 
 use rvm_runtime::sandbox::agent::AgentSession;
 use rvm_runtime::sandbox::log::Stream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rvm_runtime::vm::stdio::{copy_input, copy_output, Discard, Writer};
 use tokio::task::JoinHandle;
 
 /// The FIFO paths containerd gave for a process; empty means none.
@@ -40,8 +40,8 @@ async fn open_fifo(path: PathBuf, write: bool) -> Option<tokio::fs::File> {
     }
 }
 
-/// Copies one output stream of the process to `path` until the stream ends. Without a path
-/// the output is still read (and dropped) so that the process never blocks on a full pipe.
+/// Copies one output stream of the process to the FIFO at `path` until the stream ends.
+/// Without a path (or a FIFO that cannot be opened) the output is still read, and dropped.
 async fn pump_output(
     session: AgentSession,
     container: String,
@@ -49,57 +49,24 @@ async fn pump_output(
     stream: Stream,
     path: String,
 ) {
-    let mut fifo = if path.is_empty() {
+    let fifo = if path.is_empty() {
         None
     } else {
         open_fifo(PathBuf::from(&path), true).await
     };
-    loop {
-        match session.read(stream, &container, &exec).await {
-            Ok(Some(data)) => {
-                if let Some(file) = fifo.as_mut() {
-                    if let Err(err) = file.write_all(&data).await {
-                        tracing::warn!(fifo = %path, %err, "stdio FIFO closed; output dropped");
-                        fifo = None;
-                    }
-                }
-            }
-            Ok(None) => break,
-            Err(err) => {
-                tracing::warn!(?stream, %err, "output stream ended with an error");
-                break;
-            }
-        }
-    }
-    if let Some(mut file) = fifo {
-        let _ = file.flush().await;
+    match fifo {
+        Some(file) => copy_output(session, container, exec, stream, Writer(file)).await,
+        None => copy_output(session, container, exec, stream, Discard).await,
     }
 }
 
 /// Copies the stdin FIFO to the process; its end closes the process's stdin.
 async fn pump_input(session: AgentSession, container: String, exec: String, path: String) {
-    let Some(mut fifo) = open_fifo(PathBuf::from(&path), false).await else {
-        let _ = session.close_stdin(&container, &exec).await;
-        return;
-    };
-    let mut buffer = vec![0u8; 64 << 10];
-    loop {
-        match fifo.read(&mut buffer).await {
-            Ok(0) => break,
-            Ok(n) => {
-                if let Err(err) = session.write_stdin(&container, &exec, &buffer[..n]).await {
-                    tracing::warn!(%err, "cannot write the process's stdin");
-                    return;
-                }
-            }
-            Err(err) => {
-                tracing::warn!(fifo = %path, %err, "cannot read the stdin FIFO");
-                break;
-            }
+    match open_fifo(PathBuf::from(&path), false).await {
+        Some(fifo) => copy_input(session, container, exec, fifo).await,
+        None => {
+            let _ = session.close_stdin(&container, &exec).await;
         }
-    }
-    if let Err(err) = session.close_stdin(&container, &exec).await {
-        tracing::debug!(%err, "CloseStdin failed (the process may have exited)");
     }
 }
 

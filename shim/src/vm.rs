@@ -1,78 +1,38 @@
-//! The microVM of a task or of a pod: its directory, scratch disk, `rvm-vmm` process and agent
-//! session, built from the same runtime pieces `rvm run` uses; a pod's VM also has disk slots,
-//! which the pod's other containers' layers are attached to through the VMM's API.
+//! A task's VM as the shim asks for it: what containerd's request becomes (a fresh scratch disk,
+//! the layer disks, the pod's network, disk slots for a pod's other containers) and the task's
+//! container created in it. Booting and driving the VM is [`rvm_runtime::vm::Vm`]'s, the same
+//! object `rvm run`'s monitor uses.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use oci_spec::runtime::Spec;
-use rvm_protocol::agent::{CreateContainerRequest, LayerDisk};
-use rvm_runtime::network::podnet::{self, PodInterface, PodNetError, POD_TAP};
-use rvm_runtime::sandbox::agent::{AgentError, AgentSession};
-use rvm_runtime::sandbox::artifacts::{self, ArtifactError};
-use rvm_runtime::sandbox::config::{
-    layer_serial, ContainerConfig, LayerDiskRef, NetworkMode, VmSize, SCRATCH_SERIAL,
-};
+use rvm_runtime::sandbox::config::{layer_serial, VmSize};
 use rvm_runtime::sandbox::disks::{self, DiskError, SCRATCH_SIZE};
 use rvm_runtime::sandbox::layout::Layout;
-use rvm_runtime::sandbox::monitor::{self, SHUTDOWN_GRACE};
-use rvm_runtime::sandbox::vmm::{SpawnError, VmmCommand};
-use sha2::{Digest, Sha256};
+use rvm_runtime::sandbox::state::UNKNOWN_EXIT;
+use rvm_runtime::sandbox::vmm::DiskArg;
+use rvm_runtime::vm::create::layer_disk;
+use rvm_runtime::vm::{LayerImage, NewContainer, Vm, VmError, VmNetwork, VmSpec};
 use thiserror::Error;
-use tokio::sync::{watch, Notify};
 
 use crate::host_files::{self, HostContent};
 use crate::layers::Disk;
 use crate::sizing;
-use crate::slots::{SlotError, Slots};
 
 /// The exit code reported when the real one is lost (the VM ended under the process).
-pub const EXIT_UNKNOWN: u32 = 255;
+pub const EXIT_UNKNOWN: u32 = UNKNOWN_EXIT as u32;
 
 #[derive(Debug, Error)]
-pub enum VmError {
+pub enum TaskVmError {
     #[error(transparent)]
-    Artifacts(#[from] ArtifactError),
+    Vm(#[from] VmError),
     #[error(transparent)]
-    Disk(#[from] DiskError),
-    #[error(transparent)]
-    Spawn(#[from] SpawnError),
-    #[error(transparent)]
-    Agent(#[from] AgentError),
+    Scratch(#[from] DiskError),
     #[error("cannot create {}: {source}", path.display())]
     Dir {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Request(String),
-    #[error(transparent)]
-    Slots(#[from] SlotError),
-    #[error("pod network: {0}")]
-    PodNet(#[from] PodNetError),
-    #[error("attach layer {serial} to disk slot {slot}: {message}")]
-    Attach {
-        slot: u32,
-        serial: String,
-        message: String,
-    },
-}
-
-/// A pod VM's disk slots and the socket of the VMM's API that fills them.
-#[derive(Debug)]
-struct PodDisks {
-    api: PathBuf,
-    slots: Mutex<Slots>,
-}
-
-/// The virtio serial of a layer disk on a slot: derived from its cache key, so a layer shared
-/// by two containers of the pod has one serial (and one slot), and short enough for virtio
-/// (20 bytes).
-pub fn slot_serial(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    let hex: String = digest.iter().take(7).map(|b| format!("{b:02x}")).collect();
-    format!("rvm-s-{hex}")
 }
 
 /// What a task's VM is built from.
@@ -93,384 +53,112 @@ pub struct VmRequest<'a> {
     pub netns: Option<PathBuf>,
 }
 
-/// How the VMM ended: the exit code to report for processes it took down, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmEnd {
-    pub code: u32,
-    pub reason: String,
-}
-
-/// A running VM with its agent.
-#[derive(Debug)]
-pub struct Vm {
-    pub session: AgentSession,
-    /// The host pid of `rvm-vmm`.
-    pub pid: u32,
-    layout: Layout,
-    id: String,
-    ended: watch::Receiver<Option<VmEnd>>,
-    kill: Arc<Notify>,
-    size: VmSize,
-    pod: Option<PodDisks>,
-    /// The pod's network namespace holding the VM's TAP.
-    netns: Option<PathBuf>,
-}
-
-fn create_dir(path: &Path) -> Result<(), VmError> {
-    std::fs::create_dir_all(path).map_err(|source| VmError::Dir {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-impl Vm {
-    /// Boots the VM under `layout` and creates the container in it.
-    pub async fn boot(layout: &Layout, request: VmRequest<'_>) -> Result<Self, VmError> {
-        let id = request.id;
-        let container_dir = layout.container_dir(id);
-        create_dir(&container_dir)?;
-        create_dir(&layout.run_dir(id))?;
-        let scratch = layout.scratch_path(id);
-        let _ = std::fs::remove_file(&scratch);
-        disks::create_ext4(&scratch, SCRATCH_SIZE)?;
-        let size = request.size;
-        let hostname = request.spec.hostname().clone().unwrap_or_default();
-        let config = ContainerConfig {
-            id: id.to_owned(),
-            name: id.to_owned(),
-            image: String::new(),
-            image_id: String::new(),
-            created: String::new(),
-            spec: request.spec,
-            layers: request
-                .layers
-                .iter()
-                .enumerate()
-                .map(|(index, disk)| LayerDiskRef {
-                    path: disk.path.clone(),
-                    diff_id: disk.key.clone(),
-                    serial: layer_serial(index),
-                })
-                .collect(),
-            scratch,
-            volumes: Vec::new(),
-            vm: size,
-            network: NetworkMode::None,
-            endpoint: None,
-            tty: request.terminal,
-            open_stdin: request.stdin,
-            auto_remove: false,
-            stop_signal: None,
-        };
-        let mut command = VmmCommand::for_container(
-            layout,
-            &config,
-            artifacts::find_vmm()?,
-            artifacts::find_guest()?,
-        );
-        let pod = (request.disk_slots > 0).then(|| PodDisks {
-            api: layout.run_dir(id).join("api.sock"),
-            slots: Mutex::new(Slots::new(request.disk_slots)),
+/// Boots the task's VM under `layout` and creates the task's container in it.
+pub async fn boot(layout: &Layout, request: VmRequest<'_>) -> Result<Vm, TaskVmError> {
+    let id = request.id;
+    let scratch = layout.scratch_path(id);
+    let dir = layout.container_dir(id);
+    std::fs::create_dir_all(&dir).map_err(|source| TaskVmError::Dir { path: dir, source })?;
+    let _ = std::fs::remove_file(&scratch);
+    disks::create_ext4(&scratch, SCRATCH_SIZE)?;
+    let network = match request.netns {
+        Some(netns) => VmNetwork::Pod {
+            netns,
+            resolv_conf: content_text(&request.content, "/etc/resolv.conf"),
+            hosts: content_text(&request.content, "/etc/hosts"),
+        },
+        None => VmNetwork::None,
+    };
+    let layer_disks = request
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(index, disk)| DiskArg {
+            path: disk.path.clone(),
+            read_only: true,
+            serial: layer_serial(index),
         });
-        command.disk_slots = request.disk_slots;
-        command.api = pod.as_ref().map(|pod| pod.api.clone());
-        // Joined last before the spawn, so that every earlier failure leaves the namespace as is.
-        let interface = match &request.netns {
-            Some(netns) => Some(join_pod_network(netns).await?),
-            None => None,
-        };
-        command.net = interface
-            .as_ref()
-            .map(|interface| format!("tap={POD_TAP},mac={}", interface.mac));
-        command.netns = request.netns.clone();
-        let _ = std::fs::remove_file(&command.vsock);
-        let vmm_log = container_dir.join("vmm.log");
-        let mut child = match command.spawn(&vmm_log) {
-            Ok(child) => child,
-            Err(err) => {
-                leave_pod_network(request.netns.clone()).await;
-                return Err(err.into());
-            }
-        };
-        let pid = child.id().unwrap_or_default();
-        let (ended_tx, ended) = watch::channel(None);
-        let kill = Arc::new(Notify::new());
-        let console = command.console_log.clone();
-        tokio::spawn({
-            let kill = kill.clone();
-            async move {
-                let status = tokio::select! {
-                    status = child.wait() => status,
-                    () = kill.notified() => {
-                        let _ = child.start_kill();
-                        child.wait().await
-                    }
-                };
-                tracing::info!(?status, "VMM ended");
-                let (code, reason) = monitor::vm_ended(status.ok());
-                let _ = ended_tx.send(Some(VmEnd {
-                    code: u32::try_from(code).unwrap_or(EXIT_UNKNOWN),
-                    reason: format!(
-                        "{reason}; VMM log: {}; console: {}",
-                        monitor::tail(&vmm_log),
-                        monitor::tail(&console)
-                    ),
-                }));
-            }
-        });
-        let vm_ended = ended.clone();
-        let connected = AgentSession::connect(&command.vsock, monitor::agent_timeout(), || {
-            vm_ended.borrow().as_ref().map(|end| end.reason.clone())
+    let spec = VmSpec {
+        id: id.to_owned(),
+        size: request.size,
+        disks: layer_disks
+            .chain(std::iter::once(VmSpec::scratch_disk(scratch)))
+            .collect(),
+        disk_slots: request.disk_slots,
+        network,
+        hostname: request.spec.hostname().clone().unwrap_or_default(),
+    };
+    let vm = Vm::boot(layout, spec, |_| {}).await?;
+    let container = NewContainer {
+        id: id.to_owned(),
+        layers: request
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(index, disk)| layer_disk(&layer_serial(index), &disk.key))
+            .collect(),
+        spec: request.spec,
+        terminal: request.terminal,
+        stdin: request.stdin,
+        files: request.content.files,
+        directories: request.content.directories,
+        ..Default::default()
+    };
+    if let Err(err) = vm.create(&container).await {
+        vm.shutdown().await;
+        return Err(err.into());
+    }
+    Ok(vm)
+}
+
+/// Creates container `id` of the pod in the pod's `vm`, on its layer `disks` (attached to the
+/// VM's free disk slots), with its writes on the pod's scratch disk.
+pub async fn create_in_pod(
+    vm: &Vm,
+    id: &str,
+    spec: &Spec,
+    disks: &[Disk],
+    content: HostContent,
+    terminal: bool,
+    stdin: bool,
+) -> Result<(), VmError> {
+    sizing::warn_if_beyond_vm(id, spec, vm.size());
+    let layers: Vec<LayerImage> = disks
+        .iter()
+        .map(|disk| LayerImage {
+            path: disk.path.clone(),
+            key: disk.key.clone(),
         })
-        .await;
-        let vm = |session| Self {
-            session,
-            pid,
-            layout: layout.clone(),
-            id: id.to_owned(),
-            ended: ended.clone(),
-            kill: kill.clone(),
-            size,
-            pod,
-            netns: request.netns.clone(),
-        };
-        let session = match connected {
-            Ok(session) => session,
-            Err(err) => {
-                kill.notify_one();
-                leave_pod_network(request.netns.clone()).await;
-                return Err(err.into());
-            }
-        };
-        let vm = vm(session);
-        let configured = match &interface {
-            Some(interface) => {
-                let network = interface.configure_request(
-                    &hostname,
-                    host_files::content_at(&request.content.files, "/etc/resolv.conf"),
-                    host_files::content_at(&request.content.files, "/etc/hosts"),
-                );
-                vm.session
-                    .configure_network(&network)
-                    .await
-                    .map_err(VmError::from)
-            }
-            None => Ok(()),
-        };
-        let create =
-            configured.and_then(|()| monitor::create_request(&config).map_err(VmError::Request));
-        let created = match create {
-            Ok(mut create) => {
-                create.files = request.content.files;
-                create.directories = request.content.directories;
-                vm.session.create(&create).await.map_err(VmError::from)
-            }
-            Err(err) => Err(err),
-        };
-        if let Err(err) = created {
-            vm.shutdown().await;
-            return Err(err);
-        }
-        Ok(vm)
-    }
-
-    /// Creates container `id` of the pod in this (the pod's) VM: attaches its layer `disks` to
-    /// free slots (sharing those already attached) and asks the agent to create it on them,
-    /// with its writes on the pod's scratch disk. Undone on failure.
-    pub async fn create_in_pod(
-        &self,
-        id: &str,
-        spec: &Spec,
-        disks: &[Disk],
-        content: HostContent,
-        terminal: bool,
-        stdin: bool,
-    ) -> Result<(), VmError> {
-        sizing::warn_if_beyond_vm(id, spec, self.size);
-        let serials: Vec<String> = disks.iter().map(|disk| slot_serial(&disk.key)).collect();
-        let spec_json = serde_json::to_vec(spec)
-            .map_err(|e| VmError::Request(format!("cannot serialize the OCI spec of {id}: {e}")))?;
-        let request = CreateContainerRequest {
-            container_id: id.to_owned(),
-            sandbox_id: self.id.clone(),
-            oci_spec_json: spec_json,
-            layers: disks
-                .iter()
-                .zip(&serials)
-                .map(|(disk, serial)| LayerDisk {
-                    serial: serial.clone(),
-                    diff_id: disk.key.clone(),
-                    ..Default::default()
-                })
-                .collect(),
-            scratch_disk_serial: SCRATCH_SERIAL.to_owned(),
-            terminal,
-            stdin,
-            files: content.files,
-            directories: content.directories,
-            sandbox_namespaces: crate::pod::sandbox_namespaces(spec),
-            ..Default::default()
-        };
-        let attached = self.attach_layers(id, disks, &serials).await;
-        let created = match attached {
-            Ok(()) => self.session.create(&request).await.map_err(VmError::from),
-            Err(err) => Err(err),
-        };
-        if created.is_err() {
-            self.detach_layers(id).await;
-        }
-        created
-    }
-
-    /// Reserves slots for `container`'s layers and attaches those not attached yet.
-    async fn attach_layers(
-        &self,
-        container: &str,
-        disks: &[Disk],
-        serials: &[String],
-    ) -> Result<(), VmError> {
-        let pod = self
-            .pod
-            .as_ref()
-            .ok_or_else(|| VmError::Request(format!("the VM of {} has no disk slots", self.id)))?;
-        let attach = lock(&pod.slots).reserve(container, serials)?;
-        for new in attach {
-            let Some(disk) = serials
-                .iter()
-                .position(|serial| *serial == new.serial)
-                .and_then(|index| disks.get(index))
-            else {
-                continue;
-            };
-            let api = pod.api.clone();
-            let path = disk.path.clone();
-            let serial = new.serial.clone();
-            let slot = new.slot;
-            let attached =
-                tokio::task::spawn_blocking(move || attach_image(&api, slot, &serial, &path))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|result| result);
-            let sectors = attached.map_err(|message| VmError::Attach {
-                slot: new.slot,
-                serial: new.serial.clone(),
-                message,
-            })?;
-            tracing::info!(container, slot = new.slot, serial = %new.serial, sectors, "layer attached");
-        }
-        Ok(())
-    }
-
-    /// Forgets `container`'s slots and detaches those no other container uses (after the agent
-    /// removed the container and unmounted its layers). Failures are logged.
-    pub async fn detach_layers(&self, container: &str) {
-        let Some(pod) = &self.pod else { return };
-        let freed = lock(&pod.slots).release(container);
-        for slot in freed {
-            let api = pod.api.clone();
-            let detached =
-                tokio::task::spawn_blocking(move || rvm_vmm::api::client::detach(&api, slot)).await;
-            match detached {
-                Ok(Ok(())) => tracing::info!(container, slot, "disk slot emptied"),
-                Ok(Err(err)) => tracing::warn!(container, slot, %err, "disk slot not emptied"),
-                Err(err) => tracing::warn!(container, slot, %err, "disk slot not emptied"),
-            }
-        }
-    }
-
-    /// Waits until the VMM has ended; says how.
-    pub async fn ended(&self) -> VmEnd {
-        let mut ended = self.ended.clone();
-        loop {
-            if let Some(end) = ended.borrow_and_update().clone() {
-                return end;
-            }
-            if ended.changed().await.is_err() {
-                return VmEnd {
-                    code: EXIT_UNKNOWN,
-                    reason: "the VMM watcher is gone".to_owned(),
-                };
-            }
-        }
-    }
-
-    fn has_ended(&self) -> bool {
-        self.ended.borrow().is_some()
-    }
-
-    /// Asks the agent to end the VM, kills the VMM after the grace period, and removes the
-    /// VM's files (scratch disk, sockets, logs).
-    pub async fn shutdown(&self) {
-        if !self.has_ended() {
-            if let Err(err) = self.session.shutdown().await {
-                tracing::warn!(%err, "Shutdown call failed; the VMM will be killed");
-            }
-            if tokio::time::timeout(SHUTDOWN_GRACE, self.ended())
-                .await
-                .is_err()
-            {
-                tracing::warn!("VMM did not end after shutdown; killing it");
-                self.kill.notify_one();
-                let _ = tokio::time::timeout(Duration::from_secs(10), self.ended()).await;
-            }
-        }
-        leave_pod_network(self.netns.clone()).await;
-        remove_files(&self.layout, &self.id);
-    }
+        .collect();
+    let container = NewContainer {
+        id: id.to_owned(),
+        spec: spec.clone(),
+        terminal,
+        stdin,
+        files: content.files,
+        directories: content.directories,
+        sandbox_namespaces: crate::pod::sandbox_namespaces(spec),
+        ..Default::default()
+    };
+    vm.create_in_pod(container, &layers).await
 }
 
-/// Joins the pod's namespace `netns` to a new TAP (blocking netlink work, off the runtime).
-async fn join_pod_network(netns: &Path) -> Result<PodInterface, VmError> {
-    let path = netns.to_owned();
-    tokio::task::spawn_blocking(move || podnet::connect(&path))
-        .await
-        .map_err(|e| VmError::Request(format!("pod network setup panicked: {e}")))?
-        .map_err(VmError::from)
-}
-
-/// Undoes [`join_pod_network`]; the namespace may be gone already.
-async fn leave_pod_network(netns: Option<PathBuf>) {
-    if let Some(netns) = netns {
-        let _ = tokio::task::spawn_blocking(move || podnet::disconnect(&netns)).await;
-    }
-}
-
-fn lock(slots: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
-    slots
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Opens layer disk `path` read-only and attaches it to `slot` of the VMM at `api`; returns
-/// its size in sectors.
-fn attach_image(api: &Path, slot: u32, serial: &str, path: &Path) -> Result<u64, String> {
-    let image = std::fs::File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
-    rvm_vmm::api::Client::connect(api)
-        .and_then(|mut client| client.attach(slot, serial, &image))
-        .map_err(|e| e.to_string())
+/// The text of the host file the spec binds at `destination`, if it sends one.
+fn content_text(content: &HostContent, destination: &str) -> Option<String> {
+    host_files::content_at(&content.files, destination).map(str::to_owned)
 }
 
 /// Removes the VM's directories (after the VMM has ended, or for a shim that died).
 pub fn remove_files(layout: &Layout, id: &str) {
     for dir in [layout.run_dir(id), layout.container_dir(id)] {
-        if let Err(err) = std::fs::remove_dir_all(&dir) {
-            if err.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %dir.display(), %err, "cannot remove the VM's files");
-            }
-        }
+        remove_dir(&dir);
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slot_serials_fit_virtio_and_follow_the_layer() {
-        let a = slot_serial("0123456789abcdef0123456789abcdef");
-        assert_eq!(a.len(), 20, "{a}");
-        assert_eq!(a, slot_serial("0123456789abcdef0123456789abcdef"));
-        assert_ne!(a, slot_serial("other"));
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+fn remove_dir(dir: &Path) {
+    if let Err(err) = std::fs::remove_dir_all(dir) {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), %err, "cannot remove the VM's files");
+        }
     }
 }

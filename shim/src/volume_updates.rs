@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::host_files::{self, WatchedDirectory};
-use crate::vm::Vm;
+use rvm_runtime::vm::Vm;
 
 /// How often the volumes' `..data` links are read.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -61,7 +61,7 @@ impl Followed {
         let sent = match host_files::changed(&self.watched) {
             Ok(None) => return,
             Ok(Some((directory, generation))) => vm
-                .session
+                .session()
                 .update_directory(id, directory)
                 .await
                 .map(|()| generation)

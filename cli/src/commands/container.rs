@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rvm_runtime::sandbox::agent::AgentSession;
 use rvm_runtime::sandbox::layout::Layout;
-use rvm_runtime::sandbox::monitor;
 use rvm_runtime::sandbox::process::ProcessId;
 use rvm_runtime::sandbox::state::{Container, Containers, StateError, Status};
+use rvm_runtime::vm;
 
 /// How often state files are polled while waiting.
 const POLL: Duration = Duration::from_millis(50);
@@ -104,7 +104,7 @@ pub enum Started {
 
 /// Waits until the monitor reports the container running, failed or exited.
 pub fn wait_started(containers: &Containers, id: &str) -> Result<Started> {
-    let timeout = monitor::agent_timeout() + Duration::from_secs(30);
+    let timeout = vm::agent_timeout() + Duration::from_secs(30);
     let deadline = Instant::now() + timeout;
     loop {
         let state = containers.load(id)?.state;

@@ -12,7 +12,7 @@ use rvm_runtime::sandbox::log::Stream;
 use rvm_runtime::sandbox::spec::{self, SpecUser};
 use rvm_runtime::sandbox::state::Status;
 use rvm_runtime::sandbox::{env, id};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use rvm_runtime::vm::stdio::{self, Writer};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::common::{self, report, EXIT_FAILED};
@@ -176,23 +176,28 @@ async fn exec(layout: &Layout, args: &ExecArgs) -> Result<i32, ExecFailure> {
         ));
     }
     let pumps = [
-        tokio::spawn(copy_out(
-            session.clone(),
-            cid.clone(),
-            exec_id.clone(),
+        stdio::spawn_output(
+            &session,
+            &cid,
+            &exec_id,
             Stream::Stdout,
-            tokio::io::stdout(),
-        )),
-        tokio::spawn(copy_out(
-            session.clone(),
-            cid.clone(),
-            exec_id.clone(),
+            Writer(tokio::io::stdout()),
+        ),
+        stdio::spawn_output(
+            &session,
+            &cid,
+            &exec_id,
             Stream::Stderr,
-            tokio::io::stderr(),
-        )),
+            Writer(tokio::io::stderr()),
+        ),
     ];
     if args.interactive {
-        tokio::spawn(copy_in(session.clone(), cid.clone(), exec_id.clone()));
+        tokio::spawn(stdio::copy_input(
+            session.clone(),
+            cid.clone(),
+            exec_id.clone(),
+            tokio::io::stdin(),
+        ));
     }
     let status = session.wait(&cid, &exec_id).await?;
     for pump in pumps {
@@ -200,21 +205,6 @@ async fn exec(layout: &Layout, args: &ExecArgs) -> Result<i32, ExecFailure> {
     }
     drop(raw);
     Ok(status.code)
-}
-
-async fn copy_out(
-    session: AgentSession,
-    cid: String,
-    exec_id: String,
-    stream: Stream,
-    mut out: impl AsyncWrite + Unpin,
-) {
-    while let Ok(Some(data)) = session.read(stream, &cid, &exec_id).await {
-        if out.write_all(&data).await.is_err() {
-            return;
-        }
-        let _ = out.flush().await;
-    }
 }
 
 /// Follows the terminal's size (SIGWINCH) on the exec's pty.
@@ -226,28 +216,6 @@ async fn forward_resizes(session: AgentSession, cid: String, exec_id: String) {
         if let Some((rows, columns)) = terminal::size() {
             if session.resize(&cid, &exec_id, rows, columns).await.is_err() {
                 return;
-            }
-        }
-    }
-}
-
-async fn copy_in(session: AgentSession, cid: String, exec_id: String) {
-    let mut stdin = tokio::io::stdin();
-    let mut buffer = vec![0u8; 32 << 10];
-    loop {
-        match stdin.read(&mut buffer).await {
-            Ok(0) | Err(_) => {
-                let _ = session.close_stdin(&cid, &exec_id).await;
-                return;
-            }
-            Ok(n) => {
-                if session
-                    .write_stdin(&cid, &exec_id, &buffer[..n])
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
             }
         }
     }

@@ -1,39 +1,32 @@
-//! The per-container monitor (as conmon is for podman): owns the VMM child, the agent session,
-//! the container's stdio (relayed to an attached `rvm run` and written to the json-file log),
-//! records the state and exit status, shuts the VM down and cleans up (`--rm`).
+//! The per-container monitor (as conmon is for podman): boots the container's VM (a
+//! [`crate::vm::Vm`], the VM object the shim uses too), owns the container's stdio (relayed to an
+//! attached `rvm run` and written to the json-file log), records the state and exit status, shuts
+//! the VM down and cleans up (`--rm`).
 //!
 //! It runs in a process of its own, detached from the terminal, so that `rvm` stays a plain
 //! command and containers outlive it; `rvm run` talks to it over the attach socket.
 
-use std::fs::{self, File};
-use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
-use std::process::ExitStatus as ProcessExit;
+use std::fs;
+use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rvm_protocol::agent::{CreateContainerRequest, LayerDisk, VolumeDisk};
 use thiserror::Error;
 use tokio::net::UnixStream;
-use tokio::process::Child;
 use tokio::sync::mpsc;
 
-use super::agent::{AgentError, AgentSession, ExitStatus, Started, EXIT_RUNTIME_ERROR};
-use super::artifacts::{self, ArtifactError};
+use super::agent::{AgentSession, ExitStatus, Started};
 use super::attach::{self, Frame};
-use super::config::{ContainerConfig, SCRATCH_SERIAL};
+use super::config::ContainerConfig;
 use super::log::{LogWriter, Stream};
 use super::process::ProcessId;
-use super::state::{Containers, StateError, Status, UNKNOWN_EXIT};
+use super::state::{Containers, StateError, Status};
 use super::time;
-use super::vmm::VmmCommand;
-use crate::network::endpoint;
+use super::vmm::DiskArg;
+use crate::vm::create::{layer_disk, volume_disk};
+use crate::vm::stdio::{self, OutputSink};
+use crate::vm::{NewContainer, Vm, VmError, VmNetwork, VmSpec};
 
-/// How long the guest may take to boot to a listening agent, unless `RVM_AGENT_TIMEOUT` says.
-pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long the VM may take to end after the agent was asked to shut it down.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long output may keep draining after the process exited.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -47,15 +40,6 @@ pub enum MonitorError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-}
-
-/// The agent-boot timeout from `RVM_AGENT_TIMEOUT` (seconds), else the default.
-pub fn agent_timeout() -> Duration {
-    std::env::var("RVM_AGENT_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_AGENT_TIMEOUT)
 }
 
 /// Sends frames to the attached client, if any; a client that went away is ignored.
@@ -77,19 +61,34 @@ struct StartFailure {
     message: String,
 }
 
-impl StartFailure {
-    fn runtime(message: impl Into<String>) -> Self {
-        Self {
-            code: EXIT_RUNTIME_ERROR,
-            message: message.into(),
-        }
-    }
-
-    fn agent(error: &AgentError) -> Self {
+impl From<VmError> for StartFailure {
+    fn from(error: VmError) -> Self {
         Self {
             code: error.exit_code(),
-            message: error.agent_message(),
+            message: error.user_message(),
         }
+    }
+}
+
+/// One output stream of the container: into the json-file log and to the attached client.
+struct LogSink {
+    stream: Stream,
+    log: Arc<Mutex<LogWriter>>,
+    outbox: Outbox,
+}
+
+impl OutputSink for LogSink {
+    async fn write(&mut self, data: Vec<u8>) -> io::Result<()> {
+        if let Ok(mut log) = self.log.lock() {
+            if let Err(err) = log.write(self.stream, &data) {
+                tracing::warn!(%err, "cannot write the container log");
+            }
+        }
+        self.outbox.send(match self.stream {
+            Stream::Stdout => Frame::Stdout(data),
+            Stream::Stderr => Frame::Stderr(data),
+        });
+        Ok(())
     }
 }
 
@@ -124,38 +123,18 @@ pub async fn run(
         },
     )?));
 
-    if let Err(failure) = attach_network(containers, &config).await {
-        return finish_failed(containers, &config, failure, outbox, None, writer).await;
-    }
-    let mut vmm = match spawn_vmm(containers, &config) {
-        Ok(child) => child,
-        Err(failure) => {
-            return finish_failed(containers, &config, failure, outbox, None, writer).await;
-        }
+    let recorded_vmm = |pid| {
+        let _ = containers.update(id, |state| state.vmm = ProcessId::of(pid));
     };
-    let session = match boot(&layout.vsock_path(id), &mut vmm, &config, containers).await {
-        Ok(session) => session,
-        Err(failure) => {
-            return finish_failed(containers, &config, failure, outbox, Some(vmm), writer).await;
-        }
+    let vm = match Vm::boot(&layout, vm_spec(&config), recorded_vmm).await {
+        Ok(vm) => vm,
+        Err(err) => return finish_failed(containers, &config, err.into(), outbox, writer).await,
     };
-    let guest_pid = match session.start(id).await {
-        Ok(Started {
-            failure: Some(failure),
-            ..
-        }) => {
-            let failure = StartFailure {
-                code: failure.code,
-                message: failure.message,
-            };
-            shutdown_vm(&session, &mut vmm).await;
-            return finish_failed(containers, &config, failure, outbox, Some(vmm), writer).await;
-        }
-        Ok(started) => started.pid,
-        Err(error) => {
-            let failure = StartFailure::agent(&error);
-            shutdown_vm(&session, &mut vmm).await;
-            return finish_failed(containers, &config, failure, outbox, Some(vmm), writer).await;
+    let guest_pid = match create_and_start(&vm, &config).await {
+        Ok(pid) => pid,
+        Err(failure) => {
+            vm.shutdown().await;
+            return finish_failed(containers, &config, failure, outbox, writer).await;
         }
     };
     containers.update(id, |state| {
@@ -165,29 +144,20 @@ pub async fn run(
     })?;
     tracing::info!(guest_pid, "container started");
 
+    let session = vm.session();
     let pumps = [Stream::Stdout, Stream::Stderr].map(|stream| {
-        tokio::spawn(pump_output(
-            session.clone(),
-            id.to_owned(),
+        let sink = LogSink {
             stream,
-            log.clone(),
-            outbox.clone(),
-        ))
+            log: log.clone(),
+            outbox: outbox.clone(),
+        };
+        stdio::spawn_output(session, id, "", stream, sink)
     });
     if let Some(input) = attach_in {
         tokio::spawn(pump_input(session.clone(), id.to_owned(), input));
     }
 
-    let (status, error) = tokio::select! {
-        waited = session.wait(id, "") => match waited {
-            Ok(status) => (status, None),
-            Err(err) => (ExitStatus { code: UNKNOWN_EXIT, oom_killed: false }, Some(format!("lost the container's exit status: {err}"))),
-        },
-        exited = vmm.wait() => {
-            let (code, reason) = vm_ended(exited.ok());
-            (ExitStatus { code, oom_killed: false }, Some(reason))
-        }
-    };
+    let end = vm.wait_process(id, "").await;
     for pump in pumps {
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, pump).await;
     }
@@ -195,23 +165,86 @@ pub async fn run(
         let _ = log.flush_partial(Stream::Stdout);
         let _ = log.flush_partial(Stream::Stderr);
     }
+    let ExitStatus { code, oom_killed } = end.status;
     containers.update(id, |state| {
         state.status = Status::Exited;
-        state.exit_code = Some(status.code);
-        state.oom_killed = status.oom_killed;
-        state.error = error.clone();
+        state.exit_code = Some(code);
+        state.oom_killed = oom_killed;
+        state.error = end.lost.clone();
         state.finished_at = Some(time::now_rfc3339());
     })?;
-    tracing::info!(
-        code = status.code,
-        oom = status.oom_killed,
-        ?error,
-        "container exited"
-    );
-    outbox.send(Frame::Exit(status.code));
-    shutdown_vm(&session, &mut vmm).await;
+    tracing::info!(code, oom = oom_killed, lost = ?end.lost, "container exited");
+    outbox.send(Frame::Exit(code));
+    vm.shutdown().await;
     cleanup(containers, &config, outbox, writer).await?;
-    Ok(status.code)
+    Ok(code)
+}
+
+/// The container's VM: its layers, scratch and volume disks, its size and network.
+fn vm_spec(config: &ContainerConfig) -> VmSpec {
+    let layers = config.layers.iter().map(|layer| DiskArg {
+        path: layer.path.clone(),
+        read_only: true,
+        serial: layer.serial.clone(),
+    });
+    let scratch = VmSpec::scratch_disk(config.scratch.clone());
+    let volumes = config.volumes.iter().map(|volume| DiskArg {
+        path: volume.path.clone(),
+        read_only: volume.read_only,
+        serial: volume.serial.clone(),
+    });
+    let network = match &config.endpoint {
+        Some(endpoint) => VmNetwork::Bridge(endpoint.clone()),
+        None => VmNetwork::None,
+    };
+    VmSpec {
+        id: config.id.clone(),
+        size: config.vm,
+        disks: layers
+            .chain(std::iter::once(scratch))
+            .chain(volumes)
+            .collect(),
+        disk_slots: 0,
+        network,
+        hostname: config.hostname(),
+    }
+}
+
+/// The container as the agent creates it.
+pub fn new_container(config: &ContainerConfig) -> NewContainer {
+    NewContainer {
+        id: config.id.clone(),
+        spec: config.spec.clone(),
+        layers: config
+            .layers
+            .iter()
+            .map(|layer| layer_disk(&layer.serial, &layer.diff_id))
+            .collect(),
+        volumes: config
+            .volumes
+            .iter()
+            .map(|volume| volume_disk(&volume.serial, &volume.destination, volume.read_only))
+            .collect(),
+        terminal: config.tty,
+        stdin: config.open_stdin,
+        ..Default::default()
+    }
+}
+
+/// Creates the container in its VM and starts its init: the init's pid in the guest.
+async fn create_and_start(vm: &Vm, config: &ContainerConfig) -> Result<u32, StartFailure> {
+    vm.create(&new_container(config)).await?;
+    match vm.session().start(&config.id).await {
+        Ok(Started {
+            failure: Some(failure),
+            ..
+        }) => Err(StartFailure {
+            code: failure.code,
+            message: failure.message,
+        }),
+        Ok(started) => Ok(started.pid),
+        Err(error) => Err(VmError::from(error).into()),
+    }
 }
 
 type AttachParts = (
@@ -236,168 +269,6 @@ fn split_attach(attach: Option<UnixStream>) -> AttachParts {
         }
     });
     (Outbox(Some(tx)), Some(read), Some(writer))
-}
-
-fn spawn_vmm(containers: &Containers, config: &ContainerConfig) -> Result<Child, StartFailure> {
-    let layout = containers.layout();
-    let failure = |e: ArtifactError| StartFailure::runtime(e.to_string());
-    let vmm_path = artifacts::find_vmm().map_err(failure)?;
-    let guest = artifacts::find_guest().map_err(failure)?;
-    let command = VmmCommand::for_container(layout, config, vmm_path, guest);
-    let run_dir = layout.run_dir(&config.id);
-    fs::create_dir_all(&run_dir)
-        .map_err(|e| StartFailure::runtime(format!("cannot create {}: {e}", run_dir.display())))?;
-    let _ = fs::remove_file(&command.vsock);
-    let vmm_log = layout.container_dir(&config.id).join("vmm.log");
-    let child = command
-        .spawn(&vmm_log)
-        .map_err(|e| StartFailure::runtime(e.to_string()))?;
-    let vmm_id = child.id().and_then(ProcessId::of);
-    let _ = containers.update(&config.id, |state| state.vmm = vmm_id);
-    Ok(child)
-}
-
-/// Puts the VM's TAP on the bridge and installs its port forwards (bridge networking only).
-async fn attach_network(
-    containers: &Containers,
-    config: &ContainerConfig,
-) -> Result<(), StartFailure> {
-    let Some(endpoint) = &config.endpoint else {
-        return Ok(());
-    };
-    endpoint::attach(containers.layout().root(), &config.id, endpoint)
-        .await
-        .map_err(|e| StartFailure::runtime(e.to_string()))
-}
-
-/// Waits for the agent and creates the container in it.
-async fn boot(
-    vsock: &Path,
-    vmm: &mut Child,
-    config: &ContainerConfig,
-    containers: &Containers,
-) -> Result<AgentSession, StartFailure> {
-    let vmm_log = containers
-        .layout()
-        .container_dir(&config.id)
-        .join("vmm.log");
-    let console = containers.layout().console_path(&config.id);
-    let session = AgentSession::connect(vsock, agent_timeout(), || match vmm.try_wait() {
-        Ok(Some(status)) => Some(format!(
-            "rvm-vmm exited ({status}); VMM log: {}; console: {}",
-            tail(&vmm_log),
-            tail(&console)
-        )),
-        _ => None,
-    })
-    .await
-    .map_err(|e| StartFailure::runtime(e.to_string()))?;
-    if let Some(endpoint) = &config.endpoint {
-        let request = endpoint::configure_request(endpoint, &config.hostname());
-        session
-            .configure_network(&request)
-            .await
-            .map_err(|e| StartFailure::agent(&e))?;
-    }
-    let request = create_request(config).map_err(StartFailure::runtime)?;
-    session
-        .create(&request)
-        .await
-        .map_err(|e| StartFailure::agent(&e))?;
-    Ok(session)
-}
-
-/// The CreateContainer request of the container.
-pub fn create_request(config: &ContainerConfig) -> Result<CreateContainerRequest, String> {
-    let spec = serde_json::to_vec(&config.spec)
-        .map_err(|e| format!("cannot serialize the OCI spec of {}: {e}", config.id))?;
-    Ok(CreateContainerRequest {
-        container_id: config.id.clone(),
-        sandbox_id: config.id.clone(),
-        oci_spec_json: spec,
-        layers: config
-            .layers
-            .iter()
-            .map(|layer| LayerDisk {
-                serial: layer.serial.clone(),
-                diff_id: layer.diff_id.clone(),
-                ..Default::default()
-            })
-            .collect(),
-        scratch_disk_serial: SCRATCH_SERIAL.to_owned(),
-        volumes: config
-            .volumes
-            .iter()
-            .map(|volume| VolumeDisk {
-                serial: volume.serial.clone(),
-                destination: volume.destination.clone(),
-                read_only: volume.read_only,
-                ..Default::default()
-            })
-            .collect(),
-        terminal: config.tty,
-        stdin: config.open_stdin,
-        ..Default::default()
-    })
-}
-
-/// The last line or two of a diagnostic file, for error messages.
-pub fn tail(path: &Path) -> String {
-    let mut text = String::new();
-    let _ = File::open(path).and_then(|mut f| f.read_to_string(&mut text));
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let start = lines.len().saturating_sub(3);
-    match lines[start..].join(" | ") {
-        empty if empty.is_empty() => "(empty)".to_owned(),
-        joined => joined,
-    }
-}
-
-/// The exit code and reason when the VMM ended while the container ran.
-pub fn vm_ended(status: Option<ProcessExit>) -> (i32, String) {
-    match status {
-        Some(status) => match (status.code(), status.signal()) {
-            (_, Some(signal)) => (
-                128 + signal,
-                format!("the VM ended unexpectedly: rvm-vmm was killed by signal {signal}"),
-            ),
-            (Some(code), _) => (
-                UNKNOWN_EXIT,
-                format!("the VM ended unexpectedly: rvm-vmm exited with status {code}"),
-            ),
-            _ => (UNKNOWN_EXIT, "the VM ended unexpectedly".to_owned()),
-        },
-        None => (UNKNOWN_EXIT, "the VM ended unexpectedly".to_owned()),
-    }
-}
-
-async fn pump_output(
-    session: AgentSession,
-    id: String,
-    stream: Stream,
-    log: Arc<Mutex<LogWriter>>,
-    outbox: Outbox,
-) {
-    loop {
-        match session.read(stream, &id, "").await {
-            Ok(Some(data)) => {
-                if let Ok(mut log) = log.lock() {
-                    if let Err(err) = log.write(stream, &data) {
-                        tracing::warn!(%err, "cannot write the container log");
-                    }
-                }
-                outbox.send(match stream {
-                    Stream::Stdout => Frame::Stdout(data),
-                    Stream::Stderr => Frame::Stderr(data),
-                });
-            }
-            Ok(None) => break,
-            Err(err) => {
-                tracing::warn!(?stream, %err, "output stream ended with an error");
-                break;
-            }
-        }
-    }
 }
 
 async fn pump_input(session: AgentSession, id: String, mut input: tokio::net::unix::OwnedReadHalf) {
@@ -427,43 +298,15 @@ async fn pump_input(session: AgentSession, id: String, mut input: tokio::net::un
     }
 }
 
-/// Asks the agent to end the VM and waits for the VMM; kills it after the grace period.
-async fn shutdown_vm(session: &AgentSession, vmm: &mut Child) {
-    if let Ok(Some(_)) = vmm.try_wait() {
-        return;
-    }
-    if let Err(err) = session.shutdown().await {
-        tracing::warn!(%err, "Shutdown call failed; the VMM will be killed");
-    }
-    stop_vmm(vmm, SHUTDOWN_GRACE).await;
-}
-
-async fn stop_vmm(vmm: &mut Child, grace: Duration) {
-    match tokio::time::timeout(grace, vmm.wait()).await {
-        Ok(status) => tracing::info!(?status, "VMM ended"),
-        Err(_) => {
-            tracing::warn!("VMM did not end after shutdown; killing it");
-            let _ = vmm.kill().await;
-        }
-    }
-}
-
 /// Records a failure to start, tells the client, ends the VM and cleans up.
 async fn finish_failed(
     containers: &Containers,
     config: &ContainerConfig,
     failure: StartFailure,
     outbox: Outbox,
-    vmm: Option<Child>,
     writer: Option<tokio::task::JoinHandle<()>>,
 ) -> Result<i32, MonitorError> {
     tracing::error!(code = failure.code, message = %failure.message, "container failed to start");
-    if let Some(mut vmm) = vmm {
-        if !matches!(vmm.try_wait(), Ok(Some(_))) {
-            let _ = vmm.start_kill();
-        }
-        stop_vmm(&mut vmm, SHUTDOWN_GRACE).await;
-    }
     // As Docker: a container that never started stays "created", with the exit code and error.
     containers.update(&config.id, |state| {
         state.status = Status::Created;
@@ -490,9 +333,6 @@ async fn cleanup(
     writer: Option<tokio::task::JoinHandle<()>>,
 ) -> Result<(), MonitorError> {
     let _ = fs::remove_dir_all(containers.layout().run_dir(&config.id));
-    if let Some(endpoint) = &config.endpoint {
-        endpoint::detach(containers.layout().root(), &config.id, endpoint);
-    }
     let restarting = containers
         .load(&config.id)
         .is_ok_and(|container| container.state.restarting);

@@ -1,6 +1,6 @@
 //! Disk-slot bookkeeping of one pod VM: which slot holds which layer (by serial), and which
 //! containers use it, so a layer shared by two containers is attached once and its slot is
-//! freed only when the last of them is deleted. Pure: the shim does the attaching.
+//! freed only when the last of them is deleted. Pure: [`super::pod`] does the attaching.
 
 use std::collections::{BTreeSet, HashMap};
 
