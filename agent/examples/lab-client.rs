@@ -110,22 +110,8 @@ async fn main() {
             );
         };
     }
-    scenario!(echo_hello);
-    scenario!(exit_code);
-    scenario!(not_found_is_127);
-    scenario!(not_executable_is_126);
-    scenario!(user_cwd_env);
-    scenario!(bad_specs_are_refused);
-    scenario!(isolation);
-    scenario!(exec_signal_list);
-    scenario!(sigterm_delivered);
-    scenario!(pod_shares_pid_namespace);
-    scenario!(termination_message_returned);
-    scenario!(pty_resize);
-    scenario!(localhost_between_containers);
-    scenario!(spec_seccomp_profile);
-    scenario!(oom_is_reported);
-    scenario!(pids_limit_stops_fork_bomb);
+    // Every scenario, lab-only ones included, in the shared list's order.
+    scenarios::every_scenario!(scenario, scenario);
     client
         .shutdown(ctx(), &ShutdownRequest::default())
         .await

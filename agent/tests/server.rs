@@ -1,10 +1,14 @@
 //! The agent binary as a native server on a Unix socket (`--no-init --listen unix://...`):
 //! handshake, refusal of another major version, bad frames, and containers run by its engine
-//! in namespaces on this host (as root; skipped with a reason otherwise).
+//! in namespaces on this host: one test per scenario of `common/scenarios.rs`, each with an agent
+//! of its own. The container tests need root, busybox, namespaces and cgroup v2: without them
+//! they fail under CI and are skipped, with the reason, elsewhere.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "../../tests/fixtures/prerequisite.rs"]
+mod prerequisite;
 #[path = "common/scenarios.rs"]
 mod scenarios;
 
@@ -34,26 +38,42 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(cgroup) = &self.cgroup {
-            let _ = std::fs::remove_dir(cgroup.join("rvm"));
-            let _ = std::fs::remove_dir(cgroup);
+            remove_cgroup(cgroup);
         }
     }
 }
 
-/// A cgroup2 directory the test may use, or why not.
-fn test_cgroup() -> Result<PathBuf, String> {
+/// Removes the cgroup `dir` and those below it, deepest first (a cgroup directory goes only
+/// when empty of cgroups): an agent ended by shutdown_on_exit leaves its container's behind.
+fn remove_cgroup(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// A cgroup2 directory of its own for the agent of test `name`, or why there is none.
+fn test_cgroup(name: &str) -> Result<PathBuf, String> {
     for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
         let root = Path::new(root);
         if nix::sys::statfs::statfs(root)
             .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
             .unwrap_or(false)
         {
-            let dir = root.join(format!("rvm-agent-test-{}", std::process::id()));
+            let dir = root.join(format!("rvm-agent-test-{}-{name}", std::process::id()));
             std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
             return Ok(dir);
         }
     }
-    Err("no cgroup2 hierarchy on this host".into())
+    Err(
+        "no cgroup2 hierarchy is mounted at /sys/fs/cgroup or /sys/fs/cgroup/unified \
+         (mount one: mount -t cgroup2 none /sys/fs/cgroup/unified)"
+            .into(),
+    )
 }
 
 fn start_agent(cgroup: Option<PathBuf>) -> Agent {
@@ -164,60 +184,89 @@ async fn shutdown_exits_the_native_server() {
 }
 
 /// Why containers cannot run on this host, if they cannot.
-fn container_host() -> Result<PathBuf, String> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Err("not root".into());
+fn missing_for_containers() -> Option<String> {
+    if let Some(missing) = prerequisite::missing_root("running containers") {
+        return Some(missing);
     }
     if !Path::new("/bin/busybox").exists() {
-        return Err("/bin/busybox is missing (busybox-static)".into());
+        return Some("/bin/busybox is missing (tools/install-deps installs busybox-static)".into());
     }
-    let probe = Command::new("unshare")
-        .args(["-mpfiu", "true"])
-        .status()
-        .map_err(|e| format!("run unshare: {e}"))?;
-    if !probe.success() {
-        return Err("cannot create mount/pid/ipc/uts namespaces".into());
+    match Command::new("unshare").args(["-mpfiu", "true"]).status() {
+        Ok(status) if status.success() => None,
+        Ok(status) => Some(format!(
+            "cannot create mount/pid/ipc/uts namespaces: `unshare -mpfiu true` exited {status}"
+        )),
+        Err(e) => Some(format!("cannot run unshare (util-linux): {e}")),
     }
-    test_cgroup()
 }
 
-#[tokio::test]
-async fn containers_run_in_namespaces() {
-    let cgroup = match container_host() {
-        Ok(cgroup) => cgroup,
-        Err(reason) => {
-            eprintln!("skipped: containers cannot run on this host: {reason}");
-            return;
+/// A started agent with a cgroup of its own, connected and past the handshake, and a busybox
+/// rootfs for its containers; `None` when this host cannot run containers (see `prerequisite`).
+struct ContainerHost {
+    agent: Agent,
+    client: AgentClient,
+    rootfs: Rootfs,
+    _rootfs_dir: tempfile::TempDir,
+}
+
+impl ContainerHost {
+    async fn start(name: &str) -> Option<Self> {
+        let cgroup = match missing_for_containers() {
+            Some(missing) => Err(missing),
+            None => test_cgroup(name),
+        };
+        if !prerequisite::prerequisite(cgroup.as_ref().err().cloned()) {
+            return None;
+        }
+        let agent = start_agent(Some(cgroup.ok()?));
+        let rootfs_dir = tempfile::tempdir().unwrap();
+        busybox_rootfs(rootfs_dir.path());
+        let rootfs = Rootfs::Path(rootfs_dir.path().display().to_string());
+        let client = connect(&agent).await;
+        handshake(&client, "native test", CALL).await.unwrap();
+        Some(Self {
+            agent,
+            client,
+            rootfs,
+            _rootfs_dir: rootfs_dir,
+        })
+    }
+}
+
+/// A `#[tokio::test]` running scenario `$name` against an agent of its own.
+macro_rules! native_scenario {
+    ($name:ident) => {
+        #[tokio::test]
+        async fn $name() {
+            let Some(host) = ContainerHost::start(stringify!($name)).await else {
+                return;
+            };
+            scenarios::$name(&host.client, &host.rootfs).await;
         }
     };
-    let agent = start_agent(Some(cgroup));
-    let rootfs_dir = tempfile::tempdir().unwrap();
-    busybox_rootfs(rootfs_dir.path());
-    let rootfs = Rootfs::Path(rootfs_dir.path().display().to_string());
-    let client = connect(&agent).await;
-    handshake(&client, "native test", CALL).await.unwrap();
-    scenarios::echo_hello(&client, &rootfs).await;
-    scenarios::exit_code(&client, &rootfs).await;
-    scenarios::not_found_is_127(&client, &rootfs).await;
-    scenarios::not_executable_is_126(&client, &rootfs).await;
-    scenarios::user_cwd_env(&client, &rootfs).await;
-    scenarios::bad_specs_are_refused(&client, &rootfs).await;
-    scenarios::isolation(&client, &rootfs).await;
-    scenarios::exec_signal_list(&client, &rootfs).await;
-    scenarios::sigterm_delivered(&client, &rootfs).await;
-    scenarios::pod_shares_pid_namespace(&client, &rootfs).await;
-    scenarios::termination_message_returned(&client, &rootfs).await;
-    scenarios::pty_resize(&client, &rootfs).await;
-    scenarios::localhost_between_containers(&client, &rootfs).await;
-    scenarios::spec_seccomp_profile(&client, &rootfs).await;
-    drop(client);
-    shutdown_on_exit(agent, &rootfs).await;
 }
+
+/// Lab-only scenarios (see `every_scenario!`) make no native test.
+macro_rules! lab_only {
+    ($name:ident) => {};
+}
+
+scenarios::every_scenario!(native_scenario, lab_only);
 
 /// A container created with shutdown_on_exit ends the agent (natively: the process exits 0)
 /// once its exit and its output have been reported.
-async fn shutdown_on_exit(mut agent: Agent, rootfs: &Rootfs) {
-    let client = connect(&agent).await;
+#[tokio::test]
+async fn shutdown_on_exit_ends_the_agent() {
+    let Some(ContainerHost {
+        mut agent,
+        client,
+        rootfs,
+        _rootfs_dir,
+    }) = ContainerHost::start("shutdown_on_exit").await
+    else {
+        return;
+    };
+    let rootfs = &rootfs;
     let mut request = create_request(
         "last",
         rootfs,

@@ -5,6 +5,9 @@
 // Test helpers panic on broken fixtures, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/fixtures/prerequisite.rs"]
+mod prerequisite;
+
 use std::process::{Command, Output};
 
 fn rvm(root: &std::path::Path, args: &[&str]) -> Output {
@@ -170,8 +173,7 @@ fn container_commands_name_a_missing_container() {
 
 #[test]
 fn volume_commands() {
-    if Command::new("mkfs.ext4").arg("-V").output().is_err() {
-        eprintln!("skipped: mkfs.ext4 is not installed");
+    if !prerequisite::prerequisite(prerequisite::missing_tool("mkfs.ext4", "e2fsprogs")) {
         return;
     }
     let root = tempfile::tempdir().unwrap();

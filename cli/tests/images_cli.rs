@@ -7,6 +7,8 @@
 
 #[path = "../../tests/fixtures/images.rs"]
 mod images;
+#[path = "../../tests/fixtures/prerequisite.rs"]
+mod prerequisite;
 #[path = "../../tests/fixtures/registry.rs"]
 mod registry;
 
@@ -95,11 +97,7 @@ impl Rvm {
 }
 
 fn skip(with_auth: bool) -> bool {
-    if let Some(reason) = registry::missing_tools(with_auth) {
-        eprintln!("{reason}");
-        return true;
-    }
-    false
+    !prerequisite::prerequisite(registry::missing_tools(with_auth))
 }
 
 fn push_oci(registry: &Registry, dir: &Path, image: &images::Image, repository_tag: &str) {

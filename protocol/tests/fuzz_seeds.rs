@@ -1,7 +1,8 @@
 //! Replays the committed seed corpus of each fuzz target (`fuzz/seeds/<target>/`) through the
 //! very functions the fuzzer drives, so `cargo test` on stable covers them.
 //!
-//! The seeds are written by `cargo test -p rvm-protocol --test fuzz_seeds -- --ignored`.
+//! The seeds are written by `RVM_WRITE_SEEDS=1 cargo test -p rvm-protocol --test fuzz_seeds`, and
+//! checked against their writers on every run.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -255,18 +256,39 @@ fn samples_cover_every_method() {
     assert_eq!(methods, AgentRequest::METHODS);
 }
 
+/// The committed seeds are byte for byte what the writers make, so a change of the protocol
+/// cannot leave a stale corpus behind. `RVM_WRITE_SEEDS=1 cargo test -p rvm-protocol --test
+/// fuzz_seeds` (re)writes them first.
 #[test]
-#[ignore = "writes the seed corpus; run by hand after changing the protocol"]
-fn write_seeds() {
-    let write = |target: &str, name: &str, data: &[u8]| {
+fn committed_seeds_are_what_the_writers_make() {
+    let write = std::env::var_os("RVM_WRITE_SEEDS").is_some();
+    let frame_header: Vec<Seed> = frame_header_seeds()
+        .into_iter()
+        .map(|(name, data)| (name.to_owned(), data))
+        .collect();
+    let targets = [
+        ("frame_header", frame_header),
+        ("request_decode", request_decode_seeds().unwrap()),
+    ];
+    for (target, seeds) in targets {
         let dir = seed_dir(target);
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join(name), data).unwrap();
-    };
-    for (name, data) in frame_header_seeds() {
-        write("frame_header", name, &data);
-    }
-    for (name, data) in request_decode_seeds().unwrap() {
-        write("request_decode", &name, &data);
+        if write {
+            fs::create_dir_all(&dir).unwrap();
+        }
+        for (name, data) in seeds {
+            let path = dir.join(name);
+            if write {
+                fs::write(&path, &data).unwrap();
+            }
+            let committed = fs::read(&path).unwrap_or_else(|e| {
+                panic!("seed {}: {e} (rewrite: RVM_WRITE_SEEDS=1)", path.display())
+            });
+            assert!(
+                committed == data,
+                "seed {} is not what the writer makes (rewrite: RVM_WRITE_SEEDS=1 cargo test \
+                 -p rvm-protocol --test fuzz_seeds)",
+                path.display()
+            );
+        }
     }
 }

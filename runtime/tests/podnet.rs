@@ -1,8 +1,11 @@
 //! The pod network join against a real network namespace, as CNI's bridge plugin leaves one: a
-//! veth end named eth0 with an address and a default route. Needs root and iproute2 (skipped
-//! otherwise).
+//! veth end named eth0 with an address and a default route. Needs root and iproute2 (`ip`,
+//! `tc`): without them the tests fail under CI and are skipped elsewhere.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../tests/fixtures/prerequisite.rs"]
+mod prerequisite;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -79,16 +82,19 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// Whether the test may run: root, `ip` and `tc` (see `prerequisite`).
 fn can_run() -> bool {
-    rustix::process::geteuid().is_root()
-        && Command::new("ip").arg("-V").output().is_ok()
-        && Command::new("tc").arg("-V").output().is_ok()
+    use prerequisite::{missing_root, missing_tool, prerequisite};
+    prerequisite(
+        missing_root("joining a pod's network namespace")
+            .or_else(|| missing_tool("ip", "iproute2"))
+            .or_else(|| missing_tool("tc", "iproute2")),
+    )
 }
 
 #[test]
 fn joins_the_pod_interface_to_a_tap_and_undoes_it() {
     if !can_run() {
-        eprintln!("skipped: needs root, ip and tc");
         return;
     }
     let ns = Namespace::create(&format!("rvmt{}", std::process::id()));
@@ -130,7 +136,6 @@ fn joins_the_pod_interface_to_a_tap_and_undoes_it() {
 #[test]
 fn a_namespace_without_an_interface_is_refused() {
     if !can_run() {
-        eprintln!("skipped: needs root, ip and tc");
         return;
     }
     let name = format!("rvme{}", std::process::id());

@@ -2,7 +2,8 @@
 //! `virtio_rng` (`fuzz/corpus/<target>/`, input layout of `devices::virtio::fuzz_input`) through
 //! the functions the fuzzer drives.
 //!
-//! The seeds are written by `cargo test -p rvm-vmm --test chain_fuzz_seeds -- --ignored`.
+//! The seeds are written by `RVM_WRITE_SEEDS=1 cargo test -p rvm-vmm --test chain_fuzz_seeds`,
+//! and checked against their writer on every run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -34,13 +35,6 @@ fn replay(target: &str, fuzz: fn(&[u8])) -> usize {
         count += 1;
     }
     count
-}
-
-fn write(target: &str, seeds: Vec<(&'static str, Vec<u8>)>) {
-    fs::create_dir_all(seed_dir(target)).unwrap();
-    for (name, data) in seeds {
-        fs::write(seed_dir(target).join(name), data).unwrap();
-    }
 }
 
 #[test]
@@ -200,9 +194,31 @@ fn rng_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// The committed seeds are byte for byte what the writer makes, so a change of the input layout
+/// cannot leave a stale corpus behind. `RVM_WRITE_SEEDS=1 cargo test -p rvm-vmm --test chain_fuzz_seeds` (re)writes them first.
 #[test]
-#[ignore = "writes the seed corpora; run by hand after changing the input layout"]
-fn write_seeds() {
-    write("virtio_vsock", vsock_seeds());
-    write("virtio_rng", rng_seeds());
+fn committed_seeds_are_what_the_writer_makes() {
+    let write = std::env::var_os("RVM_WRITE_SEEDS").is_some();
+    for (dir, seeds) in [
+        (seed_dir("virtio_vsock"), vsock_seeds()),
+        (seed_dir("virtio_rng"), rng_seeds()),
+    ] {
+        if write {
+            fs::create_dir_all(&dir).unwrap();
+        }
+        for (name, data) in seeds {
+            let path = dir.join(name);
+            if write {
+                fs::write(&path, &data).unwrap();
+            }
+            let committed = fs::read(&path).unwrap_or_else(|e| {
+                panic!("seed {}: {e} (rewrite: RVM_WRITE_SEEDS=1 cargo test -p rvm-vmm --test chain_fuzz_seeds)", path.display())
+            });
+            assert!(
+                committed == data,
+                "seed {} is not what the writer makes (rewrite: RVM_WRITE_SEEDS=1 cargo test -p rvm-vmm --test chain_fuzz_seeds)",
+                path.display()
+            );
+        }
+    }
 }

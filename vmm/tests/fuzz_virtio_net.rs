@@ -1,7 +1,8 @@
 //! Replays the committed seed corpus of the `virtio_net` fuzz target
 //! (`fuzz/corpus/virtio_net/`) through the function the fuzzer drives, so `cargo test` covers
 //! it on stable. The seeds are written by
-//! `cargo test -p rvm-vmm --test fuzz_virtio_net -- --ignored`.
+//! `RVM_WRITE_SEEDS=1 cargo test -p rvm-vmm --test fuzz_virtio_net`, and checked against their
+//! writer on every run.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -137,11 +138,28 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// The committed seeds are byte for byte what the writer makes, so a change of the input layout
+/// cannot leave a stale corpus behind. `RVM_WRITE_SEEDS=1 cargo test -p rvm-vmm --test fuzz_virtio_net` (re)writes them first.
 #[test]
-#[ignore = "writes the seed corpus; run by hand after changing the input format"]
-fn write_seeds() {
-    fs::create_dir_all(corpus_dir()).unwrap();
-    for (name, data) in seeds() {
-        fs::write(corpus_dir().join(name), data).unwrap();
+fn committed_seeds_are_what_the_writer_makes() {
+    let write = std::env::var_os("RVM_WRITE_SEEDS").is_some();
+    for (dir, seeds) in [(corpus_dir(), seeds())] {
+        if write {
+            fs::create_dir_all(&dir).unwrap();
+        }
+        for (name, data) in seeds {
+            let path = dir.join(name);
+            if write {
+                fs::write(&path, &data).unwrap();
+            }
+            let committed = fs::read(&path).unwrap_or_else(|e| {
+                panic!("seed {}: {e} (rewrite: RVM_WRITE_SEEDS=1 cargo test -p rvm-vmm --test fuzz_virtio_net)", path.display())
+            });
+            assert!(
+                committed == data,
+                "seed {} is not what the writer makes (rewrite: RVM_WRITE_SEEDS=1 cargo test -p rvm-vmm --test fuzz_virtio_net)",
+                path.display()
+            );
+        }
     }
 }

@@ -508,6 +508,11 @@ fn remove_tree(path: &Path) -> io::Result<()> {
     fs::remove_dir_all(path)
 }
 
+// The tests' shared answer to a missing prerequisite (here: root): fail under CI, skip elsewhere.
+#[cfg(test)]
+#[path = "../../../tests/fixtures/prerequisite.rs"]
+mod prerequisite;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,11 +602,10 @@ mod tests {
     }
 
     /// Runs `test` on a thread of its own in a private mount namespace (the subpath tests
-    /// bind-mount), or says why it cannot and skips it.
+    /// bind-mount); without root it fails under CI and is skipped elsewhere.
     fn in_mount_namespace(test: impl FnOnce() + Send + 'static) {
         use nix::sched::{unshare, CloneFlags};
-        if !nix::unistd::Uid::effective().is_root() {
-            eprintln!("skipped: bind mounts need root");
+        if !prerequisite::prerequisite(prerequisite::missing_root("a subpath's bind mount")) {
             return;
         }
         std::thread::spawn(move || {

@@ -1,6 +1,36 @@
 //! Container scenarios run through a live agent, natively (Unix socket) and in the lab (vsock).
+//!
+//! [`every_scenario!`] is the one list of them: `agent/tests/server.rs` makes a `#[test]` of
+//! each native one, so each passes or fails by itself, and the lab client
+//! (`agent/examples/lab-client.rs`, run by `agent/tests/lab-agent.sh`) runs all of them in this
+//! order in one guest.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+/// Calls `$each!(name)` for every scenario that runs natively too, then `$lab_only!(name)` for
+/// those that need the guest's cgroup controllers (memory, pids): on the host the test cgroup
+/// may lack them, and a fork bomb without pids.max would not stop. The order is the lab's.
+macro_rules! every_scenario {
+    ($each:ident, $lab_only:ident) => {
+        $each!(echo_hello);
+        $each!(exit_code);
+        $each!(not_found_is_127);
+        $each!(not_executable_is_126);
+        $each!(user_cwd_env);
+        $each!(bad_specs_are_refused);
+        $each!(isolation);
+        $each!(exec_signal_list);
+        $each!(sigterm_delivered);
+        $each!(pod_shares_pid_namespace);
+        $each!(termination_message_returned);
+        $each!(pty_resize);
+        $each!(localhost_between_containers);
+        $each!(spec_seccomp_profile);
+        $lab_only!(oom_is_reported);
+        $lab_only!(pids_limit_stops_fork_bomb);
+    };
+}
+pub(crate) use every_scenario;
 
 use rvm_protocol::agent::*;
 use rvm_protocol::agent_ttrpc::AgentClient;

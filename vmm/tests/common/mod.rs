@@ -1,16 +1,21 @@
 //! Helpers shared by the VMM's integration tests.
 
-/// Whether `/dev/kvm` can be opened; prints why a test is skipped when it cannot.
+#[path = "../../../tests/fixtures/prerequisite.rs"]
+mod prerequisite;
+
+/// Whether `/dev/kvm` can be opened. When it cannot, the test fails under CI and is skipped,
+/// with the reason, elsewhere (see `tests/fixtures/prerequisite.rs`).
 pub fn kvm_available() -> bool {
-    match std::fs::OpenOptions::new()
+    let missing = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("SKIPPED: cannot open /dev/kvm: {e}");
-            false
-        }
-    }
+        .err()
+        .map(|e| {
+            format!(
+                "cannot open /dev/kvm: {e} (the host needs KVM, the kvm_intel/kvm_amd or \
+                 kvm_pvm module, and access to /dev/kvm)"
+            )
+        });
+    prerequisite::prerequisite(missing)
 }
