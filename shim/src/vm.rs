@@ -8,17 +8,15 @@ use std::time::Duration;
 
 use oci_spec::runtime::Spec;
 use rvm_protocol::agent::{CreateContainerRequest, LayerDisk};
+use rvm_protocol::serial::{layer_serial, slot_serial, SCRATCH_SERIAL};
 use rvm_runtime::network::podnet::{self, PodInterface, PodNetError, POD_TAP};
 use rvm_runtime::sandbox::agent::{AgentError, AgentSession};
 use rvm_runtime::sandbox::artifacts::{self, ArtifactError};
-use rvm_runtime::sandbox::config::{
-    layer_serial, ContainerConfig, LayerDiskRef, NetworkMode, VmSize, SCRATCH_SERIAL,
-};
+use rvm_runtime::sandbox::config::{ContainerConfig, LayerDiskRef, NetworkMode, VmSize};
 use rvm_runtime::sandbox::disks::{self, DiskError, SCRATCH_SIZE};
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::monitor::{self, SHUTDOWN_GRACE};
 use rvm_runtime::sandbox::vmm::{SpawnError, VmmCommand};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::sync::{watch, Notify};
 
@@ -64,15 +62,6 @@ pub enum VmError {
 struct PodDisks {
     api: PathBuf,
     slots: Mutex<Slots>,
-}
-
-/// The virtio serial of a layer disk on a slot: derived from its cache key, so a layer shared
-/// by two containers of the pod has one serial (and one slot), and short enough for virtio
-/// (20 bytes).
-pub fn slot_serial(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    let hex: String = digest.iter().take(7).map(|b| format!("{b:02x}")).collect();
-    format!("rvm-s-{hex}")
 }
 
 /// What a task's VM is built from.
@@ -458,19 +447,5 @@ pub fn remove_files(layout: &Layout, id: &str) {
                 tracing::warn!(dir = %dir.display(), %err, "cannot remove the VM's files");
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slot_serials_fit_virtio_and_follow_the_layer() {
-        let a = slot_serial("0123456789abcdef0123456789abcdef");
-        assert_eq!(a.len(), 20, "{a}");
-        assert_eq!(a, slot_serial("0123456789abcdef0123456789abcdef"));
-        assert_ne!(a, slot_serial("other"));
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     }
 }

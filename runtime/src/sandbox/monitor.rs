@@ -14,15 +14,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rvm_protocol::agent::{CreateContainerRequest, LayerDisk, VolumeDisk};
+use rvm_protocol::exit::RUNTIME_ERROR;
+use rvm_protocol::serial::SCRATCH_SERIAL;
 use thiserror::Error;
 use tokio::net::UnixStream;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 
-use super::agent::{AgentError, AgentSession, ExitStatus, Started, EXIT_RUNTIME_ERROR};
+use super::agent::{AgentError, AgentSession, ExitStatus, Started};
 use super::artifacts::{self, ArtifactError};
 use super::attach::{self, Frame};
-use super::config::{ContainerConfig, SCRATCH_SERIAL};
+use super::config::ContainerConfig;
 use super::log::{LogWriter, Stream};
 use super::process::ProcessId;
 use super::state::{Containers, StateError, Status, UNKNOWN_EXIT};
@@ -80,7 +82,7 @@ struct StartFailure {
 impl StartFailure {
     fn runtime(message: impl Into<String>) -> Self {
         Self {
-            code: EXIT_RUNTIME_ERROR,
+            code: RUNTIME_ERROR,
             message: message.into(),
         }
     }
