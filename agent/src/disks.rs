@@ -1,4 +1,4 @@
-//! Block devices by virtio serial, and the guest mounts made from them: erofs layers read-only,
+//! Block devices by virtio serial (named as `rvm_protocol::serial` says), and the guest mounts made from them: erofs layers read-only,
 //! the ext4 scratch disk read-write, each mounted once and shared by the containers using it.
 //!
 //! Layer disks may sit on disk slots the host fills while the guest runs (pods): a serial is
@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use rvm_protocol::serial::is_valid_serial;
 use thiserror::Error;
 
 /// How long to wait for a disk to appear: boot-time disks are probed before init runs, but a
@@ -28,9 +29,6 @@ const SCAN_INTERVAL: Duration = Duration::from_millis(50);
 
 // BLKFLSBUF: drop the block device's buffer cache (`_IO(0x12, 97)`, linux/fs.h).
 nix::ioctl_none!(blkflsbuf, 0x12, 97);
-
-/// virtio-blk serials hold at most 20 bytes (VIRTIO_BLK_ID_BYTES); longer ones are cut off.
-pub const MAX_SERIAL_LEN: usize = 20;
 
 #[derive(Debug, Error)]
 pub enum DiskError {
@@ -355,14 +353,7 @@ fn unmount_layer(serial: &str, target: &Path) {
 
 /// Serials become directory names: refuse anything that could escape or be empty.
 fn check_serial(serial: &str) -> Result<(), DiskError> {
-    let valid = !serial.is_empty()
-        && serial.len() <= MAX_SERIAL_LEN
-        && serial != "."
-        && serial != ".."
-        && serial
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if valid {
+    if is_valid_serial(serial) {
         Ok(())
     } else {
         Err(DiskError::BadSerial {

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use commands::exit_code;
+use rvm_protocol::exit;
 use rvm_runtime::host::KvmKind;
 use rvm_runtime::sandbox::layout::Layout;
 
@@ -98,11 +100,6 @@ enum SystemCommand {
     Prune(commands::prune::Args),
 }
 
-/// A container command's exit code (the container's own, 125, 126, 127, 1...).
-fn code(code: i32) -> ExitCode {
-    ExitCode::from(u8::try_from(code).unwrap_or(commands::EXIT_RVM_ERROR))
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -110,7 +107,7 @@ fn main() -> ExitCode {
             // Docker's exit code for a bad command line is 125; help and version are not errors.
             let _ = err.print();
             return if err.use_stderr() {
-                ExitCode::from(commands::EXIT_RVM_ERROR)
+                exit_code(exit::RUNTIME_ERROR)
             } else {
                 ExitCode::SUCCESS
             };
@@ -127,26 +124,26 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => Ok(check()),
-        Command::Run(args) => Ok(code(commands::run::main(&layout, args))),
-        Command::Create(args) => Ok(code(commands::create::main(&layout, args))),
-        Command::Restart(args) => Ok(code(commands::restart::main(&layout, args))),
-        Command::Wait(args) => Ok(code(commands::wait::main(&layout, args))),
-        Command::Port(args) => Ok(code(commands::port::main(&layout, args))),
-        Command::Top(args) => Ok(code(commands::top::main(&layout, args))),
-        Command::Stats(args) => Ok(code(commands::stats::main(&layout, args))),
-        Command::Pause(args) => Ok(code(commands::pause::main(&layout, args, true))),
-        Command::Unpause(args) => Ok(code(commands::pause::main(&layout, args, false))),
-        Command::Rename(args) => Ok(code(commands::rename::main(&layout, args))),
-        Command::Ps(args) => Ok(code(commands::ps::main(&layout, args))),
-        Command::Logs(args) => Ok(code(commands::logs::main(&layout, args))),
-        Command::Exec(args) => Ok(code(commands::exec::main(&layout, args))),
-        Command::Start(args) => Ok(code(commands::start::main(&layout, args))),
-        Command::Stop(args) => Ok(code(commands::stop::main(&layout, args))),
-        Command::Kill(args) => Ok(code(commands::kill::main(&layout, args))),
-        Command::Rm(args) => Ok(code(commands::rm::main(&layout, args))),
-        Command::Inspect(args) => Ok(code(commands::inspect::main(&layout, args))),
-        Command::Volume { command } => Ok(code(commands::volume::main(&layout, command))),
-        Command::ContainerMonitor(args) => Ok(code(commands::monitor::main(&layout, args))),
+        Command::Run(args) => Ok(exit_code(commands::run::main(&layout, args))),
+        Command::Create(args) => Ok(exit_code(commands::create::main(&layout, args))),
+        Command::Restart(args) => Ok(exit_code(commands::restart::main(&layout, args))),
+        Command::Wait(args) => Ok(exit_code(commands::wait::main(&layout, args))),
+        Command::Port(args) => Ok(exit_code(commands::port::main(&layout, args))),
+        Command::Top(args) => Ok(exit_code(commands::top::main(&layout, args))),
+        Command::Stats(args) => Ok(exit_code(commands::stats::main(&layout, args))),
+        Command::Pause(args) => Ok(exit_code(commands::pause::main(&layout, args, true))),
+        Command::Unpause(args) => Ok(exit_code(commands::pause::main(&layout, args, false))),
+        Command::Rename(args) => Ok(exit_code(commands::rename::main(&layout, args))),
+        Command::Ps(args) => Ok(exit_code(commands::ps::main(&layout, args))),
+        Command::Logs(args) => Ok(exit_code(commands::logs::main(&layout, args))),
+        Command::Exec(args) => Ok(exit_code(commands::exec::main(&layout, args))),
+        Command::Start(args) => Ok(exit_code(commands::start::main(&layout, args))),
+        Command::Stop(args) => Ok(exit_code(commands::stop::main(&layout, args))),
+        Command::Kill(args) => Ok(exit_code(commands::kill::main(&layout, args))),
+        Command::Rm(args) => Ok(exit_code(commands::rm::main(&layout, args))),
+        Command::Inspect(args) => Ok(exit_code(commands::inspect::main(&layout, args))),
+        Command::Volume { command } => Ok(exit_code(commands::volume::main(&layout, command))),
+        Command::ContainerMonitor(args) => Ok(exit_code(commands::monitor::main(&layout, args))),
         Command::Pull(args) => commands::pull::run(&cli.root, args),
         Command::Load(args) => commands::load::run(&cli.root, args),
         Command::Images(args) => commands::images::run(&cli.root, args),
@@ -167,7 +164,7 @@ fn check() -> ExitCode {
         }
         Some(why) => {
             eprintln!("rvm: {why}");
-            ExitCode::from(commands::EXIT_RVM_ERROR)
+            exit_code(exit::RUNTIME_ERROR)
         }
     }
 }

@@ -4,16 +4,24 @@
 //! RPC over a byte stream) on vsock port [`ports::AGENT_PORT`]. The agent serves it with
 //! [`generated::agent_ttrpc::create_agent`]; the host calls it with an
 //! [`generated::agent_ttrpc::AgentClient`] made by [`client`].
+//!
+//! It is also the one source of what both ends must agree on beside the messages: the limits of
+//! content sent by value ([`limits`]), Docker's exit statuses ([`exit`]), the disk serials
+//! ([`serial`]) and the namespaces a pod's containers share ([`namespace`]).
 
 pub mod annotations;
 pub mod client;
+pub mod exit;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod generated;
 pub mod hybrid_vsock;
+pub mod limits;
 pub mod messages;
+pub mod namespace;
 pub mod ports;
+pub mod serial;
 pub mod version;
 
 pub use generated::agent;

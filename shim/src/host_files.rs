@@ -28,7 +28,7 @@
 //! `terminationMessagePath` (`/dev/termination-log` by default) and reads its last 4096 bytes
 //! once the container has exited. The rule: a *writable* bind of a regular host file whose
 //! destination is `/dev/termination-log` or whose host path has kubelet's layout above comes
-//! back. The agent returns its last [`TERMINATION_MESSAGE_BYTES`] with the init's exit, and the
+//! back. The agent returns its last [`MAX_RETURNED_FILE_BYTES`] with the init's exit, and the
 //! shim writes them into that host file before it reports the exit, so kubelet finds the
 //! message when it learns of the exit. The guest chooses only those bytes: the host file is the
 //! one the spec bound (never created, opened without following a symlink, and only if it is
@@ -43,19 +43,11 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Mount, MountBuilder, Spec};
 use rvm_protocol::agent::{EntryKind, HostDirectory, HostDirectoryEntry, HostFile};
+use rvm_protocol::limits::{
+    MAX_DIRECTORY_ENTRIES, MAX_FILE_BYTES, MAX_HOST_CONTENT_BYTES, MAX_RETURNED_FILE_BYTES,
+};
 use sha2::{Digest, Sha256};
 
-/// Most bytes of one host file sent by content.
-pub const MAX_FILE_BYTES: u64 = 1 << 20;
-/// Most bytes (contents and paths) of all files and directories of one task: they travel in
-/// one request, and a request frame holds 4 MiB.
-pub const MAX_TASK_BYTES: u64 = 3 << 20;
-/// Most entries of one directory sent by content.
-pub const MAX_DIRECTORY_ENTRIES: usize = 4096;
-
-/// Most bytes of a termination message that come back: what kubelet reads of the file (its
-/// last `MaxContainerTerminationMessageLength`, 4096 bytes).
-pub const TERMINATION_MESSAGE_BYTES: usize = 4096;
 /// kubelet's default `terminationMessagePath`.
 const TERMINATION_LOG: &str = "/dev/termination-log";
 
@@ -113,7 +105,7 @@ pub fn translate(spec: &mut Spec) -> Result<HostContent, String> {
         return Ok(HostContent::default());
     };
     let mut content = HostContent::default();
-    let mut budget = Budget(MAX_TASK_BYTES);
+    let mut budget = Budget(MAX_HOST_CONTENT_BYTES);
     let mut translated = Vec::with_capacity(mounts.len());
     for mount in mounts {
         if !is_bind(&mount) {
@@ -131,9 +123,9 @@ pub fn translate(spec: &mut Spec) -> Result<HostContent, String> {
             fs::metadata(&source).map_err(|e| format!("{name}: cannot read the host path: {e}"))?;
         if meta.is_file() {
             let mut file = file_of(&source, &destination, &meta)?;
-            budget.take(file.content.len() as u64, &name)?;
+            budget.take(file.content.len(), &name)?;
             if !is_read_only(&mount) && is_termination_message(&source, &destination) {
-                file.return_max_bytes = TERMINATION_MESSAGE_BYTES as u32;
+                file.return_max_bytes = MAX_RETURNED_FILE_BYTES as u32;
                 content.returned.push(ReturnedBind {
                     destination: file.destination.clone(),
                     source: source.clone(),
@@ -176,7 +168,7 @@ pub fn translate(spec: &mut Spec) -> Result<HostContent, String> {
         } else {
             return Err(format!(
                 "{name}: writable host directories and devices are not shared into rvm VMs \
-                 (read-only directories and files travel by content, up to {MAX_TASK_BYTES} \
+                 (read-only directories and files travel by content, up to {MAX_HOST_CONTENT_BYTES} \
                  bytes a task; a Kubernetes emptyDir and its subPaths become the pod VM's own)"
             ));
         }
@@ -197,18 +189,18 @@ pub fn changed(watched: &WatchedDirectory) -> Result<Option<(HostDirectory, Path
     let meta = fs::metadata(&watched.source)
         .map_err(|e| format!("cannot read {}: {e}", watched.source.display()))?;
     let destination = Path::new(&watched.destination);
-    let mut budget = Budget(MAX_TASK_BYTES);
+    let mut budget = Budget(MAX_HOST_CONTENT_BYTES);
     let directory = directory_of(&watched.source, destination, &meta, &mut budget)?;
     Ok(Some((directory, generation)))
 }
 
 /// What is left of a task's content budget.
-struct Budget(u64);
+struct Budget(usize);
 
 impl Budget {
-    fn take(&mut self, bytes: u64, what: &str) -> Result<(), String> {
+    fn take(&mut self, bytes: usize, what: &str) -> Result<(), String> {
         self.0 = self.0.checked_sub(bytes).ok_or_else(|| {
-            format!("{what}: the task's host files and directories exceed the {MAX_TASK_BYTES} bytes sent by content")
+            format!("{what}: the task's host files and directories exceed the {MAX_HOST_CONTENT_BYTES} bytes sent by content")
         })?;
         Ok(())
     }
@@ -245,11 +237,11 @@ fn is_termination_message(source: &Path, destination: &Path) -> bool {
 }
 
 /// Writes what the container left in a termination message file (its last
-/// [`TERMINATION_MESSAGE_BYTES`]) into the host file, replacing what it held. Refuses a path
+/// [`MAX_RETURNED_FILE_BYTES`]) into the host file, replacing what it held. Refuses a path
 /// that is no longer the regular file bound at create, and never creates one.
 pub fn write_back(bind: &ReturnedBind, content: &[u8]) -> Result<(), String> {
     let what = || format!("termination message file {}", bind.source.display());
-    let content = &content[content.len().saturating_sub(TERMINATION_MESSAGE_BYTES)..];
+    let content = &content[content.len().saturating_sub(MAX_RETURNED_FILE_BYTES)..];
     // O_NONBLOCK: a FIFO put there must not hang the shim (it is refused below).
     use rustix::fs::{Mode, OFlags};
     let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
@@ -387,7 +379,7 @@ fn memory_medium_bytes(source: &Path, meta: &fs::Metadata) -> u64 {
 
 fn file_of(source: &Path, destination: &Path, meta: &fs::Metadata) -> Result<HostFile, String> {
     let name = || format!("{} -> {}", source.display(), destination.display());
-    if meta.len() > MAX_FILE_BYTES {
+    if meta.len() > MAX_FILE_BYTES as u64 {
         return Err(format!(
             "bind mount {}: the host file holds {} bytes, more than the {MAX_FILE_BYTES} sent by content",
             name(),
@@ -452,7 +444,7 @@ fn walk(
             let target = fs::read_link(&full).map_err(|e| read(e, &full))?;
             (EntryKind::ENTRY_SYMLINK, target.into_os_string().into_vec())
         } else if file_type.is_file() {
-            if meta.len() > MAX_FILE_BYTES {
+            if meta.len() > MAX_FILE_BYTES as u64 {
                 return Err(format!(
                     "{} holds {} bytes, more than the {MAX_FILE_BYTES} a file sent by content may",
                     full.display(),
@@ -473,10 +465,7 @@ fn walk(
             .to_str()
             .ok_or_else(|| format!("{} is not a UTF-8 name", full.display()))?
             .to_owned();
-        budget.take(
-            (content.len() + text.len()) as u64,
-            &full.display().to_string(),
-        )?;
+        budget.take(content.len() + text.len(), &full.display().to_string())?;
         entries.push(HostDirectoryEntry {
             path: text,
             kind: kind.into(),
@@ -830,11 +819,11 @@ mod tests {
         let bind = content.returned[0].clone();
         write_back(&bind, b"done: 42").unwrap();
         assert_eq!(fs::read(&log).unwrap(), b"done: 42");
-        let mut long = vec![b'x'; 2 * TERMINATION_MESSAGE_BYTES];
+        let mut long = vec![b'x'; 2 * MAX_RETURNED_FILE_BYTES];
         long.extend_from_slice(b"END");
         write_back(&bind, &long).unwrap();
         let written = fs::read(&log).unwrap();
-        assert_eq!(written.len(), TERMINATION_MESSAGE_BYTES);
+        assert_eq!(written.len(), MAX_RETURNED_FILE_BYTES);
         assert!(written.ends_with(b"xEND"));
 
         // Replaced by a symlink to another file: that file is left alone.
@@ -877,14 +866,14 @@ mod tests {
     fn oversized_files_trees_and_special_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let big = dir.path().join("big");
-        fs::write(&big, vec![0u8; MAX_FILE_BYTES as usize + 1]).unwrap();
+        fs::write(&big, vec![0u8; MAX_FILE_BYTES + 1]).unwrap();
         let err = translate(&mut spec_with(vec![bind(&big, "/big", true)])).unwrap_err();
         assert!(err.contains("more than"), "{err}");
 
         let tree = dir.path().join("tree");
         fs::create_dir(&tree).unwrap();
         for i in 0..4 {
-            fs::write(tree.join(i.to_string()), vec![0u8; MAX_FILE_BYTES as usize]).unwrap();
+            fs::write(tree.join(i.to_string()), vec![0u8; MAX_FILE_BYTES]).unwrap();
         }
         let err = translate(&mut spec_with(vec![bind(&tree, "/tree", true)])).unwrap_err();
         assert!(err.contains("exceed") && err.contains("/tree"), "{err}");

@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use rvm_protocol::namespace::SharedNamespace;
+
 /// The pod's sandbox id, on the sandbox and on every container of the pod.
 pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 
@@ -56,12 +58,11 @@ pub fn network_namespace(spec: &oci_spec::runtime::Spec) -> Option<std::path::Pa
 }
 
 /// The namespaces of the pod's sandbox the spec joins by path that the agent can share in the
-/// VM ("ipc", "uts", "pid"); CRI gives a pod's containers the sandbox's IPC and UTS namespaces,
-/// and its pid namespace when the container's `namespace_options.pid` is POD (Kubernetes'
-/// `shareProcessNamespace`). CRI's TARGET mode (an ephemeral container joining one other
-/// container's) cannot be told apart here, since every task of a pod reports the VM's pid: it
-/// joins the sandbox's too.
-pub fn sandbox_namespaces(spec: &oci_spec::runtime::Spec) -> Vec<String> {
+/// VM; CRI gives a pod's containers the sandbox's IPC and UTS namespaces, and its pid namespace
+/// when the container's `namespace_options.pid` is POD (Kubernetes' `shareProcessNamespace`).
+/// CRI's TARGET mode (an ephemeral container joining one other container's) cannot be told
+/// apart here, since every task of a pod reports the VM's pid: it joins the sandbox's too.
+pub fn shared_namespaces(spec: &oci_spec::runtime::Spec) -> Vec<SharedNamespace> {
     use oci_spec::runtime::LinuxNamespaceType;
     let Some(namespaces) = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()) else {
         return Vec::new();
@@ -74,11 +75,19 @@ pub fn sandbox_namespaces(spec: &oci_spec::runtime::Spec) -> Vec<String> {
                 .is_some_and(|p| !p.as_os_str().is_empty())
         })
         .filter_map(|ns| match ns.typ() {
-            LinuxNamespaceType::Ipc => Some("ipc".to_owned()),
-            LinuxNamespaceType::Uts => Some("uts".to_owned()),
-            LinuxNamespaceType::Pid => Some("pid".to_owned()),
+            LinuxNamespaceType::Ipc => Some(SharedNamespace::Ipc),
+            LinuxNamespaceType::Uts => Some(SharedNamespace::Uts),
+            LinuxNamespaceType::Pid => Some(SharedNamespace::Pid),
             _ => None,
         })
+        .collect()
+}
+
+/// [`shared_namespaces`] as `CreateContainerRequest.sandbox_namespaces` carries them.
+pub fn sandbox_namespaces(spec: &oci_spec::runtime::Spec) -> Vec<String> {
+    shared_namespaces(spec)
+        .into_iter()
+        .map(|namespace| namespace.as_str().to_owned())
         .collect()
 }
 
@@ -98,6 +107,7 @@ mod tests {
 
     #[test]
     fn the_sandboxs_namespaces_are_shared_when_joined_by_path() {
+        use rvm_protocol::namespace::SharedNamespace::{Ipc, Pid, Uts};
         let namespace = |typ, path: Option<&str>| {
             let mut builder = LinuxNamespaceBuilder::default().typ(typ);
             if let Some(path) = path {
@@ -118,6 +128,7 @@ mod tests {
                 .build()
                 .unwrap(),
         ));
+        assert_eq!(shared_namespaces(&spec), [Ipc, Uts]);
         assert_eq!(sandbox_namespaces(&spec), ["ipc", "uts"]);
         assert!(sandbox_namespaces(&Spec::default()).is_empty());
         // shareProcessNamespace: CRI gives the container the pause process's pid namespace.
@@ -131,6 +142,7 @@ mod tests {
                 .build()
                 .unwrap(),
         ));
+        assert_eq!(shared_namespaces(&spec), [Pid, Ipc]);
         assert_eq!(sandbox_namespaces(&spec), ["pid", "ipc"]);
     }
 

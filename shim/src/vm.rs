@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
-use rvm_runtime::sandbox::config::{layer_serial, VmSize};
+use rvm_protocol::serial::layer_serial;
+use rvm_runtime::sandbox::config::VmSize;
 use rvm_runtime::sandbox::disks::{self, DiskError, SCRATCH_SIZE};
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::state::UNKNOWN_EXIT;

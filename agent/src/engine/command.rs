@@ -7,20 +7,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use rvm_protocol::exit;
 use serde::{Deserialize, Serialize};
 
 /// The PATH Docker uses when the image sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Status of a command that was not found (as a shell and Docker report it).
-pub const NOT_FOUND: i32 = 127;
-/// Status of a command that was found but cannot be invoked.
-pub const NOT_EXECUTABLE: i32 = 126;
-
 /// Why the command could not be started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecFailure {
-    /// 127 or 126.
+    /// [`exit::NOT_FOUND`] or [`exit::CANNOT_INVOKE`].
     pub status: i32,
     /// Docker's wording, e.g. `exec: "nosuch": executable file not found in $PATH`.
     pub message: String,
@@ -29,14 +25,14 @@ pub struct ExecFailure {
 impl ExecFailure {
     fn not_found(message: String) -> Self {
         Self {
-            status: NOT_FOUND,
+            status: exit::NOT_FOUND,
             message,
         }
     }
 
     fn not_executable(message: String) -> Self {
         Self {
-            status: NOT_EXECUTABLE,
+            status: exit::CANNOT_INVOKE,
             message,
         }
     }
@@ -151,20 +147,26 @@ mod tests {
     #[test]
     fn missing_command_is_127_with_dockers_message() {
         let failure = resolve("nosuchcmd", Some("/bin:/usr/bin")).unwrap_err();
-        assert_eq!(failure.status, NOT_FOUND);
+        assert_eq!(failure.status, exit::NOT_FOUND);
         assert_eq!(
             failure.message,
             "exec: \"nosuchcmd\": executable file not found in $PATH"
         );
-        assert_eq!(resolve("/no/such", None).unwrap_err().status, NOT_FOUND);
+        assert_eq!(
+            resolve("/no/such", None).unwrap_err().status,
+            exit::NOT_FOUND
+        );
     }
 
     #[test]
     fn directory_and_denied_are_126() {
-        assert_eq!(resolve("/tmp", None).unwrap_err().status, NOT_EXECUTABLE);
+        assert_eq!(
+            resolve("/tmp", None).unwrap_err().status,
+            exit::CANNOT_INVOKE
+        );
         assert_eq!(
             failure_of("/etc/passwd", Errno::EACCES).status,
-            NOT_EXECUTABLE
+            exit::CANNOT_INVOKE
         );
         assert_eq!(
             failure_of("/etc/passwd", Errno::EACCES).message,

@@ -32,12 +32,10 @@ use std::sync::Mutex;
 
 use nix::mount::{mount, MsFlags};
 use oci_spec::runtime::Spec;
+use rvm_protocol::limits::{MAX_DIRECTORY_ENTRIES, MAX_FILE_BYTES};
 
-use super::host_files::MAX_FILE_BYTES;
 use super::{invalid, io_error, EngineError};
 
-/// Most entries of one directory.
-pub const MAX_ENTRIES: usize = 4096;
 /// Most bytes of a symlink's target.
 const MAX_TARGET_BYTES: usize = 4096;
 /// Most bytes of a pod key.
@@ -347,9 +345,9 @@ fn check(dir: &HostDirectory) -> Result<(), String> {
             ));
         }
     }
-    if dir.entries.len() > MAX_ENTRIES {
+    if dir.entries.len() > MAX_DIRECTORY_ENTRIES {
         return Err(format!(
-            "{} entries, more than {MAX_ENTRIES}",
+            "{} entries, more than {MAX_DIRECTORY_ENTRIES}",
             dir.entries.len()
         ));
     }
@@ -943,7 +941,7 @@ mod tests {
             });
             assert!(err.contains("is not a relative path"), "{err}");
         }
-        let many = (0..=MAX_ENTRIES)
+        let many = (0..=MAX_DIRECTORY_ENTRIES)
             .map(|i| entry(&i.to_string(), EntryKind::File(Vec::new())))
             .collect();
         let err = run(HostDirectory {

@@ -4,7 +4,7 @@
 //! directory and the spec's mount at its destination is pointed there.
 //!
 //! A file the host asks back (`return_max_bytes`, kubelet's termination message) is read again
-//! when the container's init exits: its last bytes, at most [`MAX_RETURNED_BYTES`], without
+//! when the container's init exits: its last bytes, at most [`MAX_RETURNED_FILE_BYTES`], without
 //! following a symlink and only if it is still a regular file; WaitProcess hands them over.
 
 use std::fs::{self, File, OpenOptions};
@@ -13,14 +13,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
+use rvm_protocol::limits::{MAX_FILE_BYTES, MAX_RETURNED_FILE_BYTES};
 
 use super::{invalid, io_error, EngineError};
-
-/// Most bytes one host file may hold.
-pub const MAX_FILE_BYTES: usize = 1 << 20;
-/// Most bytes of a file returned to the host: kubelet reads the last 4096 bytes of a
-/// termination message file.
-pub const MAX_RETURNED_BYTES: usize = 4096;
 
 /// One file as the host sent it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -29,7 +24,7 @@ pub struct HostFile {
     pub content: Vec<u8>,
     pub mode: u32,
     /// Non-zero: return the file's last bytes (at most this many, capped at
-    /// [`MAX_RETURNED_BYTES`]) when the container's init exits.
+    /// [`MAX_RETURNED_FILE_BYTES`]) when the container's init exits.
     pub return_max_bytes: usize,
 }
 
@@ -79,7 +74,7 @@ pub fn apply(
             returned.push(ReturnedFile {
                 destination: file.destination.clone(),
                 path: path.clone(),
-                max_bytes: file.return_max_bytes.min(MAX_RETURNED_BYTES),
+                max_bytes: file.return_max_bytes.min(MAX_RETURNED_FILE_BYTES),
             });
         }
         mount.set_source(Some(path));
@@ -168,7 +163,7 @@ mod tests {
         assert_eq!(returned.len(), 1);
         let back = &returned[0];
         assert_eq!(back.destination, Path::new("/dev/termination-log"));
-        assert_eq!(back.max_bytes, MAX_RETURNED_BYTES, "capped");
+        assert_eq!(back.max_bytes, MAX_RETURNED_FILE_BYTES, "capped");
         assert_eq!(
             spec.mounts().as_ref().unwrap()[0].source().as_ref(),
             Some(&back.path)
@@ -180,7 +175,7 @@ mod tests {
         long.extend_from_slice(b"END");
         fs::write(&back.path, &long).unwrap();
         let tail = read_back(back).unwrap();
-        assert_eq!(tail.len(), MAX_RETURNED_BYTES);
+        assert_eq!(tail.len(), MAX_RETURNED_FILE_BYTES);
         assert!(tail.ends_with(b"xEND"));
         // Swapped for a symlink or a FIFO: nothing comes back.
         fs::remove_file(&back.path).unwrap();

@@ -38,6 +38,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{pipe2, Pid};
 use oci_spec::runtime::{LinuxResources, Process as OciProcess, Spec};
+use rvm_protocol::namespace::SharedNamespace;
 use thiserror::Error;
 use tokio::sync::Notify;
 
@@ -84,22 +85,28 @@ pub enum EngineError {
     Io { what: String, source: io::Error },
 }
 
-/// The clone flag of a namespace a pod's container may join from its sandbox, by name. The
-/// pid namespace is joined when the init helper is created (see `spawn`), the others by the
+/// The clone flag of a namespace a pod's container may join from its sandbox. The pid
+/// namespace is joined when the init helper is created (see `spawn`), the others by the
 /// helper itself.
-pub(crate) fn sandbox_namespace_flag(name: &str) -> Option<CloneFlags> {
-    match name {
-        "ipc" => Some(CloneFlags::CLONE_NEWIPC),
-        "uts" => Some(CloneFlags::CLONE_NEWUTS),
-        "pid" => Some(CloneFlags::CLONE_NEWPID),
-        _ => None,
+fn clone_flag(namespace: SharedNamespace) -> CloneFlags {
+    match namespace {
+        SharedNamespace::Ipc => CloneFlags::CLONE_NEWIPC,
+        SharedNamespace::Uts => CloneFlags::CLONE_NEWUTS,
+        SharedNamespace::Pid => CloneFlags::CLONE_NEWPID,
     }
+}
+
+/// The same by name, for the helper, which gets the names in its [`InitConfig`].
+pub(crate) fn sandbox_namespace_flag(name: &str) -> Option<CloneFlags> {
+    name.parse().ok().map(clone_flag)
 }
 
 /// The sandbox's pid namespace out of `join`, if it is there: the helper must be born in it,
 /// since setns(2) moves only the children created afterwards into a pid namespace.
-fn split_pid_namespace(join: &mut Vec<(String, PathBuf)>) -> Option<PathBuf> {
-    let index = join.iter().position(|(name, _)| name == "pid")?;
+fn split_pid_namespace(join: &mut Vec<(SharedNamespace, PathBuf)>) -> Option<PathBuf> {
+    let index = join
+        .iter()
+        .position(|(namespace, _)| *namespace == SharedNamespace::Pid)?;
     Some(join.remove(index).1)
 }
 
@@ -154,9 +161,9 @@ pub struct CreateRequest {
     pub files: Vec<host_files::HostFile>,
     /// Trees of host directories the spec bind-mounts.
     pub directories: Vec<host_dirs::HostDirectory>,
-    /// The pod's sandbox container, whose `sandbox_namespaces` ("ipc", "uts", "pid") this one
-    /// joins.
+    /// The pod's sandbox container, whose `sandbox_namespaces` this one joins.
     pub sandbox_id: String,
+    /// [`SharedNamespace`] names, as on the wire; parsed by the create.
     pub sandbox_namespaces: Vec<String>,
 }
 
@@ -386,12 +393,13 @@ impl Engine {
         Ok((rootfs, true, vec![scratch]))
     }
 
-    /// The sandbox namespaces the request joins, as (name, `/proc/PID/ns/NAME` of the
-    /// sandbox's init); the sandbox must be a running container of this VM.
+    /// The sandbox namespaces the request joins, with `/proc/PID/ns/NAME` of the sandbox's
+    /// init; the sandbox must be a running container of this VM, and every name one of
+    /// [`SharedNamespace`].
     fn sandbox_namespaces(
         &self,
         request: &CreateRequest,
-    ) -> Result<Vec<(String, PathBuf)>, EngineError> {
+    ) -> Result<Vec<(SharedNamespace, PathBuf)>, EngineError> {
         if request.sandbox_namespaces.is_empty() {
             return Ok(Vec::new());
         }
@@ -415,15 +423,14 @@ impl Engine {
         request
             .sandbox_namespaces
             .iter()
-            .map(|name| match sandbox_namespace_flag(name) {
-                Some(_) => Ok((
-                    name.clone(),
-                    PathBuf::from(format!("/proc/{pid}/ns/{name}")),
-                )),
-                None => Err(invalid(
-                    what,
-                    format!("{name:?} is not a namespace a pod's containers share (ipc, uts, pid)"),
-                )),
+            .map(|name| {
+                let namespace = name
+                    .parse::<SharedNamespace>()
+                    .map_err(|e| invalid(what, e.to_string()))?;
+                Ok((
+                    namespace,
+                    PathBuf::from(format!("/proc/{pid}/ns/{namespace}")),
+                ))
             })
             .collect()
     }
@@ -539,7 +546,10 @@ impl Engine {
             spec,
             terminal: request.terminal,
             seccomp: seccomp.clone(),
-            join: join.clone(),
+            join: join
+                .iter()
+                .map(|(namespace, path)| (namespace.as_str().to_owned(), path.clone()))
+                .collect(),
         };
         let config_path = dir.join("init.json");
         write_config(&config_path, &config).map_err(&cleanup)?;
@@ -551,11 +561,8 @@ impl Engine {
             | CloneFlags::CLONE_NEWPID
             | CloneFlags::CLONE_NEWUTS
             | CloneFlags::CLONE_NEWIPC;
-        for flag in join
-            .iter()
-            .filter_map(|(name, _)| sandbox_namespace_flag(name))
-        {
-            namespaces.remove(flag);
+        for (namespace, _) in &join {
+            namespaces.remove(clone_flag(*namespace));
         }
         if pid_namespace.is_some() {
             namespaces.remove(CloneFlags::CLONE_NEWPID);
@@ -1078,18 +1085,34 @@ mod tests {
 
     #[test]
     fn the_pid_namespace_is_taken_out_of_what_the_helper_joins() {
-        let entry = |name: &str| (name.to_owned(), PathBuf::from(format!("/proc/7/ns/{name}")));
-        let mut join = vec![entry("ipc"), entry("pid"), entry("uts")];
+        use SharedNamespace::{Ipc, Pid, Uts};
+        let entry = |namespace: SharedNamespace| {
+            (namespace, PathBuf::from(format!("/proc/7/ns/{namespace}")))
+        };
+        let mut join = vec![entry(Ipc), entry(Pid), entry(Uts)];
         assert_eq!(
             split_pid_namespace(&mut join),
             Some(PathBuf::from("/proc/7/ns/pid"))
         );
-        assert_eq!(join, [entry("ipc"), entry("uts")]);
+        assert_eq!(join, [entry(Ipc), entry(Uts)]);
         assert_eq!(split_pid_namespace(&mut join), None);
         assert_eq!(join.len(), 2);
-        for name in ["ipc", "uts", "pid"] {
-            assert!(sandbox_namespace_flag(name).is_some(), "{name}");
-        }
+    }
+
+    #[test]
+    fn shared_namespaces_map_to_their_clone_flags_by_name() {
+        assert_eq!(
+            sandbox_namespace_flag("ipc"),
+            Some(CloneFlags::CLONE_NEWIPC)
+        );
+        assert_eq!(
+            sandbox_namespace_flag("uts"),
+            Some(CloneFlags::CLONE_NEWUTS)
+        );
+        assert_eq!(
+            sandbox_namespace_flag("pid"),
+            Some(CloneFlags::CLONE_NEWPID)
+        );
         assert_eq!(sandbox_namespace_flag("mnt"), None);
         assert_eq!(sandbox_namespace_flag("net"), None);
     }

@@ -1,8 +1,7 @@
 //! What the container commands share: their exit codes, error reports, logging set-up and the
-//! async runtime for their I/O.
+//! async runtime for their I/O. Docker's exit codes for a container command that never ran
+//! (125, 126, 127) are `rvm_protocol::exit`'s.
 
-/// Docker's exit code for an error of the runtime in `run`, `exec` and `start`.
-pub const EXIT_RVM_ERROR: i32 = 125;
 /// Docker's exit code for a failed management command (`ps`, `rm`, `stop`, ...).
 pub const EXIT_FAILED: i32 = 1;
 

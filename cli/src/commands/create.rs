@@ -3,9 +3,10 @@
 
 use anyhow::Result;
 use clap::Args;
+use rvm_protocol::exit;
 use rvm_runtime::sandbox::layout::Layout;
 
-use super::common::{report, EXIT_RVM_ERROR};
+use super::common::report;
 use super::run::{self, ContainerFlags};
 
 #[derive(Debug, Args)]
@@ -18,7 +19,7 @@ pub struct CreateArgs {
 pub fn main(layout: &Layout, args: CreateArgs) -> i32 {
     match create(layout, &args) {
         Ok(()) => 0,
-        Err(err) => report(&err, EXIT_RVM_ERROR),
+        Err(err) => report(&err, exit::RUNTIME_ERROR),
     }
 }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use rvm_protocol::agent::ExecProcessRequest;
-use rvm_runtime::sandbox::agent::{AgentSession, EXIT_RUNTIME_ERROR};
+use rvm_protocol::exit;
+use rvm_runtime::sandbox::agent::AgentSession;
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::log::Stream;
 use rvm_runtime::sandbox::spec::{self, SpecUser};
@@ -63,7 +64,7 @@ pub fn main(layout: &Layout, args: ExecArgs) -> i32 {
     common::init_tracing();
     let runtime = match common::runtime() {
         Ok(runtime) => runtime,
-        Err(err) => return report(&err, EXIT_RUNTIME_ERROR),
+        Err(err) => return report(&err, exit::RUNTIME_ERROR),
     };
     let result = runtime.block_on(exec(layout, &args));
     runtime.shutdown_background();

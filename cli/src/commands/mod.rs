@@ -34,13 +34,22 @@ pub mod wait;
 
 use std::process::ExitCode;
 
-/// Docker's exit status for an error of the engine itself (not of the container).
-pub const EXIT_RVM_ERROR: u8 = 125;
+use rvm_protocol::exit;
 
 /// Prints `err` the way Docker prints an engine error and returns exit status 125.
 pub fn fail(err: &anyhow::Error) -> ExitCode {
     eprintln!("rvm: Error response from daemon: {}", message(err));
-    ExitCode::from(EXIT_RVM_ERROR)
+    exit_code(exit::RUNTIME_ERROR)
+}
+
+/// `code` as `rvm`'s exit status (the container's own, 125, 126, 127, 1...); one that is no
+/// status (outside 0..=255) is reported as an error of rvm itself.
+pub fn exit_code(code: i32) -> ExitCode {
+    match u8::try_from(code) {
+        Ok(status) => ExitCode::from(status),
+        // 125 is a status, so this ends here.
+        Err(_) => exit_code(exit::RUNTIME_ERROR),
+    }
 }
 
 /// The error and its causes on one line, `a: b: c`, skipping a cause whose text the message

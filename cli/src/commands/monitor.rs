@@ -7,11 +7,12 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use rvm_protocol::exit;
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::monitor;
 use tokio::net::UnixStream;
 
-use super::common::{self, report, EXIT_RVM_ERROR};
+use super::common::{self, report};
 use super::container;
 
 #[derive(Debug, Args)]
@@ -32,7 +33,7 @@ pub fn main(layout: &Layout, args: MonitorArgs) -> i32 {
         Ok(code) => code,
         Err(err) => {
             tracing::error!("{err:#}");
-            report(&err, EXIT_RVM_ERROR)
+            report(&err, exit::RUNTIME_ERROR)
         }
     }
 }

@@ -5,9 +5,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args as ClapArgs;
+use rvm_protocol::exit;
 use rvm_runtime::image::{catalog, gc, Platform, Store};
-
-use super::EXIT_RVM_ERROR;
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
@@ -29,7 +28,7 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if failed {
-        ExitCode::from(EXIT_RVM_ERROR)
+        super::exit_code(exit::RUNTIME_ERROR)
     } else {
         ExitCode::SUCCESS
     })

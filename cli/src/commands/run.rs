@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use rvm_protocol::exit;
 use rvm_runtime::image::{Reference, Store};
 use rvm_runtime::network::PortMapping;
 use rvm_runtime::sandbox::attach::{self, Frame};
@@ -24,7 +25,7 @@ use tokio::net::UnixStream;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Mutex;
 
-use super::common::{self, report, EXIT_RVM_ERROR};
+use super::common::{self, report};
 use super::container::{self, Started};
 use super::pull;
 use super::terminal;
@@ -114,7 +115,7 @@ pub fn main(layout: &Layout, args: RunArgs) -> i32 {
     common::init_tracing();
     match run(layout, args) {
         Ok(code) => code,
-        Err(err) => report(&err, EXIT_RVM_ERROR),
+        Err(err) => report(&err, exit::RUNTIME_ERROR),
     }
 }
 

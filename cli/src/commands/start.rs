@@ -4,10 +4,11 @@
 
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
+use rvm_protocol::exit;
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::state::{Containers, Status};
 
-use super::common::{self, report, EXIT_FAILED, EXIT_RVM_ERROR};
+use super::common::{self, report, EXIT_FAILED};
 use super::container::{self, Started};
 use super::run::{self, Terminal};
 
@@ -27,10 +28,10 @@ pub fn main(layout: &Layout, args: StartArgs) -> i32 {
     if args.attach || args.interactive {
         return match args.containers.as_slice() {
             [name] => start_attached(layout, name, args.interactive)
-                .unwrap_or_else(|err| report(&err, EXIT_RVM_ERROR)),
+                .unwrap_or_else(|err| report(&err, exit::RUNTIME_ERROR)),
             _ => report(
                 &anyhow!("you cannot start and attach multiple containers at once"),
-                EXIT_RVM_ERROR,
+                exit::RUNTIME_ERROR,
             ),
         };
     }

@@ -15,6 +15,7 @@ use rvm_protocol::agent::{
 };
 use rvm_protocol::agent_ttrpc::AgentClient;
 use rvm_protocol::client::{connect_agent, handshake};
+use rvm_protocol::exit;
 use rvm_protocol::messages::MAX_IO_CHUNK;
 use rvm_protocol::ttrpc::{self, context, Code};
 use thiserror::Error;
@@ -28,13 +29,6 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// One attempt's budget for the hybrid vsock handshake plus Version.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Docker's exit code when the command cannot be invoked.
-pub const EXIT_CANNOT_INVOKE: i32 = 126;
-/// Docker's exit code when the command is not found.
-pub const EXIT_NOT_FOUND: i32 = 127;
-/// Docker's exit code for an error of the runtime itself.
-pub const EXIT_RUNTIME_ERROR: i32 = 125;
 
 #[derive(Debug, Error)]
 pub enum AgentError {
@@ -77,12 +71,12 @@ impl AgentError {
             Self::Rpc {
                 code: Some(Code::NOT_FOUND),
                 ..
-            } => EXIT_NOT_FOUND,
+            } => exit::NOT_FOUND,
             Self::Rpc {
                 code: Some(Code::PERMISSION_DENIED),
                 ..
-            } => EXIT_CANNOT_INVOKE,
-            _ => EXIT_RUNTIME_ERROR,
+            } => exit::CANNOT_INVOKE,
+            _ => exit::RUNTIME_ERROR,
         }
     }
 
@@ -569,12 +563,12 @@ mod tests {
             code: Some(Code::NOT_FOUND),
             message: "m".into(),
         };
-        assert_eq!(error.exit_code(), EXIT_NOT_FOUND);
+        assert_eq!(error.exit_code(), exit::NOT_FOUND);
         let error = AgentError::Rpc {
             call: "StartContainer",
             code: Some(Code::INTERNAL),
             message: "m".into(),
         };
-        assert_eq!(error.exit_code(), EXIT_RUNTIME_ERROR);
+        assert_eq!(error.exit_code(), exit::RUNTIME_ERROR);
     }
 }

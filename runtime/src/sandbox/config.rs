@@ -8,19 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::network::Endpoint;
 
-/// Virtio-blk serial of the scratch disk.
-pub const SCRATCH_SERIAL: &str = "rvm-scratch";
-
-/// The serial of layer disk `index` (bottom layer 0); at most 20 bytes, as virtio-blk allows.
-pub fn layer_serial(index: usize) -> String {
-    format!("rvm-layer-{index}")
-}
-
-/// The serial of volume disk `index`.
-pub fn volume_serial(index: usize) -> String {
-    format!("rvm-vol-{index}")
-}
-
 /// A read-only erofs layer disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerDiskRef {

@@ -3,11 +3,10 @@
 
 use std::path::PathBuf;
 
+use rvm_protocol::serial::{layer_serial, volume_serial};
 use thiserror::Error;
 
-use super::config::{
-    layer_serial, volume_serial, ContainerConfig, LayerDiskRef, NetworkMode, VmSize, VolumeRef,
-};
+use super::config::{ContainerConfig, LayerDiskRef, NetworkMode, VmSize, VolumeRef};
 use super::disks::{self, DiskError, SCRATCH_SIZE};
 use super::id::{self, IdError};
 use super::layout::{Layout, MAX_SOCKET_PATH};

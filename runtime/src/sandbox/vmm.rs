@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use rustix::process::Signal;
+use rvm_protocol::serial::SCRATCH_SERIAL;
 use tokio::process::{Child, Command};
 
 use super::artifacts::GuestArtifacts;
-use super::config::{ContainerConfig, SCRATCH_SERIAL};
+use super::config::ContainerConfig;
 use super::layout::Layout;
 
 /// The kernel command line: serial console, a reboot ends the VM (`reboot=k`), a panic reboots

@@ -4,7 +4,7 @@
 use oci_spec::runtime::Spec;
 use rvm_protocol::agent::{CreateContainerRequest, HostDirectory, HostFile, LayerDisk, VolumeDisk};
 
-use crate::sandbox::config::SCRATCH_SERIAL;
+use rvm_protocol::serial::SCRATCH_SERIAL;
 
 /// A container to create in a VM.
 #[derive(Debug, Clone, Default)]

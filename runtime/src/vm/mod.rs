@@ -25,16 +25,19 @@ use thiserror::Error;
 
 use crate::network::podnet::PodNetError;
 use crate::network::NetworkError;
-use crate::sandbox::agent::{AgentError, AgentSession, ExitStatus, EXIT_RUNTIME_ERROR};
+use rvm_protocol::exit::RUNTIME_ERROR;
+use rvm_protocol::serial::SCRATCH_SERIAL;
+
+use crate::sandbox::agent::{AgentError, AgentSession, ExitStatus};
 use crate::sandbox::artifacts::{self, ArtifactError};
-use crate::sandbox::config::{VmSize, SCRATCH_SERIAL};
+use crate::sandbox::config::VmSize;
 use crate::sandbox::layout::Layout;
 use crate::sandbox::state::UNKNOWN_EXIT;
 use crate::sandbox::vmm::{DiskArg, SpawnError, VmmCommand, KERNEL_CMDLINE};
 
 pub use create::NewContainer;
 pub use network::VmNetwork;
-pub use pod::{slot_serial, LayerImage};
+pub use pod::LayerImage;
 pub use process::{tail, vm_ended, VmEnd};
 pub use slots::SlotError;
 
@@ -92,7 +95,7 @@ impl VmError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Agent(error) => error.exit_code(),
-            _ => EXIT_RUNTIME_ERROR,
+            _ => RUNTIME_ERROR,
         }
     }
 

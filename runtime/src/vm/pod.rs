@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use sha2::{Digest, Sha256};
+use rvm_protocol::serial::slot_serial;
 
 use super::slots::Slots;
 use super::VmError;
@@ -16,15 +16,6 @@ use super::VmError;
 pub struct LayerImage {
     pub path: PathBuf,
     pub key: String,
-}
-
-/// The virtio serial of a layer disk on a slot: derived from its cache key, so a layer shared
-/// by two containers of the pod has one serial (and one slot), and short enough for virtio
-/// (20 bytes).
-pub fn slot_serial(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    let hex: String = digest.iter().take(7).map(|b| format!("{b:02x}")).collect();
-    format!("rvm-s-{hex}")
 }
 
 /// A pod VM's disk slots and the socket of the VMM's API that fills them.
@@ -106,18 +97,4 @@ fn attach_image(api: &Path, slot: u32, serial: &str, path: &Path) -> Result<u64,
     rvm_vmm::api::Client::connect(api)
         .and_then(|mut client| client.attach(slot, serial, &image))
         .map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slot_serials_fit_virtio_and_follow_the_layer() {
-        let a = slot_serial("0123456789abcdef0123456789abcdef");
-        assert_eq!(a.len(), 20, "{a}");
-        assert_eq!(a, slot_serial("0123456789abcdef0123456789abcdef"));
-        assert_ne!(a, slot_serial("other"));
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
-    }
 }
