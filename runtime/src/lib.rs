@@ -2,5 +2,6 @@
 
 pub mod host;
 pub mod image;
+pub mod layer_cache;
 pub mod network;
 pub mod sandbox;
