@@ -247,7 +247,7 @@ fn gc_prunes_the_disks_of_layers_no_image_references_and_keeps_the_rest() {
 
     // `rmi` judges only the layers of the images it removes.
     let out = gc::remove_images(&store, &[Reference::parse("removed").unwrap()]).unwrap();
-    assert_eq!(out.disks, [removed.clone()]);
+    assert_eq!(out.disks, std::slice::from_ref(&removed));
     assert!(!file(&removed, "erofs").exists() && !file(&removed, "source").exists());
     assert!(file(&orphan, "erofs").exists());
 
@@ -265,7 +265,7 @@ fn gc_prunes_the_disks_of_layers_no_image_references_and_keeps_the_rest() {
     // `system prune` judges them all: the orphan goes, with its stale temporary file; the disk
     // in use stays though it has no record, and so does the one whose record cannot be trusted.
     let out = gc::prune(&store).unwrap();
-    assert_eq!(out.disks, [orphan.clone()]);
+    assert_eq!(out.disks, std::slice::from_ref(&orphan));
     assert_eq!(out.temp_entries, 1);
     let mut expected = vec![
         format!("{}.erofs", kept.hex()),
