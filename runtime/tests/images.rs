@@ -14,6 +14,7 @@ use std::process::Command;
 use images::Compression;
 use rvm_runtime::image::archive::{self, ArchiveError};
 use rvm_runtime::image::disk::{self, DiskError};
+use rvm_runtime::image::gc;
 use rvm_runtime::image::manifest::{self, Platform};
 use rvm_runtime::image::{Digest, Reference, Store};
 
@@ -213,6 +214,75 @@ fn wrong_diff_id_builds_no_disk() {
     assert!(tree(&store.layers_dir()).is_empty());
 }
 
+/// Loads a one-layer image named `name` whose layer holds `content`; returns its diff_id.
+fn load_one_layer(store: &Store, dir: &Path, name: &str, content: &[u8]) -> Digest {
+    let layer = images::Layer::new(&[images::file("f", content)], Compression::Gzip);
+    let image = images::Image::new(vec![layer], serde_json::json!({}));
+    let path = dir.join(format!("{name}.tar"));
+    images::write_oci_archive(&image, &path, &format!("{name}:latest"));
+    archive::load(store, &path).unwrap();
+    disk::ensure_image_disks(store, &resolve(store, name)).unwrap();
+    digest(&image.layers[0].diff_id)
+}
+
+#[test]
+fn gc_prunes_the_disks_of_layers_no_image_references_and_keeps_the_rest() {
+    let (dir, store) = new_store();
+    let kept = load_one_layer(&store, dir.path(), "kept", b"kept");
+    let removed = load_one_layer(&store, dir.path(), "removed", b"removed");
+    let layers = store.layers_dir();
+    let file = |digest: &Digest, ext: &str| layers.join(format!("{}.{ext}", digest.hex()));
+    // The kept image's disk as a version without records left it.
+    fs::remove_file(file(&kept, "source")).unwrap();
+    // An orphan disk of that age, and a disk whose record names another layer.
+    let orphan = Digest::of(b"orphan");
+    fs::write(file(&orphan, "erofs"), b"old disk").unwrap();
+    let mismatched = Digest::of(b"mismatched");
+    fs::write(file(&mismatched, "erofs"), b"disk").unwrap();
+    fs::write(
+        file(&mismatched, "source"),
+        format!("diff_id {}\n", Digest::of(b"else")),
+    )
+    .unwrap();
+
+    // `rmi` judges only the layers of the images it removes.
+    let out = gc::remove_images(&store, &[Reference::parse("removed").unwrap()]).unwrap();
+    assert_eq!(out.disks, std::slice::from_ref(&removed));
+    assert!(!file(&removed, "erofs").exists() && !file(&removed, "source").exists());
+    assert!(file(&orphan, "erofs").exists());
+
+    // A stale temporary file of a process that is gone (pid_max is below 2^22).
+    let stale = layers.join(format!(".{}.tmp-4194304-0", orphan.hex()));
+    fs::write(&stale, b"half").unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+
+    // `system prune` judges them all: the orphan goes, with its stale temporary file; the disk
+    // in use stays though it has no record, and so does the one whose record cannot be trusted.
+    let out = gc::prune(&store).unwrap();
+    assert_eq!(out.disks, std::slice::from_ref(&orphan));
+    assert_eq!(out.temp_entries, 1);
+    let mut expected = vec![
+        format!("{}.erofs", kept.hex()),
+        format!("{}.erofs", mismatched.hex()),
+        format!("{}.source", mismatched.hex()),
+    ];
+    expected.sort();
+    assert_eq!(tree(&layers), expected);
+
+    // Used again, the kept disk gets its record back.
+    disk::ensure_image_disks(&store, &resolve(&store, "kept")).unwrap();
+    assert_eq!(
+        fs::read_to_string(file(&kept, "source")).unwrap(),
+        format!("diff_id {kept}\n")
+    );
+}
+
 /// Unmounts what it mounted, topmost first, even when an assertion fails.
 struct Mounts(Vec<PathBuf>);
 
@@ -288,8 +358,18 @@ fn layer_disks_stack_into_the_merged_view_and_are_shared() {
         again.iter().map(|d| &d.path).collect::<Vec<_>>(),
         disks.iter().map(|d| &d.path).collect::<Vec<_>>()
     );
+    // A disk and its record per layer.
     let names = tree(&store.layers_dir());
-    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(names.len(), 6, "{names:?}");
+    for layer in &image.layers {
+        let record = store
+            .layers_dir()
+            .join(format!("{}.source", images::hex(&layer.diff_id)));
+        assert_eq!(
+            fs::read_to_string(record).unwrap(),
+            format!("diff_id {}\n", layer.diff_id)
+        );
+    }
 
     if let Some(reason) = cannot_mount() {
         println!("SKIPPED overlay check: {reason}");

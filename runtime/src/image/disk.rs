@@ -1,22 +1,21 @@
-//! Layer disks: each layer is unpacked once, its blob digest and diff_id checked on the way,
-//! and turned into a read-only erofs image `<root>/layers/<diff_id hex>.erofs` that every image
-//! containing the layer shares.
+//! Layer disks of the image store: each layer is unpacked once, its blob digest and diff_id
+//! checked on the way, and turned into a read-only erofs disk `<root>/layers/<diff_id hex>.erofs`
+//! (with its record `<diff_id hex>.source`) that every image containing the layer shares. The
+//! disks live in the [`LayerCache`] of [`ImageLayer`]s, which builds them and prunes them; this
+//! module owns unpacking and verifying.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::compression::{self, CompressionError};
 use super::digest::{Digest, Hasher, HashingReader};
-use super::fsutil::{self, TempDir};
+use super::fsutil::TempDir;
 use super::layer::{self, LayerError, UnpackStats};
 use super::manifest::{Layer, ResolvedImage};
 use super::store::{Store, StoreError};
-
-/// The tool that builds the disks (Debian's erofs-utils).
-const MKFS_EROFS: &str = "mkfs.erofs";
+use crate::layer_cache::{ImageLayer, LayerCache, LayerCacheError, MkfsError, MKFS_EROFS};
 
 /// A failure to build a layer disk, naming the layer blob.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +55,33 @@ pub enum DiskError {
     },
 }
 
+impl DiskError {
+    /// The cache's failure to build the disk of blob `layer`, named by the blob: the directory
+    /// it names is a temporary one.
+    fn of_cache(layer: &Digest, error: LayerCacheError) -> Self {
+        let layer = layer.clone();
+        match error {
+            LayerCacheError::Mkfs(MkfsError::Missing { source, .. }) => {
+                Self::MkfsMissing { layer, source }
+            }
+            LayerCacheError::Mkfs(MkfsError::Failed { status, stderr, .. }) => Self::Mkfs {
+                layer,
+                status,
+                stderr,
+            },
+            LayerCacheError::Io {
+                action,
+                path,
+                source,
+            } => Self::Io {
+                action,
+                path,
+                source,
+            },
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, DiskError>;
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DiskError + 'a {
@@ -74,9 +100,16 @@ pub struct LayerDisk {
     pub created: bool,
 }
 
+/// The cache of the store's layer disks, `<root>/layers`.
+pub fn cache(store: &Store) -> LayerCache<ImageLayer> {
+    LayerCache::new(store.layers_dir())
+}
+
 /// Where the disk of the layer with this diff_id lives.
 pub fn disk_path(store: &Store, diff_id: &Digest) -> PathBuf {
-    store.layers_dir().join(format!("{}.erofs", diff_id.hex()))
+    cache(store).disk_path(&ImageLayer {
+        diff_id: diff_id.clone(),
+    })
 }
 
 /// The disks of every layer of `image`, bottom first, building the missing ones.
@@ -90,36 +123,45 @@ pub fn ensure_image_disks(store: &Store, image: &ResolvedImage) -> Result<Vec<La
 
 /// Returns the disk of `layer`, building it when no image has built it yet.
 pub fn ensure_layer_disk(store: &Store, layer: &Layer) -> Result<LayerDisk> {
-    let path = disk_path(store, &layer.diff_id);
-    if path.is_file() {
+    let cache = cache(store);
+    let source = ImageLayer {
+        diff_id: layer.diff_id.clone(),
+    };
+    if let Some(disk) = cache.lookup(&source) {
         tracing::debug!(diff_id = %layer.diff_id, "layer disk already built");
         return Ok(LayerDisk {
-            path,
+            path: disk.path,
             diff_id: layer.diff_id.clone(),
             created: false,
         });
     }
-    let layers_dir = store.layers_dir();
-    let work = TempDir::new_in(&layers_dir, "-unpack")
-        .map_err(io_err("create unpack directory in", &layers_dir))?;
+    // Unpacked in the store's scratch space, which sweeps what a killed process leaves there.
+    let tmp = store.tmp_dir();
+    let work =
+        TempDir::new_in(&tmp, "-unpack").map_err(io_err("create unpack directory in", &tmp))?;
     let rootfs = work.path().join("rootfs");
     fs::create_dir(&rootfs).map_err(io_err("create", &rootfs))?;
     fs::set_permissions(&rootfs, fs::Permissions::from_mode(0o755))
         .map_err(io_err("set mode of", &rootfs))?;
     let stats = unpack_verified(store, layer, &rootfs)?;
-    let image = work.path().join("layer.erofs");
-    mkfs_erofs(&layer.digest, &image, &rootfs)?;
-    File::open(&image)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err("sync", &image))?;
-    fs::rename(&image, &path).map_err(io_err("rename layer disk to", &path))?;
-    fsutil::sync_dir(&layers_dir).map_err(io_err("sync", &layers_dir))?;
+    let disk = cache
+        .build(&source, &rootfs)
+        .map_err(|e| DiskError::of_cache(&layer.digest, e))?;
     tracing::info!(layer = %layer.digest, diff_id = %layer.diff_id, entries = stats.entries, "layer disk built");
     Ok(LayerDisk {
-        path,
+        path: disk.path,
         diff_id: layer.diff_id.clone(),
         created: true,
     })
+}
+
+/// Removes the disk of the layer with this diff_id and its record (undoing a build).
+pub fn remove_layer_disk(store: &Store, diff_id: &Digest) -> Result<()> {
+    cache(store)
+        .remove(&ImageLayer {
+            diff_id: diff_id.clone(),
+        })
+        .map_err(|e| DiskError::of_cache(diff_id, e))
 }
 
 /// Unpacks the layer blob into `target`, checking the blob digest and the diff_id of the
@@ -169,24 +211,4 @@ pub fn unpack_verified(store: &Store, layer: &Layer, target: &Path) -> Result<Un
         });
     }
     Ok(stats)
-}
-
-fn mkfs_erofs(layer: &Digest, image: &Path, rootfs: &Path) -> Result<()> {
-    let output = Command::new(MKFS_EROFS)
-        .arg("--quiet")
-        .arg(image)
-        .arg(rootfs)
-        .output()
-        .map_err(|source| DiskError::MkfsMissing {
-            layer: layer.clone(),
-            source,
-        })?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(DiskError::Mkfs {
-        layer: layer.clone(),
-        status: output.status.to_string(),
-        stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-    })
 }

@@ -1,32 +1,30 @@
 //! Garbage collection of the store: which blobs and layer disks the named images still use,
 //! `rmi` (drop names, then the content only they used) and `system prune` (drop everything no
-//! name uses, and temporary files of dead processes).
+//! name uses, and temporary files of dead processes). Layer disks are pruned by the layer cache's
+//! one policy ([`LayerCache::prune`](crate::layer_cache::LayerCache::prune)); this module says
+//! which image layers are gone, under the store's exclusive lock.
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io;
-use std::path::PathBuf;
 
 use super::digest::Digest;
+use super::disk;
 use super::manifest::{self, ImageConfig, Manifest, ManifestError};
 use super::reference::Reference;
 use super::store::{Store, StoreError};
+use crate::layer_cache::{ImageLayer, LayerCacheError, Liveness};
 
 /// A failure while collecting garbage, naming the image or file.
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    LayerCache(#[from] LayerCacheError),
     #[error("image {image}: {source}")]
     Image {
         image: String,
         source: Box<ManifestError>,
-    },
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: io::Error,
     },
 }
 
@@ -137,11 +135,15 @@ pub fn remove_images(store: &Store, names: &[Reference]) -> Result<Removed> {
         candidates.blobs.difference(&kept.blobs),
         &mut removed,
     )?;
-    delete_disks(
-        store,
-        candidates.diff_ids.difference(&kept.diff_ids),
-        &mut removed,
-    )?;
+    // Only the removed images' layers are judged: any other disk is not this command's to
+    // remove, so it counts as live.
+    prune_disks(store, &mut removed, |layer| {
+        if candidates.diff_ids.contains(&layer.diff_id) {
+            unreferenced(&kept, layer)
+        } else {
+            Liveness::Live
+        }
+    })?;
     Ok(removed)
 }
 
@@ -161,36 +163,35 @@ pub fn prune(store: &Store) -> Result<Removed> {
         .filter(|d| !kept.blobs.contains(d))
         .collect();
     delete_blobs(store, blobs.iter(), &mut removed)?;
-    let disks: Vec<Digest> = layer_disks(store)?
-        .into_iter()
-        .filter(|d| !kept.diff_ids.contains(d))
-        .collect();
-    delete_disks(store, disks.iter(), &mut removed)?;
+    prune_disks(store, &mut removed, |layer| unreferenced(&kept, layer))?;
     Ok(removed)
 }
 
-/// The diff_ids of the layer disks present.
-pub fn layer_disks(store: &Store) -> Result<Vec<Digest>> {
-    let dir = store.layers_dir();
-    let list_err = |source| GcError::Io {
-        action: "list",
-        path: dir.clone(),
-        source,
-    };
-    let mut found = Vec::new();
-    for entry in fs::read_dir(&dir).map_err(list_err)? {
-        let entry = entry.map_err(list_err)?;
-        let name = entry.file_name();
-        if let Some(digest) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".erofs"))
-            .and_then(Digest::from_hex)
-        {
-            found.push(digest);
-        }
+/// A layer is gone when no name references its diff_id.
+fn unreferenced(kept: &Reachable, layer: &ImageLayer) -> Liveness {
+    if kept.diff_ids.contains(&layer.diff_id) {
+        Liveness::Live
+    } else {
+        Liveness::Gone("no image references it")
     }
-    found.sort();
-    Ok(found)
+}
+
+/// Prunes the layer cache with `judge`, adding what went to `removed`.
+fn prune_disks(
+    store: &Store,
+    removed: &mut Removed,
+    judge: impl FnMut(&ImageLayer) -> Liveness,
+) -> Result<()> {
+    let pruned = disk::cache(store).prune(judge)?;
+    removed.disks.extend(
+        pruned
+            .removed
+            .iter()
+            .filter_map(|key| Digest::from_hex(key)),
+    );
+    removed.temp_entries += pruned.temps;
+    removed.bytes += pruned.freed_bytes + pruned.temp_bytes;
+    Ok(())
 }
 
 fn delete_blobs<'a>(
@@ -204,36 +205,6 @@ fn delete_blobs<'a>(
         tracing::info!(%blob, size, "removed blob");
         removed.bytes += size;
         removed.blobs.push(blob.clone());
-    }
-    Ok(())
-}
-
-fn delete_disks<'a>(
-    store: &Store,
-    diff_ids: impl Iterator<Item = &'a Digest>,
-    removed: &mut Removed,
-) -> Result<()> {
-    for diff_id in diff_ids {
-        let path = super::disk::disk_path(store, diff_id);
-        let size = match fs::metadata(&path) {
-            Ok(meta) => meta.len(),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-            Err(source) => {
-                return Err(GcError::Io {
-                    action: "stat",
-                    path,
-                    source,
-                })
-            }
-        };
-        fs::remove_file(&path).map_err(|source| GcError::Io {
-            action: "remove layer disk",
-            path: path.clone(),
-            source,
-        })?;
-        tracing::info!(%diff_id, size, "removed layer disk");
-        removed.bytes += size;
-        removed.disks.push(diff_id.clone());
     }
     Ok(())
 }

@@ -36,7 +36,7 @@ pub fn install(
             Ok(built) => disks.push(built),
             Err(err) => {
                 for built in disks.iter().filter(|d| d.created) {
-                    if let Err(remove) = std::fs::remove_file(&built.path) {
+                    if let Err(remove) = disk::remove_layer_disk(store, &built.diff_id) {
                         tracing::warn!(path = %built.path.display(), %remove, "cannot remove layer disk");
                     }
                 }
