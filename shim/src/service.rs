@@ -608,6 +608,7 @@ impl Task for Service {
             let _ = std::fs::remove_dir_all(self.layout.container_dir(&container.id));
         } else {
             container.vm.shutdown().await;
+            vm::remove_files(&self.layout, &container.id);
         }
         if let Ok(mut containers) = self.containers.lock() {
             containers.remove(&request.id);
