@@ -4,6 +4,9 @@
 //! The seeds are written by `RVM_WRITE_SEEDS=1 cargo test -p rvm-protocol --test fuzz_seeds`, and
 //! checked against their writers on every run.
 
+#[path = "../../tests/fixtures/seeds.rs"]
+mod seeds;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -261,34 +264,11 @@ fn samples_cover_every_method() {
 /// fuzz_seeds` (re)writes them first.
 #[test]
 fn committed_seeds_are_what_the_writers_make() {
-    let write = std::env::var_os("RVM_WRITE_SEEDS").is_some();
-    let frame_header: Vec<Seed> = frame_header_seeds()
-        .into_iter()
-        .map(|(name, data)| (name.to_owned(), data))
-        .collect();
-    let targets = [
-        ("frame_header", frame_header),
-        ("request_decode", request_decode_seeds().unwrap()),
-    ];
-    for (target, seeds) in targets {
-        let dir = seed_dir(target);
-        if write {
-            fs::create_dir_all(&dir).unwrap();
-        }
-        for (name, data) in seeds {
-            let path = dir.join(name);
-            if write {
-                fs::write(&path, &data).unwrap();
-            }
-            let committed = fs::read(&path).unwrap_or_else(|e| {
-                panic!("seed {}: {e} (rewrite: RVM_WRITE_SEEDS=1)", path.display())
-            });
-            assert!(
-                committed == data,
-                "seed {} is not what the writer makes (rewrite: RVM_WRITE_SEEDS=1 cargo test \
-                 -p rvm-protocol --test fuzz_seeds)",
-                path.display()
-            );
-        }
-    }
+    let rewrite = "RVM_WRITE_SEEDS=1 cargo test -p rvm-protocol --test fuzz_seeds";
+    seeds::check_seeds(&seed_dir("frame_header"), frame_header_seeds(), rewrite);
+    seeds::check_seeds(
+        &seed_dir("request_decode"),
+        request_decode_seeds().unwrap(),
+        rewrite,
+    );
 }

@@ -7,6 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/fixtures/seeds.rs"]
+mod seeds;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -198,27 +201,7 @@ fn rng_seeds() -> Vec<(&'static str, Vec<u8>)> {
 /// cannot leave a stale corpus behind. `RVM_WRITE_SEEDS=1 cargo test -p rvm-vmm --test chain_fuzz_seeds` (re)writes them first.
 #[test]
 fn committed_seeds_are_what_the_writer_makes() {
-    let write = std::env::var_os("RVM_WRITE_SEEDS").is_some();
-    for (dir, seeds) in [
-        (seed_dir("virtio_vsock"), vsock_seeds()),
-        (seed_dir("virtio_rng"), rng_seeds()),
-    ] {
-        if write {
-            fs::create_dir_all(&dir).unwrap();
-        }
-        for (name, data) in seeds {
-            let path = dir.join(name);
-            if write {
-                fs::write(&path, &data).unwrap();
-            }
-            let committed = fs::read(&path).unwrap_or_else(|e| {
-                panic!("seed {}: {e} (rewrite: RVM_WRITE_SEEDS=1 cargo test -p rvm-vmm --test chain_fuzz_seeds)", path.display())
-            });
-            assert!(
-                committed == data,
-                "seed {} is not what the writer makes (rewrite: RVM_WRITE_SEEDS=1 cargo test -p rvm-vmm --test chain_fuzz_seeds)",
-                path.display()
-            );
-        }
-    }
+    let rewrite = "RVM_WRITE_SEEDS=1 cargo test -p rvm-vmm --test chain_fuzz_seeds";
+    seeds::check_seeds(&seed_dir("virtio_vsock"), vsock_seeds(), rewrite);
+    seeds::check_seeds(&seed_dir("virtio_rng"), rng_seeds(), rewrite);
 }

@@ -4,6 +4,9 @@
 //! `RVM_WRITE_SEEDS=1 cargo test -p rvm-vmm --test fuzz_virtio_net`, and checked against their
 //! writer on every run.
 
+#[path = "../../tests/fixtures/seeds.rs"]
+mod seeds;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -142,24 +145,6 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 /// cannot leave a stale corpus behind. `RVM_WRITE_SEEDS=1 cargo test -p rvm-vmm --test fuzz_virtio_net` (re)writes them first.
 #[test]
 fn committed_seeds_are_what_the_writer_makes() {
-    let write = std::env::var_os("RVM_WRITE_SEEDS").is_some();
-    for (dir, seeds) in [(corpus_dir(), seeds())] {
-        if write {
-            fs::create_dir_all(&dir).unwrap();
-        }
-        for (name, data) in seeds {
-            let path = dir.join(name);
-            if write {
-                fs::write(&path, &data).unwrap();
-            }
-            let committed = fs::read(&path).unwrap_or_else(|e| {
-                panic!("seed {}: {e} (rewrite: RVM_WRITE_SEEDS=1 cargo test -p rvm-vmm --test fuzz_virtio_net)", path.display())
-            });
-            assert!(
-                committed == data,
-                "seed {} is not what the writer makes (rewrite: RVM_WRITE_SEEDS=1 cargo test -p rvm-vmm --test fuzz_virtio_net)",
-                path.display()
-            );
-        }
-    }
+    let rewrite = "RVM_WRITE_SEEDS=1 cargo test -p rvm-vmm --test fuzz_virtio_net";
+    seeds::check_seeds(&corpus_dir(), seeds(), rewrite);
 }
