@@ -181,7 +181,7 @@ pub async fn run(
 }
 
 /// The container's VM: its layers, scratch and volume disks, its size and network.
-fn vm_spec(config: &ContainerConfig) -> VmSpec {
+pub(crate) fn vm_spec(config: &ContainerConfig) -> VmSpec {
     let layers = config.layers.iter().map(|layer| DiskArg {
         path: layer.path.clone(),
         read_only: true,

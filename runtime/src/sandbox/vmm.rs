@@ -8,12 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use rustix::process::Signal;
-use rvm_protocol::serial::SCRATCH_SERIAL;
 use tokio::process::{Child, Command};
 
 use super::artifacts::GuestArtifacts;
-use super::config::ContainerConfig;
-use super::layout::Layout;
 
 /// The kernel command line: serial console, a reboot ends the VM (`reboot=k`), a panic reboots
 /// at once, and a quiet boot.
@@ -63,44 +60,6 @@ pub struct VmmCommand {
 }
 
 impl VmmCommand {
-    /// The command of the container's VM.
-    pub fn for_container(
-        layout: &Layout,
-        config: &ContainerConfig,
-        vmm: PathBuf,
-        guest: GuestArtifacts,
-    ) -> Self {
-        let layers = config.layers.iter().map(|layer| DiskArg {
-            path: layer.path.clone(),
-            read_only: true,
-            serial: layer.serial.clone(),
-        });
-        let scratch = std::iter::once(DiskArg {
-            path: config.scratch.clone(),
-            read_only: false,
-            serial: SCRATCH_SERIAL.to_owned(),
-        });
-        let volumes = config.volumes.iter().map(|volume| DiskArg {
-            path: volume.path.clone(),
-            read_only: volume.read_only,
-            serial: volume.serial.clone(),
-        });
-        Self {
-            vmm,
-            guest,
-            cmdline: KERNEL_CMDLINE.to_owned(),
-            memory_mib: config.vm.memory_mib,
-            vcpus: config.vm.vcpus,
-            disks: layers.chain(scratch).chain(volumes).collect(),
-            vsock: layout.vsock_path(&config.id),
-            console_log: layout.console_path(&config.id),
-            net: config.endpoint.as_ref().map(|endpoint| endpoint.vmm_arg()),
-            disk_slots: 0,
-            api: None,
-            netns: None,
-        }
-    }
-
     /// The arguments after the program name.
     pub fn args(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec![
@@ -223,7 +182,8 @@ fn join_network_namespace(fd: std::os::fd::RawFd) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::config::{LayerDiskRef, NetworkMode, VmSize, VolumeRef};
+    use crate::sandbox::config::{ContainerConfig, LayerDiskRef, NetworkMode, VmSize, VolumeRef};
+    use crate::sandbox::layout::Layout;
 
     fn config() -> ContainerConfig {
         ContainerConfig {
@@ -259,6 +219,25 @@ mod tests {
         }
     }
 
+    /// The command `Vm::boot` makes of the container's VM spec (as the monitor builds it).
+    fn command_of(layout: &Layout, config: &ContainerConfig, guest: GuestArtifacts) -> VmmCommand {
+        let spec = crate::sandbox::monitor::vm_spec(config);
+        VmmCommand {
+            vmm: "/bin/rvm-vmm".into(),
+            guest,
+            cmdline: KERNEL_CMDLINE.to_owned(),
+            memory_mib: spec.size.memory_mib,
+            vcpus: spec.size.vcpus,
+            disks: spec.disks,
+            vsock: layout.vsock_path(&config.id),
+            console_log: layout.console_path(&config.id),
+            net: None,
+            disk_slots: 0,
+            api: None,
+            netns: None,
+        }
+    }
+
     #[test]
     fn command_line_has_every_disk_and_the_vsock() {
         let layout = Layout::new(Some("/r".into()));
@@ -266,7 +245,7 @@ mod tests {
             kernel: "/g/vmlinux".into(),
             initramfs: "/g/initramfs.img".into(),
         };
-        let command = VmmCommand::for_container(&layout, &config(), "/bin/rvm-vmm".into(), guest);
+        let command = command_of(&layout, &config(), guest);
         let args: Vec<String> = command
             .args()
             .into_iter()
@@ -294,8 +273,7 @@ mod tests {
             kernel: "/g/vmlinux".into(),
             initramfs: "/g/initramfs.img".into(),
         };
-        let mut command =
-            VmmCommand::for_container(&layout, &config(), "/bin/rvm-vmm".into(), guest);
+        let mut command = command_of(&layout, &config(), guest);
         command.disk_slots = 8;
         command.api = Some("/r/run/abc/api.sock".into());
         let joined = command
