@@ -20,7 +20,8 @@
 #     its exit code; `restart` boots a running container again, its logs kept (`logs -n 1
 #     --since 10m` shows the last line); `rename` gives it a new name; a `--rm` container
 #     is kept across `restart` and removed by `stop`;
-#   - `kill -9` of a container's VMM: `ps -a` shows it exited, `rm` cleans up;
+#   - `kill -9` of a container's VMM: `ps -a` shows it exited 137 (128 + SIGKILL, as the shim
+#     reports a VM killed under a task), `rm` cleans up;
 #   - `--memory 64m` and a process that keeps allocating (`tail /dev/zero` buffers an endless
 #     line): OOM-killed, exit 137.
 # ls without -A: the store's lock file (.lock) stays in containers/.
@@ -195,7 +196,8 @@ if [ -n "$vmm_pid" ]; then
         sleep 0.2
     done
 fi
-check "kill -9 of the VMM: ps -a shows the container exited" eval '[[ "$out" == *Exited*victim* ]]'
+check "kill -9 of the VMM: ps -a shows the container exited 137, as the shim reports it" \
+    eval '[[ "$out" == *"Exited (137)"*victim* ]]'
 r rm victim
 check "rm of the killed container" test "$status" -eq 0 -a -z "$(ls "$root/containers" 2>/dev/null)"
 
