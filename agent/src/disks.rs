@@ -373,12 +373,14 @@ pub fn lowerdir_option(layers_lowest_first: &[PathBuf]) -> String {
         .join(":")
 }
 
-/// Mounts an overlay of `layers` (lowest first) with `upper` and `work` at `target`.
+/// Mounts an overlay of `layers` (lowest first) with `upper` and `work` at `target`; with `nodev`,
+/// device nodes in it cannot be opened.
 pub fn mount_overlay(
     layers_lowest_first: &[PathBuf],
     upper: &Path,
     work: &Path,
     target: &Path,
+    nodev: bool,
 ) -> Result<(), DiskError> {
     for dir in [upper, work, target] {
         fs::create_dir_all(dir).map_err(|source| DiskError::Create {
@@ -396,7 +398,11 @@ pub fn mount_overlay(
         Some("overlay"),
         target,
         Some("overlay"),
-        MsFlags::empty(),
+        if nodev {
+            MsFlags::MS_NODEV
+        } else {
+            MsFlags::empty()
+        },
         Some(data.as_str()),
     )
     .map_err(|source| DiskError::Mount {

@@ -13,6 +13,7 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::engine::command::ExecFailure as EngineExecFailure;
+use crate::engine::devices;
 use crate::engine::host_dirs;
 use crate::engine::host_files::HostFile;
 use crate::engine::volumes::VolumeRequest;
@@ -48,8 +49,10 @@ fn engine_status(error: EngineError) -> ttrpc::Error {
         EngineError::Invalid { .. } | EngineError::Setup { .. } | EngineError::Seccomp(_) => {
             Code::INVALID_ARGUMENT
         }
+        EngineError::Devices(devices::DeviceError::Rule { .. }) => Code::INVALID_ARGUMENT,
         EngineError::State { .. } => Code::FAILED_PRECONDITION,
-        EngineError::Disk(_)
+        EngineError::Devices(_)
+        | EngineError::Disk(_)
         | EngineError::Cgroup(_)
         | EngineError::Volume(_)
         | EngineError::Io { .. } => Code::INTERNAL,

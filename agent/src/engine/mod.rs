@@ -7,6 +7,7 @@ pub mod capabilities;
 pub mod cgroups;
 pub mod command;
 pub mod container;
+pub mod devices;
 pub mod handoff;
 pub mod host_dirs;
 pub mod host_files;
@@ -77,6 +78,8 @@ pub enum EngineError {
     Disk(#[from] DiskError),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error("container device filter: {0}")]
+    Devices(#[from] devices::DeviceError),
     #[error(transparent)]
     Volume(#[from] volumes::VolumeError),
     #[error("container seccomp profile: {0}")]
@@ -347,6 +350,7 @@ impl Engine {
         request: &CreateRequest,
         spec: &Spec,
         dir: &Path,
+        nodev: bool,
     ) -> Result<(PathBuf, bool, Vec<PathBuf>), EngineError> {
         if request.layers.is_empty() {
             let root = spec
@@ -389,7 +393,8 @@ impl Engine {
         let upper = scratch.join("upper");
         let work = scratch.join("work");
         let rootfs = dir.join("rootfs");
-        disks::mount_overlay(&layers, &upper, &work, &rootfs).map_err(|e| release(e.into()))?;
+        disks::mount_overlay(&layers, &upper, &work, &rootfs, nodev)
+            .map_err(|e| release(e.into()))?;
         Ok((rootfs, true, vec![scratch]))
     }
 
@@ -502,10 +507,20 @@ impl Engine {
         tracing::info!(container = %request.id, "creating container");
         let mut spec = parse_spec(&request.spec_json)?;
         let seccomp = SeccompPolicy::for_spec(&spec)?;
+        let device_rules = devices::rules_of(
+            spec.linux()
+                .as_ref()
+                .and_then(|l| l.resources().as_ref())
+                .and_then(|r| r.devices().as_deref()),
+        )?;
         let dir = self.config.run_dir.join("containers").join(&request.id);
         fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
         let returned_files = host_files::apply(&mut spec, &request.files, &dir)?;
-        let (rootfs, overlay, scratch_dirs) = self.prepare_rootfs(&request, &spec, &dir)?;
+        // Device nodes in the rootfs (shipped in a layer, or made by the container) do nothing
+        // unless the container may use every device anyway (--privileged).
+        let rootfs_nodev = !devices::allow_everything(&device_rules);
+        let (rootfs, overlay, scratch_dirs) =
+            self.prepare_rootfs(&request, &spec, &dir, rootfs_nodev)?;
         let unmount_rootfs = || {
             host_dirs::release_subpaths(&self.subpaths_of(&request.id));
             if overlay {
@@ -531,6 +546,9 @@ impl Engine {
         if let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
             cgroup.apply(resources).map_err(|e| cleanup(e.into()))?;
         }
+        // Before the init helper joins the cgroup: no process of the container ever runs
+        // without the filter.
+        devices::attach(cgroup.dir(), &device_rules).map_err(|e| cleanup(e.into()))?;
         if let Some(files) = self.network_files() {
             files.write_into(&rootfs).map_err(|e| {
                 cleanup(io_error(format!(

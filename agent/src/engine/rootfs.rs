@@ -389,16 +389,38 @@ pub fn readonly_paths(paths: &[String]) -> Result<(), RootfsError> {
     Ok(())
 }
 
-/// Remounts the new root read-only.
+/// Remounts the new root read-only, keeping its nodev, nosuid and noexec: a bind remount sets
+/// exactly the flags it is given, so leaving one out would clear it.
 pub fn make_root_readonly() -> Result<(), RootfsError> {
+    let kept = kept_flags(Path::new("/"));
     mount(
         None::<&str>,
         "/",
         None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept,
         None::<&str>,
     )
     .map_err(mount_error("remount / read-only", Path::new("/")))
+}
+
+/// The restricting flags `path`'s mount has now (none when they cannot be read).
+fn kept_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let Ok(stat) = statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let flags = stat.flags();
+    let mut kept = MsFlags::empty();
+    for (has, flag) in [
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+    ] {
+        if flags.contains(has) {
+            kept |= flag;
+        }
+    }
+    kept
 }
 
 #[cfg(test)]

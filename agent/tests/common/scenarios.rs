@@ -19,6 +19,7 @@ macro_rules! every_scenario {
         $each!(user_cwd_env);
         $each!(bad_specs_are_refused);
         $each!(isolation);
+        $each!(devices_are_filtered);
         $each!(exec_signal_list);
         $each!(sigterm_delivered);
         $each!(pod_shares_pid_namespace);
@@ -213,6 +214,39 @@ pub async fn isolation(client: &AgentClient, rootfs: &Rootfs) {
     assert_eq!(lines[3], "NoNewPrivs:\t1", "{outcome:?}");
     assert_eq!(lines[4], "Seccomp:\t2", "{outcome:?}");
     assert!(outcome.stdout.contains("mount-refused"), "{outcome:?}");
+}
+
+/// The attack of issue 22: a default container (it has CAP_MKNOD, as in Docker) makes a node
+/// for the VM's first virtio disk (254:0) and for /dev/mem and reads them. The device filter
+/// refuses the reads (EPERM, before any driver is asked), while the standard nodes still work,
+/// a fresh node for null included. The nodes go in the container's /dev, a tmpfs without
+/// nodev, so that only the device filter stands in the way.
+pub async fn devices_are_filtered(client: &AgentClient, rootfs: &Rootfs) {
+    let script = "mknod /dev/disk0 b 254 0 && echo made-disk; head -c 1 /dev/disk0; \
+                  mknod /dev/mem1 c 1 1 && echo made-mem; head -c 1 /dev/mem1; \
+                  mknod /dev/null2 c 1 3 && echo ok >/dev/null2 && echo null-usable; \
+                  head -c 4 /dev/urandom | wc -c";
+    let outcome = run(
+        client,
+        "devices",
+        rootfs,
+        &spec(rootfs, &["sh", "-c", script], "", "/", &[]),
+    )
+    .await;
+    let lines: Vec<&str> = outcome.stdout.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        ["made-disk", "made-mem", "null-usable", "4"],
+        "{outcome:?}"
+    );
+    for node in ["/dev/disk0", "/dev/mem1"] {
+        assert!(
+            outcome
+                .stderr
+                .contains(&format!("{node}: Operation not permitted")),
+            "reading {node} must be refused by the device filter: {outcome:?}"
+        );
+    }
 }
 
 pub async fn exec_signal_list(client: &AgentClient, rootfs: &Rootfs) {
