@@ -1,6 +1,7 @@
 //! rvm's virtual machine monitor: boots a Linux guest on KVM with virtio-mmio devices.
 //!
-//! [`config`] validates what to boot; [`machine::Machine`] builds the VM (memory in
+//! [`config`] is the command line as one typed value (the runtime renders it, the binary
+//! parses it) and validates what to boot; [`machine::Machine`] builds the VM (memory in
 //! [`vstate::memory`], irqchip and PIT in [`vstate::vm`], legacy devices in [`devices`]),
 //! loads the kernel ([`loader`], boot tables in [`arch::x86_64`]) or raw code, and runs the
 //! vCPU threads ([`vstate::vcpu`]) under the [`event_loop`] until the guest stops, with the

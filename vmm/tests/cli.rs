@@ -1,5 +1,6 @@
-//! The `rvm-vmm` binary end to end: bad input exits 2 naming the culprit; tiny ELF "kernels"
-//! built here boot through the 64-bit and the PVH entry, print, reset and exit 0; SIGTERM
+//! The `rvm-vmm` binary end to end: bad input exits 2 naming the culprit; a command line
+//! rendered by `config::Args` is read as rendered; tiny ELF "kernels" built here boot through
+//! the 64-bit and the PVH entry, print, reset and exit 0; SIGTERM
 //! stops a spinning guest with status 143; the `--api` socket fills disk slots while a guest
 //! runs under `--seccomp enforce`. KVM tests skip, saying why, without /dev/kvm.
 
@@ -175,6 +176,27 @@ fn bad_input_exits_2() {
         assert!(stderr(&out).contains(culprit), "{args:?}: {}", stderr(&out));
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_binary_reads_a_rendered_command_line_as_rendered() {
+    // A kernel path starting with '-' is rendered as `--kernel=-...`; the binary must take it
+    // for the path (and fail to open it, naming it), not for a flag.
+    let mut args = rvm_vmm::config::Args::new("-nonexistent-vmlinux".into());
+    args.disks.push(rvm_vmm::config::DiskSpec {
+        path: "/nonexistent.img".into(),
+        read_only: true,
+        serial: Some("layer-0".into()),
+    });
+    let argv = args.to_args().unwrap();
+    assert_eq!(argv[0], "--kernel=-nonexistent-vmlinux");
+    let out = vmm().args(&argv).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--kernel -nonexistent-vmlinux: cannot open"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

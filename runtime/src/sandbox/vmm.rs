@@ -1,5 +1,10 @@
 //! The `rvm-vmm` command line of a sandbox: kernel, agent initramfs, kernel command line, VM
 //! size, layer disks (read-only), scratch and volume disks, the hybrid vsock socket and the TAP.
+//!
+//! The command line is the VMM's own typed configuration ([`rvm_vmm::config::Args`]), rendered
+//! by the VMM crate, which refuses any value `rvm-vmm` would not parse back as it is (a `,` in a
+//! disk path, say): such a command fails before anything is created or started, instead of
+//! booting a VM with other disks than asked for.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -8,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use rustix::process::Signal;
+use rvm_vmm::config::{Args as VmmArgs, DiskSpec, NetSpec, RenderError, RenderProblem, VsockSpec};
 use tokio::process::{Child, Command};
 
 use super::artifacts::GuestArtifacts;
@@ -18,7 +24,7 @@ pub const KERNEL_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet";
 /// The guest CID of every sandbox: each VM has its own vsock device, so they need not differ.
 pub const GUEST_CID: u32 = 3;
 
-/// One `--disk` argument.
+/// One disk present from boot; the runtime always gives it a serial, which the agent finds it by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskArg {
     pub path: PathBuf,
@@ -27,13 +33,12 @@ pub struct DiskArg {
 }
 
 impl DiskArg {
-    fn to_arg(&self) -> OsString {
-        let mut arg = self.path.clone().into_os_string();
-        if self.read_only {
-            arg.push(",ro");
+    fn to_spec(&self) -> DiskSpec {
+        DiskSpec {
+            path: self.path.clone(),
+            read_only: self.read_only,
+            serial: Some(self.serial.clone()),
         }
-        arg.push(format!(",serial={}", self.serial));
-        arg
     }
 }
 
@@ -48,7 +53,8 @@ pub struct VmmCommand {
     pub disks: Vec<DiskArg>,
     pub vsock: PathBuf,
     pub console_log: PathBuf,
-    /// `--net tap=NAME,mac=MAC` with bridge networking.
+    /// `--net tap=NAME,mac=MAC` with bridge networking, as the network wiring spells it; parsed
+    /// with the VMM's own parser when the configuration is built.
     pub net: Option<String>,
     /// `--disk-slots N`: empty disks the host fills at run time (a pod's containers).
     pub disk_slots: u32,
@@ -60,44 +66,39 @@ pub struct VmmCommand {
 }
 
 impl VmmCommand {
-    /// The arguments after the program name.
-    pub fn args(&self) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec![
-            "--kernel".into(),
-            self.guest.kernel.clone().into(),
-            "--initrd".into(),
-            self.guest.initramfs.clone().into(),
-            "--cmdline".into(),
-            self.cmdline.clone().into(),
-            "--memory".into(),
-            self.memory_mib.to_string().into(),
-            "--vcpus".into(),
-            self.vcpus.to_string().into(),
-        ];
-        for disk in &self.disks {
-            args.push("--disk".into());
-            args.push(disk.to_arg());
-        }
-        if self.disk_slots > 0 {
-            args.push("--disk-slots".into());
-            args.push(self.disk_slots.to_string().into());
-        }
-        if let Some(api) = &self.api {
-            args.push("--api".into());
-            args.push(api.clone().into());
-        }
-        let mut vsock = OsString::from(format!("cid={GUEST_CID},uds="));
-        vsock.push(&self.vsock);
-        args.push("--vsock".into());
-        args.push(vsock);
-        if let Some(net) = &self.net {
-            args.push("--net".into());
-            args.push(net.into());
-        }
-        args.push("--console-log".into());
-        args.push(self.console_log.clone().into());
-        args
+    /// The VMM's configuration: the typed command line `rvm-vmm` parses.
+    pub fn config(&self) -> Result<VmmArgs, RenderError> {
+        Ok(VmmArgs {
+            initrd: Some(self.guest.initramfs.clone()),
+            cmdline: self.cmdline.clone(),
+            memory: self.memory_mib,
+            vcpus: self.vcpus,
+            disks: self.disks.iter().map(DiskArg::to_spec).collect(),
+            disk_slots: self.disk_slots,
+            api: self.api.clone(),
+            vsock: Some(VsockSpec {
+                cid: GUEST_CID,
+                uds: self.vsock.clone(),
+            }),
+            net: self.net.as_deref().map(parse_net).transpose()?,
+            console_log: Some(self.console_log.clone()),
+            ..VmmArgs::new(self.guest.kernel.clone())
+        })
     }
+
+    /// The arguments after the program name.
+    pub fn args(&self) -> Result<Vec<OsString>, RenderError> {
+        self.config()?.to_args()
+    }
+}
+
+/// `--net`'s value as the VMM parses it; refused as the VMM would refuse it.
+fn parse_net(value: &str) -> Result<NetSpec, RenderError> {
+    value.parse().map_err(|reason| RenderError {
+        flag: "--net",
+        value: value.to_owned(),
+        problem: RenderProblem::Refused(reason),
+    })
 }
 
 /// A failure to start `rvm-vmm`, naming the file or program.
@@ -118,12 +119,19 @@ pub enum SpawnError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `reason` is no `source`: the message already quotes it.
+    #[error("cannot start {}: {reason}", path.display())]
+    Args { path: PathBuf, reason: RenderError },
 }
 
 impl VmmCommand {
     /// Starts `rvm-vmm` with stdout and stderr to `log`. The VMM is killed when its parent dies
     /// (so a crashed monitor or shim leaves no VM behind) and when the `Child` is dropped.
     pub fn spawn(&self, log: &Path) -> Result<Child, SpawnError> {
+        let args = self.args().map_err(|reason| SpawnError::Args {
+            path: self.vmm.clone(),
+            reason,
+        })?;
         let log_err = |source| SpawnError::Log {
             path: log.to_owned(),
             source,
@@ -131,7 +139,7 @@ impl VmmCommand {
         let log_file = File::create(log).map_err(log_err)?;
         let log_copy = log_file.try_clone().map_err(log_err)?;
         let mut cmd = Command::new(&self.vmm);
-        cmd.args(self.args())
+        cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_copy))
             .stderr(Stdio::from(log_file))
@@ -158,7 +166,7 @@ impl VmmCommand {
                 }
             });
         }
-        tracing::info!(vmm = %self.vmm.display(), args = ?self.args(), netns = ?self.netns, "starting VMM");
+        tracing::info!(vmm = %self.vmm.display(), args = ?args, netns = ?self.netns, "starting VMM");
         let child = cmd.spawn().map_err(|source| SpawnError::Start {
             path: self.vmm.clone(),
             source,
@@ -241,13 +249,10 @@ mod tests {
     #[test]
     fn command_line_has_every_disk_and_the_vsock() {
         let layout = Layout::new(Some("/r".into()));
-        let guest = GuestArtifacts {
-            kernel: "/g/vmlinux".into(),
-            initramfs: "/g/initramfs.img".into(),
-        };
-        let command = command_of(&layout, &config(), guest);
+        let command = command_of(&layout, &config(), guest());
         let args: Vec<String> = command
             .args()
+            .unwrap()
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
@@ -269,19 +274,70 @@ mod tests {
     #[test]
     fn pod_vm_has_disk_slots_and_an_api_socket() {
         let layout = Layout::new(Some("/r".into()));
-        let guest = GuestArtifacts {
-            kernel: "/g/vmlinux".into(),
-            initramfs: "/g/initramfs.img".into(),
-        };
-        let mut command = command_of(&layout, &config(), guest);
+        let mut command = command_of(&layout, &config(), guest());
         command.disk_slots = 8;
         command.api = Some("/r/run/abc/api.sock".into());
         let joined = command
             .args()
+            .unwrap()
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect::<Vec<_>>()
             .join(" ");
         assert!(joined.contains("--disk-slots 8 --api /r/run/abc/api.sock"));
+    }
+
+    fn guest() -> GuestArtifacts {
+        GuestArtifacts {
+            kernel: "/g/vmlinux".into(),
+            initramfs: "/g/initramfs.img".into(),
+        }
+    }
+
+    #[test]
+    fn the_vmm_parses_back_what_the_runtime_renders() {
+        let layout = Layout::new(Some("/r".into()));
+        let mut command = command_of(&layout, &config(), guest());
+        command.net = Some("tap=rvmabcdef012345,mac=02:AB:cd:ef:01:23".into());
+        command.disk_slots = 8;
+        command.api = Some("/r/run/abc/api.sock".into());
+        let config = command.config().unwrap();
+        let parsed = VmmArgs::from_args(command.args().unwrap()).unwrap();
+        assert_eq!(parsed, config);
+        assert_eq!(parsed.disks.len(), 3);
+        assert_eq!(parsed.disks[1].serial.as_deref(), Some("rvm-scratch"));
+        assert_eq!(
+            parsed.net.map(|net| (net.tap, net.mac)),
+            Some((
+                "rvmabcdef012345".to_owned(),
+                Some([2, 0xab, 0xcd, 0xef, 1, 0x23])
+            ))
+        );
+        assert_eq!(parsed.vsock.map(|vsock| vsock.cid), Some(GUEST_CID));
+    }
+
+    #[test]
+    fn a_value_the_vmm_would_misread_is_refused_before_anything_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(Some("/r".into()));
+        let mut command = command_of(&layout, &config(), guest());
+        command.disks[1].path = "/c/scratch,ro.ext4".into();
+        let log = dir.path().join("vmm.log");
+        let err = command.spawn(&log).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot start /bin/rvm-vmm: --disk \"/c/scratch,ro.ext4\": contains ',', which \
+             separates this flag's options"
+        );
+        assert!(
+            !log.exists(),
+            "nothing is created for a command that cannot start"
+        );
+
+        let mut command = command_of(&layout, &config(), guest());
+        command.net = Some("tap=t,mac=zz".into());
+        let err = command.config().unwrap_err();
+        assert_eq!(err.flag, "--net");
+        assert!(err.to_string().contains("MAC \"zz\""), "{err}");
     }
 }

@@ -1,11 +1,17 @@
-//! The VM configuration: command-line arguments, parsed and validated before anything is built.
+//! The VM configuration: the command line of `rvm-vmm` as a typed value ([`Args`], rendered
+//! and parsed in `args`, its device values in `specs`), and its validation against the
+//! files and the host ([`validate`]) into a [`VmConfig`] before anything is built.
+
+mod args;
+mod specs;
+
+pub use args::{Args, DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS};
+pub use specs::{DiskSpec, NetSpec, RenderError, RenderProblem, VsockSpec, MAX_DISK_SERIAL};
 
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use clap::Parser;
 use linux_loader::cmdline::Cmdline;
 
 use crate::arch::x86_64::layout::{CMDLINE_MAX_SIZE, MMIO_MAX_DEVICES};
@@ -19,8 +25,6 @@ pub const MIN_MEMORY_MIB: u64 = 32;
 pub const MAX_VCPUS: u32 = 32;
 /// Most `--disk-slots`.
 pub const MAX_DISK_SLOTS: u32 = 16;
-/// Kernel command line used when none is given.
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
 
 /// Invalid input: every variant names the flag or file and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -112,205 +116,6 @@ pub enum KernelFormat {
     Elf,
     /// bzImage with a 64-bit entry point.
     BzImage,
-}
-
-/// Longest virtio-blk serial (the device ID string is 20 bytes).
-pub const MAX_DISK_SERIAL: usize = 20;
-
-/// `--disk PATH[,ro][,serial=ID]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DiskSpec {
-    /// Backing file.
-    pub path: PathBuf,
-    /// Read-only.
-    pub read_only: bool,
-    /// The ID the guest reads from the device (`/sys/block/vdX/serial`), if any.
-    pub serial: Option<String>,
-}
-
-impl FromStr for DiskSpec {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut parts = s.split(',');
-        let path = parts.next().unwrap_or_default();
-        if path.is_empty() {
-            return Err("empty disk path".into());
-        }
-        let mut spec = DiskSpec {
-            path: path.into(),
-            read_only: false,
-            serial: None,
-        };
-        for option in parts {
-            match option.split_once('=') {
-                None if option == "ro" => spec.read_only = true,
-                Some(("serial", id)) => spec.serial = Some(parse_serial(id)?),
-                _ => return Err(format!("unknown disk option {option:?} (ro, serial=ID)")),
-            }
-        }
-        Ok(spec)
-    }
-}
-
-fn parse_serial(id: &str) -> Result<String, String> {
-    if id.is_empty() || id.len() > MAX_DISK_SERIAL {
-        return Err(format!("serial {id:?}: 1 to {MAX_DISK_SERIAL} bytes"));
-    }
-    if !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!(
-            "serial {id:?}: printable ASCII without spaces only"
-        ));
-    }
-    Ok(id.to_string())
-}
-
-/// `--net tap=NAME[,mac=MAC]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NetSpec {
-    /// TAP device name.
-    pub tap: String,
-    /// Guest MAC address.
-    pub mac: Option<[u8; 6]>,
-}
-
-fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = s.split(':').collect();
-    if parts.len() != 6 {
-        return Err(format!(
-            "MAC {s:?}: expected 6 bytes like 02:00:00:00:00:01"
-        ));
-    }
-    for (byte, part) in mac.iter_mut().zip(parts) {
-        *byte =
-            u8::from_str_radix(part, 16).map_err(|_| format!("MAC {s:?}: bad byte {part:?}"))?;
-    }
-    Ok(mac)
-}
-
-/// Splits `key=value,key=value` into pairs.
-fn key_values(s: &str) -> Result<Vec<(&str, &str)>, String> {
-    s.split(',')
-        .map(|pair| {
-            pair.split_once('=')
-                .ok_or_else(|| format!("{pair:?}: expected key=value"))
-        })
-        .collect()
-}
-
-impl FromStr for NetSpec {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut tap = None;
-        let mut mac = None;
-        for (key, value) in key_values(s)? {
-            match key {
-                "tap" if !value.is_empty() && value.len() < 16 => tap = Some(value.to_string()),
-                "tap" => return Err(format!("TAP name {value:?}: 1 to 15 characters")),
-                "mac" => mac = Some(parse_mac(value)?),
-                _ => return Err(format!("unknown key {key:?}")),
-            }
-        }
-        let tap = tap.ok_or("tap=NAME is required")?;
-        Ok(NetSpec { tap, mac })
-    }
-}
-
-/// `--vsock cid=N,uds=PATH`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VsockSpec {
-    /// Guest context ID (3 or more).
-    pub cid: u32,
-    /// Host Unix socket of the hybrid vsock.
-    pub uds: PathBuf,
-}
-
-impl FromStr for VsockSpec {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut cid = None;
-        let mut uds = None;
-        for (key, value) in key_values(s)? {
-            match key {
-                "cid" => {
-                    let n: u32 = value
-                        .parse()
-                        .map_err(|_| format!("cid {value:?}: not a number"))?;
-                    if n < 3 {
-                        return Err(format!("cid {n}: 0-2 are reserved, use 3 or more"));
-                    }
-                    cid = Some(n);
-                }
-                "uds" if !value.is_empty() => uds = Some(PathBuf::from(value)),
-                _ => return Err(format!("unknown or empty key {key:?}")),
-            }
-        }
-        Ok(VsockSpec {
-            cid: cid.ok_or("cid=N is required")?,
-            uds: uds.ok_or("uds=PATH is required")?,
-        })
-    }
-}
-
-/// The command line of `rvm-vmm`.
-#[derive(Debug, Parser)]
-#[command(
-    name = "rvm-vmm",
-    version,
-    about = "Boot a Linux guest in a KVM microVM"
-)]
-pub struct Args {
-    /// Guest kernel: ELF vmlinux (PVH or 64-bit entry) or bzImage.
-    #[arg(long, value_name = "PATH")]
-    pub kernel: PathBuf,
-    /// Initial ramdisk.
-    #[arg(long, value_name = "PATH")]
-    pub initrd: Option<PathBuf>,
-    /// Kernel command line.
-    #[arg(long, value_name = "STR", default_value = DEFAULT_CMDLINE)]
-    pub cmdline: String,
-    /// Guest RAM in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 128)]
-    pub memory: u64,
-    /// Number of vCPUs.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub vcpus: u32,
-    /// Block device backed by PATH; `,ro` makes it read-only, `,serial=ID` gives it the ID
-    /// the guest finds it by. Repeatable.
-    #[arg(long = "disk", value_name = "PATH[,ro][,serial=ID]")]
-    pub disks: Vec<DiskSpec>,
-    /// Network device on a TAP interface.
-    #[arg(long, value_name = "tap=NAME[,mac=MAC]")]
-    pub net: Option<NetSpec>,
-    /// vsock device with a hybrid Unix socket on the host.
-    #[arg(long, value_name = "cid=N,uds=PATH")]
-    pub vsock: Option<VsockSpec>,
-    /// N empty read-only disks after the `--disk` ones (capacity 0, no serial), filled and
-    /// emptied while the guest runs through the `--api` socket; 0 to 16.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub disk_slots: u32,
-    /// Unix socket of the host API: `ATTACH <slot> <serial>` with the image's descriptor
-    /// (SCM_RIGHTS), `DETACH <slot>`, one request per line.
-    #[arg(long, value_name = "PATH")]
-    pub api: Option<PathBuf>,
-    /// Copy the guest's serial console to stdout.
-    #[arg(long)]
-    pub console: bool,
-    /// Also append the guest's serial console to this file.
-    #[arg(long, value_name = "PATH")]
-    pub console_log: Option<PathBuf>,
-    /// Enter an ELF kernel in 64-bit mode even if it has a PVH entry point.
-    #[arg(long)]
-    pub no_pvh: bool,
-    /// The VMM's own seccomp filter, installed before the guest runs: `enforce` (a system call
-    /// outside it kills the VMM), `log` (allowed and logged by the kernel) or `off`. Off by
-    /// default until the allowlist covers the vsock device (in the lab its path still makes one
-    /// `openat` under `enforce`).
-    #[arg(long, value_name = "enforce|log|off", default_value = "off")]
-    pub seccomp: SeccompMode,
 }
 
 /// Where the guest's serial output goes.
@@ -557,6 +362,7 @@ fn parse_mem_total_kib(meminfo: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     fn args(extra: &[&str]) -> Args {
         let mut argv = vec!["rvm-vmm", "--kernel", "/k"];
