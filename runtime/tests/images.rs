@@ -6,6 +6,8 @@
 
 #[path = "../../tests/fixtures/images.rs"]
 mod images;
+#[path = "../../tests/fixtures/prerequisite.rs"]
+mod prerequisite;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -33,9 +35,12 @@ fn resolve(store: &Store, name: &str) -> manifest::ResolvedImage {
     manifest::resolve_reference(store, &reference, &Platform::host()).unwrap()
 }
 
-/// Whiteouts are character devices and opaque markers `trusted.*` xattrs: both need root.
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
+/// Whether the test may unpack whiteouts: they are character devices and opaque markers
+/// `trusted.*` xattrs, both root's (see `prerequisite`).
+fn may_unpack_whiteouts() -> bool {
+    prerequisite::prerequisite(prerequisite::missing_root(
+        "unpacking whiteouts (character devices, trusted.* xattrs)",
+    ))
 }
 
 /// Files left anywhere under `dir`, as paths relative to it.
@@ -295,40 +300,60 @@ impl Drop for Mounts {
 }
 
 impl Mounts {
-    fn mount(&mut self, args: &[&str], target: &Path) -> Result<(), String> {
+    /// Mounts at `target` with `mount ARGS TARGET`; a failure fails the test, naming both.
+    fn mount(&mut self, args: &[&str], target: &Path) {
         fs::create_dir_all(target).unwrap();
         let output = Command::new("mount")
             .args(args)
             .arg(target)
             .output()
             .unwrap();
-        if !output.status.success() {
-            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
-        }
+        assert!(
+            output.status.success(),
+            "mount {} {}: {}",
+            args.join(" "),
+            target.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
         self.0.push(target.to_path_buf());
-        Ok(())
     }
 }
 
-/// Why layer disks cannot be mounted here, if they cannot.
-fn cannot_mount() -> Option<String> {
-    if !rustix::process::geteuid().is_root() {
-        return Some("not running as root".into());
+/// Whether the test may mount layer disks: as root, with the kernel's erofs and overlay file
+/// systems and loop devices (see `prerequisite`). With those, a disk that does not mount is a
+/// failure of the disk, not of the host.
+fn may_mount() -> bool {
+    prerequisite::prerequisite(missing_for_mount())
+}
+
+fn missing_for_mount() -> Option<String> {
+    if let Some(missing) = prerequisite::missing_root("mounting layer disks") {
+        return Some(missing);
     }
-    let _ = Command::new("modprobe").arg("erofs").status();
+    // Loaded on demand where they are modules (kmod, which tools/install-deps installs).
+    for module in ["erofs", "overlay", "loop"] {
+        let _ = Command::new("modprobe").arg(module).output();
+    }
     let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
     for needed in ["erofs", "overlay"] {
-        if !filesystems.contains(needed) {
-            return Some(format!("the kernel has no {needed} file system"));
+        let listed = filesystems
+            .lines()
+            .any(|line| line.split_whitespace().last() == Some(needed));
+        if !listed {
+            return Some(format!(
+                "the kernel has no {needed} file system (modprobe {needed} did not load one)"
+            ));
         }
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Some("the host has no loop devices (/dev/loop-control is missing)".to_owned());
     }
     None
 }
 
 #[test]
 fn layer_disks_stack_into_the_merged_view_and_are_shared() {
-    if !is_root() {
-        println!("SKIPPED: whiteouts need root");
+    if !may_unpack_whiteouts() {
         return;
     }
     let (dir, store) = new_store();
@@ -371,8 +396,7 @@ fn layer_disks_stack_into_the_merged_view_and_are_shared() {
         );
     }
 
-    if let Some(reason) = cannot_mount() {
-        println!("SKIPPED overlay check: {reason}");
+    if !may_mount() {
         return;
     }
     let mut mounts = Mounts(Vec::new());
@@ -380,18 +404,13 @@ fn layer_disks_stack_into_the_merged_view_and_are_shared() {
     for (i, disk) in disks.iter().enumerate() {
         let target = dir.path().join(format!("layer{i}"));
         let options = ["-t", "erofs", "-o", "loop,ro", disk.path.to_str().unwrap()];
-        if let Err(err) = mounts.mount(&options, &target) {
-            println!("SKIPPED overlay check: cannot mount erofs: {err}");
-            return;
-        }
+        mounts.mount(&options, &target);
         lowers.push(target.display().to_string());
     }
     lowers.reverse();
     let merged = dir.path().join("merged");
     let lowerdir = format!("lowerdir={}", lowers.join(":"));
-    mounts
-        .mount(&["-t", "overlay", "overlay", "-o", &lowerdir], &merged)
-        .unwrap();
+    mounts.mount(&["-t", "overlay", "overlay", "-o", &lowerdir], &merged);
 
     assert_eq!(
         fs::read_to_string(merged.join("etc/keep")).unwrap(),
@@ -428,8 +447,7 @@ fn busybox_layer_disk_holds_a_working_busybox() {
     images::write_oci_archive(&image, &path, "busybox:latest");
     archive::load(&store, &path).unwrap();
     let disks = disk::ensure_image_disks(&store, &resolve(&store, "busybox")).unwrap();
-    if let Some(reason) = cannot_mount() {
-        println!("SKIPPED busybox check: {reason}");
+    if !may_mount() {
         return;
     }
     let mut mounts = Mounts(Vec::new());
@@ -441,10 +459,7 @@ fn busybox_layer_disk_holds_a_working_busybox() {
         "loop,ro",
         disks[0].path.to_str().unwrap(),
     ];
-    if let Err(err) = mounts.mount(&options, &root) {
-        println!("SKIPPED busybox check: cannot mount erofs: {err}");
-        return;
-    }
+    mounts.mount(&options, &root);
     assert_eq!(
         fs::read_link(root.join("bin/sh")).unwrap(),
         Path::new("busybox")

@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 
 use crate::events::Events;
 use crate::host_files::{self, HostContent};
-use crate::layers::{self, RootfsMount};
+use crate::layers::{self, RootfsMount, SnapshotCache};
 use crate::metrics;
 use crate::pod::{self, Role};
 use crate::process::{timestamp, Process, Status};
@@ -36,7 +36,7 @@ use crate::sizing::{self, HostLimits};
 use crate::stdio::{self, StdioPaths};
 use crate::vm::{self, VmRequest, EXIT_UNKNOWN};
 use crate::volume_updates;
-use rvm_runtime::vm::Vm;
+use rvm_runtime::vm::{LayerImage, Vm};
 
 /// How long output may keep draining after a process exited.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,7 +99,7 @@ pub struct Service {
     events: Arc<Events>,
     exit: Arc<ExitSignal>,
     layout: Layout,
-    layer_cache: PathBuf,
+    layer_cache: SnapshotCache,
 }
 
 impl std::fmt::Debug for Service {
@@ -115,7 +115,7 @@ impl Service {
         events: Events,
         exit: Arc<ExitSignal>,
         layout: Layout,
-        layer_cache: PathBuf,
+        layer_cache: SnapshotCache,
     ) -> Self {
         Self {
             containers: Mutex::new(HashMap::new()),
@@ -143,10 +143,7 @@ impl Service {
     }
 
     /// Builds the task's layer disks: cached ones from the snapshot's layers, or a private one.
-    async fn layer_disks(
-        &self,
-        request: &api::CreateTaskRequest,
-    ) -> TtrpcResult<Vec<layers::Disk>> {
+    async fn layer_disks(&self, request: &api::CreateTaskRequest) -> TtrpcResult<Vec<LayerImage>> {
         let mounts: Vec<RootfsMount> = request
             .rootfs
             .iter()
@@ -176,7 +173,9 @@ impl Service {
                 removed = pruned.removed.len(),
                 freed_bytes = pruned.freed_bytes,
                 kept = pruned.kept,
+                lone_records = pruned.lone_records,
                 temps = pruned.temps,
+                temp_bytes = pruned.temp_bytes,
                 "layer cache pruned"
             ),
             Err(e) => tracing::warn!(error = %e, "layer cache not pruned"),

@@ -15,6 +15,7 @@ use oci_spec::runtime::Spec;
 use rvm_runtime::sandbox::layout::{Layout, DEFAULT_ROOT};
 
 use crate::events::Events;
+use crate::layers::SnapshotCache;
 use crate::pod;
 use crate::process::timestamp;
 use crate::service::Service;
@@ -35,9 +36,9 @@ fn task_layout(namespace: &str) -> Layout {
     Layout::new(Some(rvm_root().join("containerd").join(namespace)))
 }
 
-/// The shared cache of layer disks made from snapshots.
-fn layer_cache() -> PathBuf {
-    rvm_root().join("containerd").join("layers")
+/// The shared cache of layer disks made from snapshots, `<root>/containerd/layers`.
+fn layer_cache() -> SnapshotCache {
+    SnapshotCache::new(rvm_root().join("containerd").join("layers"))
 }
 
 /// The grouping id of task `id` from the bundle's OCI spec (in the current directory): the pod's

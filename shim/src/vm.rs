@@ -17,7 +17,6 @@ use rvm_runtime::vm::{LayerImage, NewContainer, Vm, VmError, VmNetwork, VmSpec};
 use thiserror::Error;
 
 use crate::host_files::{self, HostContent};
-use crate::layers::Disk;
 use crate::sizing;
 
 /// The exit code reported when the real one is lost (the VM ended under the process).
@@ -43,7 +42,7 @@ pub struct VmRequest<'a> {
     pub spec: Spec,
     /// The VM's memory and vCPUs (see `sizing`).
     pub size: VmSize,
-    pub layers: Vec<Disk>,
+    pub layers: Vec<LayerImage>,
     pub terminal: bool,
     pub stdin: bool,
     /// Disk slots for the pod's other containers (0: a VM of its own).
@@ -112,25 +111,18 @@ pub async fn boot(layout: &Layout, request: VmRequest<'_>) -> Result<Vm, TaskVmE
     Ok(vm)
 }
 
-/// Creates container `id` of the pod in the pod's `vm`, on its layer `disks` (attached to the
+/// Creates container `id` of the pod in the pod's `vm`, on its `layers` (attached to the
 /// VM's free disk slots), with its writes on the pod's scratch disk.
 pub async fn create_in_pod(
     vm: &Vm,
     id: &str,
     spec: &Spec,
-    disks: &[Disk],
+    layers: &[LayerImage],
     content: HostContent,
     terminal: bool,
     stdin: bool,
 ) -> Result<(), VmError> {
     sizing::warn_if_beyond_vm(id, spec, vm.size());
-    let layers: Vec<LayerImage> = disks
-        .iter()
-        .map(|disk| LayerImage {
-            path: disk.path.clone(),
-            key: disk.key.clone(),
-        })
-        .collect();
     let container = NewContainer {
         id: id.to_owned(),
         spec: spec.clone(),
@@ -141,7 +133,7 @@ pub async fn create_in_pod(
         sandbox_namespaces: crate::pod::sandbox_namespaces(spec),
         ..Default::default()
     };
-    vm.create_in_pod(container, &layers).await
+    vm.create_in_pod(container, layers).await
 }
 
 /// The text of the host file the spec binds at `destination`, if it sends one.

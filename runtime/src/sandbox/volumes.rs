@@ -204,16 +204,17 @@ impl Volumes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
 
+    /// Whether the test may run: mkfs.ext4 is there, or the test fails under CI and is skipped
+    /// elsewhere (see `prerequisite`).
     fn have_mkfs() -> bool {
-        Command::new("mkfs.ext4").arg("-V").output().is_ok()
+        use crate::sandbox::prerequisite;
+        prerequisite::prerequisite(prerequisite::missing_tool("mkfs.ext4", "e2fsprogs"))
     }
 
     #[test]
     fn create_list_remove() {
         if !have_mkfs() {
-            println!("SKIPPED: mkfs.ext4 is not installed");
             return;
         }
         let root = tempfile::tempdir().unwrap();
