@@ -31,7 +31,7 @@ use crate::host_files::{self, HostContent};
 use crate::layers::{self, RootfsMount};
 use crate::metrics;
 use crate::pod::{self, Role};
-use crate::process::{timestamp, Process, Status};
+use crate::process::{timestamp, ExecId, Process, Status};
 use crate::sizing::{self, HostLimits};
 use crate::stdio::{self, StdioPaths};
 use crate::vm::{self, VmRequest, EXIT_UNKNOWN};
@@ -76,10 +76,10 @@ struct Kept {
 }
 
 impl Container {
-    fn process(&self, exec_id: &str) -> TtrpcResult<Arc<Process>> {
-        if exec_id.is_empty() {
+    fn process(&self, exec_id: &ExecId) -> TtrpcResult<Arc<Process>> {
+        let ExecId::Exec(exec_id) = exec_id else {
             return Ok(self.init.clone());
-        }
+        };
         self.execs
             .lock()
             .ok()
@@ -291,7 +291,7 @@ impl Service {
         let pumps = stdio::start(
             container.vm.session(),
             &container.id,
-            &process.exec_id,
+            process.exec_id.wire(),
             &process.stdio,
         );
         tokio::spawn(wait_process(
@@ -326,11 +326,11 @@ async fn wait_process(
 ) {
     let end = container
         .vm
-        .wait_process(&container.id, &process.exec_id)
+        .wait_process(&container.id, process.exec_id.wire())
         .await;
     if let Some(reason) = &end.lost {
         tracing::warn!(%reason, exec = %process.exec_id, "the process's own exit status is lost");
-    } else if process.exec_id.is_empty() {
+    } else if process.exec_id.is_init() {
         write_back_files(&container, &end.files);
     }
     let code = u32::try_from(end.status.code).unwrap_or(EXIT_UNKNOWN);
@@ -351,11 +351,7 @@ async fn wait_process(
             )
             .await;
     }
-    let id = if process.exec_id.is_empty() {
-        container.id.clone()
-    } else {
-        process.exec_id.clone()
-    };
+    let id = exit_event_id(&container.id, &process.exec_id);
     events
         .publish(
             topics::TASK_EXIT_EVENT_TOPIC,
@@ -388,6 +384,14 @@ fn write_back_files(container: &Container, files: &[rvm_protocol::agent::Returne
                 tracing::warn!(task = %container.id, %err, "termination message not written back")
             }
         }
+    }
+}
+
+/// The `id` of a TaskExit event: the task's for its init, the exec's for an exec.
+fn exit_event_id(task: &str, exec_id: &ExecId) -> String {
+    match exec_id {
+        ExecId::Init => task.to_owned(),
+        ExecId::Exec(id) => id.clone(),
     }
 }
 
@@ -468,7 +472,7 @@ impl Task for Service {
         let container = Arc::new(Container {
             id: id.clone(),
             bundle: request.bundle.clone(),
-            init: Arc::new(Process::new("", stdio, Vec::new(), pid)),
+            init: Arc::new(Process::new(ExecId::Init, stdio, Vec::new(), pid)),
             vm,
             in_pod,
             execs: Mutex::new(HashMap::new()),
@@ -508,8 +512,9 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         request: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
+        let exec_id = ExecId::of_request(&request.exec_id);
         let container = self.container(&request.id)?;
-        let process = container.process(&request.exec_id)?;
+        let process = container.process(&exec_id)?;
         if process.status() != Status::Created {
             return Err(status(
                 Code::FAILED_PRECONDITION,
@@ -520,7 +525,7 @@ impl Task for Service {
             ));
         }
         let session = &container.vm.session();
-        let pid = if request.exec_id.is_empty() {
+        let pid = if exec_id.is_init() {
             let result = session.start(&container.id).await;
             started_or_failed(&process, &container.id, result)?;
             // The task's pid is the VMM's: the guest's pids mean nothing on the host.
@@ -528,7 +533,7 @@ impl Task for Service {
         } else {
             let exec = ExecProcessRequest {
                 container_id: container.id.clone(),
-                exec_id: request.exec_id.clone(),
+                exec_id: exec_id.wire().to_owned(),
                 oci_process_json: process.spec_json.clone(),
                 terminal: process.stdio.terminal,
                 stdin: !process.stdio.stdin.is_empty(),
@@ -539,10 +544,8 @@ impl Task for Service {
         };
         process.set_running(pid);
         self.watch_process(&container, &process);
-        if request.exec_id.is_empty() {
+        if exec_id.is_init() {
             follow_volumes(&container);
-        }
-        if request.exec_id.is_empty() {
             self.publish(
                 topics::TASK_START_EVENT_TOPIC,
                 Box::new(TaskStart {
@@ -557,7 +560,7 @@ impl Task for Service {
                 topics::TASK_EXEC_STARTED_EVENT_TOPIC,
                 Box::new(TaskExecStarted {
                     container_id: container.id.clone(),
-                    exec_id: request.exec_id.clone(),
+                    exec_id: exec_id.wire().to_owned(),
                     pid,
                     ..Default::default()
                 }),
@@ -575,8 +578,9 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         request: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
+        let exec_id = ExecId::of_request(&request.exec_id);
         let container = self.container(&request.id)?;
-        let process = container.process(&request.exec_id)?;
+        let process = container.process(&exec_id)?;
         let (code, at) = match process.status() {
             Status::Exited { code, at } => (code, at),
             // Never started: nothing ran, nothing failed.
@@ -586,7 +590,8 @@ impl Task for Service {
                     Code::FAILED_PRECONDITION,
                     format!(
                         "process {:?} of task {} is running; kill it first",
-                        request.exec_id, request.id
+                        exec_id.wire(),
+                        request.id
                     ),
                 ))
             }
@@ -597,9 +602,9 @@ impl Task for Service {
             exited_at: MessageField::some(timestamp(at)),
             ..Default::default()
         };
-        if !request.exec_id.is_empty() {
+        if let ExecId::Exec(id) = &exec_id {
             if let Ok(mut execs) = container.execs.lock() {
-                execs.remove(&request.exec_id);
+                execs.remove(id);
             }
             return Ok(response);
         }
@@ -706,15 +711,17 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         request: api::KillRequest,
     ) -> TtrpcResult<api::Empty> {
+        let exec_id = ExecId::of_request(&request.exec_id);
         let container = self.container(&request.id)?;
-        let process = container.process(&request.exec_id)?;
+        let process = container.process(&exec_id)?;
         match process.status() {
             Status::Exited { .. } => {
                 return Err(status(
                     Code::NOT_FOUND,
                     format!(
                         "process {:?} of task {} already finished",
-                        request.exec_id, request.id
+                        exec_id.wire(),
+                        request.id
                     ),
                 ))
             }
@@ -726,11 +733,7 @@ impl Task for Service {
                     topics::TASK_EXIT_EVENT_TOPIC,
                     Box::new(TaskExit {
                         container_id: container.id.clone(),
-                        id: if request.exec_id.is_empty() {
-                            container.id.clone()
-                        } else {
-                            request.exec_id.clone()
-                        },
+                        id: exit_event_id(&container.id, &exec_id),
                         pid: process.pid(),
                         exit_status: code,
                         exited_at: MessageField::some(timestamp(at)),
@@ -745,7 +748,7 @@ impl Task for Service {
         container
             .vm
             .session()
-            .signal_processes(&container.id, &request.exec_id, request.signal, request.all)
+            .signal_processes(&container.id, exec_id.wire(), request.signal, request.all)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
         Ok(api::Empty::default())
@@ -757,9 +760,12 @@ impl Task for Service {
         request: api::ExecProcessRequest,
     ) -> TtrpcResult<api::Empty> {
         let container = self.container(&request.id)?;
-        if request.exec_id.is_empty() {
-            return Err(status(Code::INVALID_ARGUMENT, "exec id must not be empty"));
-        }
+        let exec_id = ExecId::new_exec(&request.exec_id).map_err(|e| {
+            status(
+                Code::INVALID_ARGUMENT,
+                format!("exec of task {}: {e}", request.id),
+            )
+        })?;
         let spec_json = request
             .spec
             .as_ref()
@@ -767,7 +773,7 @@ impl Task for Service {
             .ok_or_else(|| {
                 status(
                     Code::INVALID_ARGUMENT,
-                    format!("exec {} has no process spec", request.exec_id),
+                    format!("exec {} has no process spec", exec_id.wire()),
                 )
             })?;
         {
@@ -775,12 +781,13 @@ impl Task for Service {
                 .execs
                 .lock()
                 .map_err(|_| status(Code::INTERNAL, "exec table poisoned"))?;
-            if execs.contains_key(&request.exec_id) {
+            if execs.contains_key(exec_id.wire()) {
                 return Err(status(
                     Code::ALREADY_EXISTS,
                     format!(
                         "exec {} of task {} already exists",
-                        request.exec_id, request.id
+                        exec_id.wire(),
+                        request.id
                     ),
                 ));
             }
@@ -791,15 +798,15 @@ impl Task for Service {
                 request.terminal,
             );
             execs.insert(
-                request.exec_id.clone(),
-                Arc::new(Process::new(&request.exec_id, stdio, spec_json, 0)),
+                exec_id.wire().to_owned(),
+                Arc::new(Process::new(exec_id.clone(), stdio, spec_json, 0)),
             );
         }
         self.publish(
             topics::TASK_EXEC_ADDED_EVENT_TOPIC,
             Box::new(TaskExecAdded {
                 container_id: container.id.clone(),
-                exec_id: request.exec_id.clone(),
+                exec_id: exec_id.wire().to_owned(),
                 ..Default::default()
             }),
         )
@@ -818,7 +825,12 @@ impl Task for Service {
         container
             .vm
             .session()
-            .resize(&container.id, &request.exec_id, rows, columns)
+            .resize(
+                &container.id,
+                ExecId::of_request(&request.exec_id).wire(),
+                rows,
+                columns,
+            )
             .await
             .map_err(|e| agent_error(&container.id, e))?;
         Ok(api::Empty::default())
@@ -833,7 +845,7 @@ impl Task for Service {
         request: api::CloseIORequest,
     ) -> TtrpcResult<api::Empty> {
         let container = self.container(&request.id)?;
-        container.process(&request.exec_id)?;
+        container.process(&ExecId::of_request(&request.exec_id))?;
         Ok(api::Empty::default())
     }
 
@@ -868,7 +880,7 @@ impl Task for Service {
         request: api::WaitRequest,
     ) -> TtrpcResult<api::WaitResponse> {
         let container = self.container(&request.id)?;
-        let process = container.process(&request.exec_id)?;
+        let process = container.process(&ExecId::of_request(&request.exec_id))?;
         let (code, at) = process.wait().await;
         Ok(api::WaitResponse {
             exit_status: code,
@@ -883,7 +895,7 @@ impl Task for Service {
         request: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
         let container = self.container(&request.id)?;
-        let process = container.process(&request.exec_id)?;
+        let process = container.process(&ExecId::of_request(&request.exec_id))?;
         let mut response = api::StateResponse {
             id: request.id.clone(),
             bundle: container.bundle.clone(),
@@ -892,7 +904,7 @@ impl Task for Service {
             stdout: process.stdio.stdout.clone(),
             stderr: process.stdio.stderr.clone(),
             terminal: process.stdio.terminal,
-            exec_id: request.exec_id.clone(),
+            exec_id: process.exec_id.wire().to_owned(),
             ..Default::default()
         };
         let state = match process.status() {
