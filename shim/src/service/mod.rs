@@ -1,5 +1,9 @@
 //! The Task API of the shim: a task is a container in its own microVM, or, for a pod, in the
 //! VM its sandbox task booted; calls become agent RPCs, process exits become TaskExit events.
+//!
+//! The service owns the tasks' and processes' states; the VMs, the host work of making them and
+//! containerd's event stream are behind [`GuestAgent`], [`Launcher`] and [`EventSink`], so the
+//! state machine is unit-tested (`tests.rs`) against a fake guest.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +18,7 @@ use containerd_shim_protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
-use containerd_shim_protos::protobuf::MessageField;
+use containerd_shim_protos::protobuf::{MessageDyn, MessageField};
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
@@ -27,16 +31,14 @@ use rvm_runtime::sandbox::layout::Layout;
 use tokio::task::JoinHandle;
 
 use crate::events::Events;
+use crate::guest::{GuestAgent, Launcher, PodContainer};
 use crate::host_files::{self, HostContent};
-use crate::layers::{self, RootfsMount};
 use crate::metrics;
 use crate::pod::{self, Role};
 use crate::process::{timestamp, ExecId, Process, Status};
 use crate::sizing::{self, HostLimits};
-use crate::stdio::{self, StdioPaths};
-use crate::vm::{self, VmRequest, EXIT_UNKNOWN};
-use crate::volume_updates;
-use rvm_runtime::vm::Vm;
+use crate::stdio::StdioPaths;
+use crate::vm::{self, HostLauncher, VmRequest, EXIT_UNKNOWN};
 
 /// How long output may keep draining after a process exited.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,7 +57,7 @@ fn status(code: Code, message: impl Into<String>) -> ttrpc::Error {
 struct Container {
     id: String,
     bundle: String,
-    vm: Arc<Vm>,
+    vm: Arc<dyn GuestAgent>,
     /// A container of a pod in the VM its sandbox owns: deleting it removes the container and
     /// empties its slots, the VM stays.
     in_pod: bool,
@@ -93,13 +95,28 @@ impl Container {
     }
 }
 
+/// Where the service's events go: containerd's event stream ([`Events`]) in production.
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    /// Publishes `event` on `topic`; failures are the sink's to log, as containerd retries
+    /// nothing.
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>);
+}
+
+#[async_trait]
+impl EventSink for Events {
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        Events::publish(self, topic, event).await;
+    }
+}
+
 /// The task service of one shim.
 pub struct Service {
     containers: Mutex<HashMap<String, Arc<Container>>>,
-    events: Arc<Events>,
+    events: Arc<dyn EventSink>,
     exit: Arc<ExitSignal>,
     layout: Layout,
-    layer_cache: PathBuf,
+    launcher: Arc<dyn Launcher>,
 }
 
 impl std::fmt::Debug for Service {
@@ -111,18 +128,32 @@ impl std::fmt::Debug for Service {
 }
 
 impl Service {
+    /// The service of a shim whose VMs are real and whose events go to containerd.
     pub fn new(
         events: Events,
         exit: Arc<ExitSignal>,
         layout: Layout,
         layer_cache: PathBuf,
     ) -> Self {
+        let launcher = HostLauncher {
+            layout: layout.clone(),
+            layer_cache,
+        };
+        Self::with_parts(Arc::new(events), exit, layout, Arc::new(launcher))
+    }
+
+    fn with_parts(
+        events: Arc<dyn EventSink>,
+        exit: Arc<ExitSignal>,
+        layout: Layout,
+        launcher: Arc<dyn Launcher>,
+    ) -> Self {
         Self {
             containers: Mutex::new(HashMap::new()),
-            events: Arc::new(events),
+            events,
             exit,
             layout,
-            layer_cache,
+            launcher,
         }
     }
 
@@ -134,54 +165,8 @@ impl Service {
             .ok_or_else(|| status(Code::NOT_FOUND, format!("task {id} not found")))
     }
 
-    async fn publish(
-        &self,
-        topic: &str,
-        event: Box<dyn containerd_shim_protos::protobuf::MessageDyn>,
-    ) {
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
         self.events.publish(topic, event).await;
-    }
-
-    /// Builds the task's layer disks: cached ones from the snapshot's layers, or a private one.
-    async fn layer_disks(
-        &self,
-        request: &api::CreateTaskRequest,
-    ) -> TtrpcResult<Vec<layers::Disk>> {
-        let mounts: Vec<RootfsMount> = request
-            .rootfs
-            .iter()
-            .map(|m| RootfsMount {
-                kind: m.type_.clone(),
-                source: m.source.clone(),
-                options: m.options.clone(),
-            })
-            .collect();
-        let bundle_rootfs = Path::new(&request.bundle).join("rootfs");
-        let source = layers::source_of(&mounts, &bundle_rootfs)
-            .map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
-        let cache = self.layer_cache.clone();
-        let private = self.layout.container_dir(&request.id).join("rootfs.erofs");
-        let _ = std::fs::create_dir_all(self.layout.container_dir(&request.id));
-        let build_cache = cache.clone();
-        let disks = tokio::task::spawn_blocking(move || {
-            layers::ensure_disks(&source, &build_cache, &private)
-        })
-        .await
-        .map_err(|e| status(Code::INTERNAL, format!("layer disk builder failed: {e}")))?
-        .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
-        // After this task's disks have their records, off the task's path: a failed prune only
-        // leaves disks for the next one.
-        tokio::task::spawn_blocking(move || match layers::prune(&cache) {
-            Ok(pruned) => tracing::debug!(
-                removed = pruned.removed.len(),
-                freed_bytes = pruned.freed_bytes,
-                kept = pruned.kept,
-                temps = pruned.temps,
-                "layer cache pruned"
-            ),
-            Err(e) => tracing::warn!(error = %e, "layer cache not pruned"),
-        });
-        Ok(disks)
     }
 
     /// Builds the layer disks, boots the VM (with disk slots for a pod's sandbox) and creates
@@ -193,15 +178,14 @@ impl Service {
         content: HostContent,
         disk_slots: u32,
         netns: Option<PathBuf>,
-    ) -> TtrpcResult<Vm> {
+    ) -> TtrpcResult<Arc<dyn GuestAgent>> {
         // Before any work: a pod refused for its sizing annotations should fail at once.
         let size = sizing::vm_size(&spec, HostLimits::of_host())
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("task {}: {e}", request.id)))?;
         tracing::info!(id = %request.id, memory_mib = size.memory_mib, vcpus = size.vcpus, "VM size");
-        let disks = self.layer_disks(request).await?;
-        vm::boot(
-            &self.layout,
-            VmRequest {
+        let disks = self.launcher.layer_disks(request).await?;
+        self.launcher
+            .boot(VmRequest {
                 id: &request.id,
                 spec,
                 size,
@@ -211,10 +195,9 @@ impl Service {
                 disk_slots,
                 content,
                 netns,
-            },
-        )
-        .await
-        .map_err(|e| status(Code::INTERNAL, format!("task {}: {e}", request.id)))
+            })
+            .await
+            .map_err(|e| status(Code::INTERNAL, format!("task {}: {e}", request.id)))
     }
 
     /// Creates a pod's container in the VM of its sandbox task `sandbox_id`.
@@ -224,7 +207,7 @@ impl Service {
         spec: &Spec,
         content: HostContent,
         sandbox_id: &str,
-    ) -> TtrpcResult<Arc<Vm>> {
+    ) -> TtrpcResult<Arc<dyn GuestAgent>> {
         let sandbox = self.container(sandbox_id).map_err(|_| {
             status(
                 Code::FAILED_PRECONDITION,
@@ -234,17 +217,16 @@ impl Service {
                 ),
             )
         })?;
-        let disks = self.layer_disks(request).await?;
+        let disks = self.launcher.layer_disks(request).await?;
         let vm = sandbox.vm.clone();
-        vm::create_in_pod(
-            &vm,
-            &request.id,
+        vm.create_in_pod(PodContainer {
+            id: &request.id,
             spec,
-            &disks,
+            disks: &disks,
             content,
-            request.terminal,
-            !request.stdin.is_empty(),
-        )
+            terminal: request.terminal,
+            stdin: !request.stdin.is_empty(),
+        })
         .await
         .map_err(|e| status(Code::INTERNAL, format!("task {}: {e}", request.id)))?;
         Ok(vm)
@@ -257,7 +239,7 @@ impl Service {
         &self,
         request: &api::CreateTaskRequest,
         mut spec: Spec,
-    ) -> TtrpcResult<(Arc<Vm>, bool, Kept)> {
+    ) -> TtrpcResult<(Arc<dyn GuestAgent>, bool, Kept)> {
         let role = pod::role(spec.annotations().as_ref());
         tracing::info!(id = %request.id, ?role, "task role");
         let content = host_files::translate(&mut spec)
@@ -278,7 +260,7 @@ impl Service {
             Role::Standalone => (0, None),
         };
         match self.boot(request, spec, content, disk_slots, netns).await {
-            Ok(vm) => Ok((Arc::new(vm), false, kept)),
+            Ok(vm) => Ok((vm, false, kept)),
             Err(err) => {
                 vm::remove_files(&self.layout, &request.id);
                 Err(err)
@@ -288,12 +270,9 @@ impl Service {
 
     /// Copies the process's stdio and, when it exits, records the status and publishes TaskExit.
     fn watch_process(&self, container: &Arc<Container>, process: &Arc<Process>) {
-        let pumps = stdio::start(
-            container.vm.session(),
-            &container.id,
-            process.exec_id.wire(),
-            &process.stdio,
-        );
+        let pumps = container
+            .vm
+            .copy_stdio(&container.id, &process.exec_id, &process.stdio);
         tokio::spawn(wait_process(
             container.clone(),
             process.clone(),
@@ -310,11 +289,10 @@ fn follow_volumes(container: &Arc<Container>) {
         weak.upgrade()
             .is_some_and(|c| matches!(c.init.status(), Status::Running))
     };
-    volume_updates::follow(
-        Arc::downgrade(&container.vm),
+    container.vm.clone().follow_volumes(
         container.id.clone(),
         container.watched.clone(),
-        alive,
+        Box::new(alive),
     );
 }
 
@@ -322,11 +300,11 @@ async fn wait_process(
     container: Arc<Container>,
     process: Arc<Process>,
     pumps: Vec<JoinHandle<()>>,
-    events: Arc<Events>,
+    events: Arc<dyn EventSink>,
 ) {
     let end = container
         .vm
-        .wait_process(&container.id, process.exec_id.wire())
+        .wait_process(&container.id, &process.exec_id)
         .await;
     if let Some(reason) = &end.lost {
         tracing::warn!(%reason, exec = %process.exec_id, "the process's own exit status is lost");
@@ -524,9 +502,8 @@ impl Task for Service {
                 ),
             ));
         }
-        let session = &container.vm.session();
         let pid = if exec_id.is_init() {
-            let result = session.start(&container.id).await;
+            let result = container.vm.start(&container.id).await;
             started_or_failed(&process, &container.id, result)?;
             // The task's pid is the VMM's: the guest's pids mean nothing on the host.
             container.vm.pid()
@@ -539,7 +516,7 @@ impl Task for Service {
                 stdin: !process.stdio.stdin.is_empty(),
                 ..Default::default()
             };
-            let result = session.exec(&exec).await;
+            let result = container.vm.exec(&exec).await;
             started_or_failed(&process, &container.id, result)?
         };
         process.set_running(pid);
@@ -642,7 +619,6 @@ impl Task for Service {
         let container = self.container(&request.id)?;
         let processes = container
             .vm
-            .session()
             .list_processes(&container.id)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
@@ -666,7 +642,6 @@ impl Task for Service {
         let container = self.container(&request.id)?;
         container
             .vm
-            .session()
             .pause(&container.id, true)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
@@ -690,7 +665,6 @@ impl Task for Service {
         let container = self.container(&request.id)?;
         container
             .vm
-            .session()
             .pause(&container.id, false)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
@@ -747,8 +721,7 @@ impl Task for Service {
         }
         container
             .vm
-            .session()
-            .signal_processes(&container.id, exec_id.wire(), request.signal, request.all)
+            .signal(&container.id, &exec_id, request.signal, request.all)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
         Ok(api::Empty::default())
@@ -824,10 +797,9 @@ impl Task for Service {
         let columns = u16::try_from(request.width).unwrap_or(u16::MAX);
         container
             .vm
-            .session()
             .resize(
                 &container.id,
-                ExecId::of_request(&request.exec_id).wire(),
+                &ExecId::of_request(&request.exec_id),
                 rows,
                 columns,
             )
@@ -867,7 +839,6 @@ impl Task for Service {
             })?;
         container
             .vm
-            .session()
             .update_resources(&container.id, &resources)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
@@ -929,7 +900,6 @@ impl Task for Service {
         let container = self.container(&request.id)?;
         let stats = container
             .vm
-            .session()
             .stats(&container.id)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
