@@ -40,6 +40,9 @@ use crate::sizing::{self, HostLimits};
 use crate::stdio::StdioPaths;
 use crate::vm::{self, HostLauncher, VmRequest, EXIT_UNKNOWN};
 
+#[cfg(test)]
+mod tests;
+
 /// How long output may keep draining after a process exited.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
