@@ -582,14 +582,16 @@ async fn the_init_exit_is_published_with_the_task_id_and_ends_wait() {
     let h = harness();
     h.create("t1").await.unwrap();
     h.start("t1", "").await.unwrap();
-    let waiter = {
-        let request = api::WaitRequest {
-            id: "t1".to_owned(),
-            ..Default::default()
-        };
-        let service = &h.service;
-        async move { service.wait(&ctx(), request).await }
+    let request = api::WaitRequest {
+        id: "t1".to_owned(),
+        ..Default::default()
     };
+    let context = ctx();
+    let mut waiter = Box::pin(h.service.wait(&context, request));
+    assert!(
+        !is_ready_now(waiter.as_mut()).await,
+        "wait returned before the exit"
+    );
     h.guest.exit("t1", ExecId::Init, 3, false);
     let waited = tokio::time::timeout(DEADLINE, waiter)
         .await
@@ -1072,14 +1074,15 @@ async fn shutdown_with_a_task_left_keeps_the_shim() {
         .shutdown(&ctx(), api::ShutdownRequest::default())
         .await
         .unwrap();
-    // `wait` returns at once once signalled; polled once, it must still be pending.
-    let exit = h.exit.clone();
-    let mut waiting = Box::pin(async move { exit.wait().await });
-    let polled = futures_poll_once(waiting.as_mut()).await;
-    assert!(!polled, "the shim was told to exit with a task left");
+    // A signalled ExitSignal's wait is ready at its first poll.
+    let mut waiting = Box::pin(h.exit.wait());
+    assert!(
+        !is_ready_now(waiting.as_mut()).await,
+        "the shim was told to exit with a task left"
+    );
 }
 
-/// Polls `future` once; says whether it was ready.
-async fn futures_poll_once(mut future: std::pin::Pin<&mut impl std::future::Future>) -> bool {
+/// Polls `future` once: whether it was ready.
+async fn is_ready_now(mut future: std::pin::Pin<&mut impl std::future::Future>) -> bool {
     std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx).is_ready())).await
 }
