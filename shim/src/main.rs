@@ -5,6 +5,7 @@
 //! shim that died.
 
 mod events;
+mod guest;
 mod host_files;
 mod layers;
 mod logging;

@@ -1,5 +1,9 @@
 //! The Task API of the shim: a task is a container in its own microVM, or, for a pod, in the
 //! VM its sandbox task booted; calls become agent RPCs, process exits become TaskExit events.
+//!
+//! The service owns the tasks' and processes' states; the VMs, the host work of making them and
+//! containerd's event stream are behind [`GuestAgent`], [`Launcher`] and [`EventSink`], so the
+//! state machine is unit-tested (`tests.rs`) against a fake guest.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +18,7 @@ use containerd_shim_protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
-use containerd_shim_protos::protobuf::MessageField;
+use containerd_shim_protos::protobuf::{MessageDyn, MessageField};
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
@@ -27,16 +31,18 @@ use rvm_runtime::sandbox::layout::Layout;
 use tokio::task::JoinHandle;
 
 use crate::events::Events;
+use crate::guest::{GuestAgent, Launcher, PodContainer};
 use crate::host_files::{self, HostContent};
-use crate::layers::{self, RootfsMount, SnapshotCache};
+use crate::layers::SnapshotCache;
 use crate::metrics;
 use crate::pod::{self, Role};
-use crate::process::{timestamp, Process, Status};
+use crate::process::{timestamp, ExecId, Process, Status};
 use crate::sizing::{self, HostLimits};
-use crate::stdio::{self, StdioPaths};
-use crate::vm::{self, VmRequest, EXIT_UNKNOWN};
-use crate::volume_updates;
-use rvm_runtime::vm::{LayerImage, Vm};
+use crate::stdio::StdioPaths;
+use crate::vm::{self, HostLauncher, VmRequest, EXIT_UNKNOWN};
+
+#[cfg(test)]
+mod tests;
 
 /// How long output may keep draining after a process exited.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,7 +61,7 @@ fn status(code: Code, message: impl Into<String>) -> ttrpc::Error {
 struct Container {
     id: String,
     bundle: String,
-    vm: Arc<Vm>,
+    vm: Arc<dyn GuestAgent>,
     /// A container of a pod in the VM its sandbox owns: deleting it removes the container and
     /// empties its slots, the VM stays.
     in_pod: bool,
@@ -76,10 +82,10 @@ struct Kept {
 }
 
 impl Container {
-    fn process(&self, exec_id: &str) -> TtrpcResult<Arc<Process>> {
-        if exec_id.is_empty() {
+    fn process(&self, exec_id: &ExecId) -> TtrpcResult<Arc<Process>> {
+        let ExecId::Exec(exec_id) = exec_id else {
             return Ok(self.init.clone());
-        }
+        };
         self.execs
             .lock()
             .ok()
@@ -93,13 +99,28 @@ impl Container {
     }
 }
 
+/// Where the service's events go: containerd's event stream ([`Events`]) in production.
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    /// Publishes `event` on `topic`; failures are the sink's to log, as containerd retries
+    /// nothing.
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>);
+}
+
+#[async_trait]
+impl EventSink for Events {
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        Events::publish(self, topic, event).await;
+    }
+}
+
 /// The task service of one shim.
 pub struct Service {
     containers: Mutex<HashMap<String, Arc<Container>>>,
-    events: Arc<Events>,
+    events: Arc<dyn EventSink>,
     exit: Arc<ExitSignal>,
     layout: Layout,
-    layer_cache: SnapshotCache,
+    launcher: Arc<dyn Launcher>,
 }
 
 impl std::fmt::Debug for Service {
@@ -111,18 +132,32 @@ impl std::fmt::Debug for Service {
 }
 
 impl Service {
+    /// The service of a shim whose VMs are real and whose events go to containerd.
     pub fn new(
         events: Events,
         exit: Arc<ExitSignal>,
         layout: Layout,
         layer_cache: SnapshotCache,
     ) -> Self {
+        let launcher = HostLauncher {
+            layout: layout.clone(),
+            layer_cache,
+        };
+        Self::with_parts(Arc::new(events), exit, layout, Arc::new(launcher))
+    }
+
+    fn with_parts(
+        events: Arc<dyn EventSink>,
+        exit: Arc<ExitSignal>,
+        layout: Layout,
+        launcher: Arc<dyn Launcher>,
+    ) -> Self {
         Self {
             containers: Mutex::new(HashMap::new()),
-            events: Arc::new(events),
+            events,
             exit,
             layout,
-            layer_cache,
+            launcher,
         }
     }
 
@@ -134,53 +169,8 @@ impl Service {
             .ok_or_else(|| status(Code::NOT_FOUND, format!("task {id} not found")))
     }
 
-    async fn publish(
-        &self,
-        topic: &str,
-        event: Box<dyn containerd_shim_protos::protobuf::MessageDyn>,
-    ) {
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
         self.events.publish(topic, event).await;
-    }
-
-    /// Builds the task's layer disks: cached ones from the snapshot's layers, or a private one.
-    async fn layer_disks(&self, request: &api::CreateTaskRequest) -> TtrpcResult<Vec<LayerImage>> {
-        let mounts: Vec<RootfsMount> = request
-            .rootfs
-            .iter()
-            .map(|m| RootfsMount {
-                kind: m.type_.clone(),
-                source: m.source.clone(),
-                options: m.options.clone(),
-            })
-            .collect();
-        let bundle_rootfs = Path::new(&request.bundle).join("rootfs");
-        let source = layers::source_of(&mounts, &bundle_rootfs)
-            .map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
-        let cache = self.layer_cache.clone();
-        let private = self.layout.container_dir(&request.id).join("rootfs.erofs");
-        let _ = std::fs::create_dir_all(self.layout.container_dir(&request.id));
-        let build_cache = cache.clone();
-        let disks = tokio::task::spawn_blocking(move || {
-            layers::ensure_disks(&source, &build_cache, &private)
-        })
-        .await
-        .map_err(|e| status(Code::INTERNAL, format!("layer disk builder failed: {e}")))?
-        .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
-        // After this task's disks have their records, off the task's path: a failed prune only
-        // leaves disks for the next one.
-        tokio::task::spawn_blocking(move || match layers::prune(&cache) {
-            Ok(pruned) => tracing::debug!(
-                removed = pruned.removed.len(),
-                freed_bytes = pruned.freed_bytes,
-                kept = pruned.kept,
-                lone_records = pruned.lone_records,
-                temps = pruned.temps,
-                temp_bytes = pruned.temp_bytes,
-                "layer cache pruned"
-            ),
-            Err(e) => tracing::warn!(error = %e, "layer cache not pruned"),
-        });
-        Ok(disks)
     }
 
     /// Builds the layer disks, boots the VM (with disk slots for a pod's sandbox) and creates
@@ -192,15 +182,14 @@ impl Service {
         content: HostContent,
         disk_slots: u32,
         netns: Option<PathBuf>,
-    ) -> TtrpcResult<Vm> {
+    ) -> TtrpcResult<Arc<dyn GuestAgent>> {
         // Before any work: a pod refused for its sizing annotations should fail at once.
         let size = sizing::vm_size(&spec, HostLimits::of_host())
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("task {}: {e}", request.id)))?;
         tracing::info!(id = %request.id, memory_mib = size.memory_mib, vcpus = size.vcpus, "VM size");
-        let disks = self.layer_disks(request).await?;
-        vm::boot(
-            &self.layout,
-            VmRequest {
+        let disks = self.launcher.layer_disks(request).await?;
+        self.launcher
+            .boot(VmRequest {
                 id: &request.id,
                 spec,
                 size,
@@ -210,10 +199,9 @@ impl Service {
                 disk_slots,
                 content,
                 netns,
-            },
-        )
-        .await
-        .map_err(|e| status(Code::INTERNAL, format!("task {}: {e}", request.id)))
+            })
+            .await
+            .map_err(|e| status(Code::INTERNAL, format!("task {}: {e}", request.id)))
     }
 
     /// Creates a pod's container in the VM of its sandbox task `sandbox_id`.
@@ -223,7 +211,7 @@ impl Service {
         spec: &Spec,
         content: HostContent,
         sandbox_id: &str,
-    ) -> TtrpcResult<Arc<Vm>> {
+    ) -> TtrpcResult<Arc<dyn GuestAgent>> {
         let sandbox = self.container(sandbox_id).map_err(|_| {
             status(
                 Code::FAILED_PRECONDITION,
@@ -233,17 +221,16 @@ impl Service {
                 ),
             )
         })?;
-        let disks = self.layer_disks(request).await?;
+        let disks = self.launcher.layer_disks(request).await?;
         let vm = sandbox.vm.clone();
-        vm::create_in_pod(
-            &vm,
-            &request.id,
+        vm.create_in_pod(PodContainer {
+            id: &request.id,
             spec,
-            &disks,
+            disks: &disks,
             content,
-            request.terminal,
-            !request.stdin.is_empty(),
-        )
+            terminal: request.terminal,
+            stdin: !request.stdin.is_empty(),
+        })
         .await
         .map_err(|e| status(Code::INTERNAL, format!("task {}: {e}", request.id)))?;
         Ok(vm)
@@ -256,7 +243,7 @@ impl Service {
         &self,
         request: &api::CreateTaskRequest,
         mut spec: Spec,
-    ) -> TtrpcResult<(Arc<Vm>, bool, Kept)> {
+    ) -> TtrpcResult<(Arc<dyn GuestAgent>, bool, Kept)> {
         let role = pod::role(spec.annotations().as_ref());
         tracing::info!(id = %request.id, ?role, "task role");
         let content = host_files::translate(&mut spec)
@@ -277,7 +264,7 @@ impl Service {
             Role::Standalone => (0, None),
         };
         match self.boot(request, spec, content, disk_slots, netns).await {
-            Ok(vm) => Ok((Arc::new(vm), false, kept)),
+            Ok(vm) => Ok((vm, false, kept)),
             Err(err) => {
                 vm::remove_files(&self.layout, &request.id);
                 Err(err)
@@ -287,12 +274,9 @@ impl Service {
 
     /// Copies the process's stdio and, when it exits, records the status and publishes TaskExit.
     fn watch_process(&self, container: &Arc<Container>, process: &Arc<Process>) {
-        let pumps = stdio::start(
-            container.vm.session(),
-            &container.id,
-            &process.exec_id,
-            &process.stdio,
-        );
+        let pumps = container
+            .vm
+            .copy_stdio(&container.id, &process.exec_id, &process.stdio);
         tokio::spawn(wait_process(
             container.clone(),
             process.clone(),
@@ -309,11 +293,10 @@ fn follow_volumes(container: &Arc<Container>) {
         weak.upgrade()
             .is_some_and(|c| matches!(c.init.status(), Status::Running))
     };
-    volume_updates::follow(
-        Arc::downgrade(&container.vm),
+    container.vm.clone().follow_volumes(
         container.id.clone(),
         container.watched.clone(),
-        alive,
+        Box::new(alive),
     );
 }
 
@@ -321,7 +304,7 @@ async fn wait_process(
     container: Arc<Container>,
     process: Arc<Process>,
     pumps: Vec<JoinHandle<()>>,
-    events: Arc<Events>,
+    events: Arc<dyn EventSink>,
 ) {
     let end = container
         .vm
@@ -329,7 +312,7 @@ async fn wait_process(
         .await;
     if let Some(reason) = &end.lost {
         tracing::warn!(%reason, exec = %process.exec_id, "the process's own exit status is lost");
-    } else if process.exec_id.is_empty() {
+    } else if process.exec_id.is_init() {
         write_back_files(&container, &end.files);
     }
     let code = u32::try_from(end.status.code).unwrap_or(EXIT_UNKNOWN);
@@ -350,11 +333,7 @@ async fn wait_process(
             )
             .await;
     }
-    let id = if process.exec_id.is_empty() {
-        container.id.clone()
-    } else {
-        process.exec_id.clone()
-    };
+    let id = exit_event_id(&container.id, &process.exec_id);
     events
         .publish(
             topics::TASK_EXIT_EVENT_TOPIC,
@@ -387,6 +366,14 @@ fn write_back_files(container: &Container, files: &[rvm_protocol::agent::Returne
                 tracing::warn!(task = %container.id, %err, "termination message not written back")
             }
         }
+    }
+}
+
+/// The `id` of a TaskExit event: the task's for its init, the exec's for an exec.
+fn exit_event_id(task: &str, exec_id: &ExecId) -> String {
+    match exec_id {
+        ExecId::Init => task.to_owned(),
+        ExecId::Exec(id) => id.clone(),
     }
 }
 
@@ -467,7 +454,7 @@ impl Task for Service {
         let container = Arc::new(Container {
             id: id.clone(),
             bundle: request.bundle.clone(),
-            init: Arc::new(Process::new("", stdio, Vec::new(), pid)),
+            init: Arc::new(Process::new(ExecId::Init, stdio, Vec::new(), pid)),
             vm,
             in_pod,
             execs: Mutex::new(HashMap::new()),
@@ -507,8 +494,9 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         request: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
+        let exec_id = ExecId::of_request(&request.exec_id);
         let container = self.container(&request.id)?;
-        let process = container.process(&request.exec_id)?;
+        let process = container.process(&exec_id)?;
         if process.status() != Status::Created {
             return Err(status(
                 Code::FAILED_PRECONDITION,
@@ -518,30 +506,27 @@ impl Task for Service {
                 ),
             ));
         }
-        let session = &container.vm.session();
-        let pid = if request.exec_id.is_empty() {
-            let result = session.start(&container.id).await;
+        let pid = if exec_id.is_init() {
+            let result = container.vm.start(&container.id).await;
             started_or_failed(&process, &container.id, result)?;
             // The task's pid is the VMM's: the guest's pids mean nothing on the host.
             container.vm.pid()
         } else {
             let exec = ExecProcessRequest {
                 container_id: container.id.clone(),
-                exec_id: request.exec_id.clone(),
+                exec_id: exec_id.wire().to_owned(),
                 oci_process_json: process.spec_json.clone(),
                 terminal: process.stdio.terminal,
                 stdin: !process.stdio.stdin.is_empty(),
                 ..Default::default()
             };
-            let result = session.exec(&exec).await;
+            let result = container.vm.exec(&exec).await;
             started_or_failed(&process, &container.id, result)?
         };
         process.set_running(pid);
         self.watch_process(&container, &process);
-        if request.exec_id.is_empty() {
+        if exec_id.is_init() {
             follow_volumes(&container);
-        }
-        if request.exec_id.is_empty() {
             self.publish(
                 topics::TASK_START_EVENT_TOPIC,
                 Box::new(TaskStart {
@@ -556,7 +541,7 @@ impl Task for Service {
                 topics::TASK_EXEC_STARTED_EVENT_TOPIC,
                 Box::new(TaskExecStarted {
                     container_id: container.id.clone(),
-                    exec_id: request.exec_id.clone(),
+                    exec_id: exec_id.wire().to_owned(),
                     pid,
                     ..Default::default()
                 }),
@@ -574,8 +559,9 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         request: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
+        let exec_id = ExecId::of_request(&request.exec_id);
         let container = self.container(&request.id)?;
-        let process = container.process(&request.exec_id)?;
+        let process = container.process(&exec_id)?;
         let (code, at) = match process.status() {
             Status::Exited { code, at } => (code, at),
             // Never started: nothing ran, nothing failed.
@@ -585,7 +571,8 @@ impl Task for Service {
                     Code::FAILED_PRECONDITION,
                     format!(
                         "process {:?} of task {} is running; kill it first",
-                        request.exec_id, request.id
+                        exec_id.wire(),
+                        request.id
                     ),
                 ))
             }
@@ -596,9 +583,9 @@ impl Task for Service {
             exited_at: MessageField::some(timestamp(at)),
             ..Default::default()
         };
-        if !request.exec_id.is_empty() {
+        if let ExecId::Exec(id) = &exec_id {
             if let Ok(mut execs) = container.execs.lock() {
-                execs.remove(&request.exec_id);
+                execs.remove(id);
             }
             return Ok(response);
         }
@@ -636,7 +623,6 @@ impl Task for Service {
         let container = self.container(&request.id)?;
         let processes = container
             .vm
-            .session()
             .list_processes(&container.id)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
@@ -660,7 +646,6 @@ impl Task for Service {
         let container = self.container(&request.id)?;
         container
             .vm
-            .session()
             .pause(&container.id, true)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
@@ -684,7 +669,6 @@ impl Task for Service {
         let container = self.container(&request.id)?;
         container
             .vm
-            .session()
             .pause(&container.id, false)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
@@ -705,15 +689,17 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         request: api::KillRequest,
     ) -> TtrpcResult<api::Empty> {
+        let exec_id = ExecId::of_request(&request.exec_id);
         let container = self.container(&request.id)?;
-        let process = container.process(&request.exec_id)?;
+        let process = container.process(&exec_id)?;
         match process.status() {
             Status::Exited { .. } => {
                 return Err(status(
                     Code::NOT_FOUND,
                     format!(
                         "process {:?} of task {} already finished",
-                        request.exec_id, request.id
+                        exec_id.wire(),
+                        request.id
                     ),
                 ))
             }
@@ -725,11 +711,7 @@ impl Task for Service {
                     topics::TASK_EXIT_EVENT_TOPIC,
                     Box::new(TaskExit {
                         container_id: container.id.clone(),
-                        id: if request.exec_id.is_empty() {
-                            container.id.clone()
-                        } else {
-                            request.exec_id.clone()
-                        },
+                        id: exit_event_id(&container.id, &exec_id),
                         pid: process.pid(),
                         exit_status: code,
                         exited_at: MessageField::some(timestamp(at)),
@@ -743,8 +725,7 @@ impl Task for Service {
         }
         container
             .vm
-            .session()
-            .signal_processes(&container.id, &request.exec_id, request.signal, request.all)
+            .signal(&container.id, &exec_id, request.signal, request.all)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
         Ok(api::Empty::default())
@@ -756,9 +737,12 @@ impl Task for Service {
         request: api::ExecProcessRequest,
     ) -> TtrpcResult<api::Empty> {
         let container = self.container(&request.id)?;
-        if request.exec_id.is_empty() {
-            return Err(status(Code::INVALID_ARGUMENT, "exec id must not be empty"));
-        }
+        let exec_id = ExecId::new_exec(&request.exec_id).map_err(|e| {
+            status(
+                Code::INVALID_ARGUMENT,
+                format!("exec of task {}: {e}", request.id),
+            )
+        })?;
         let spec_json = request
             .spec
             .as_ref()
@@ -766,7 +750,7 @@ impl Task for Service {
             .ok_or_else(|| {
                 status(
                     Code::INVALID_ARGUMENT,
-                    format!("exec {} has no process spec", request.exec_id),
+                    format!("exec {} has no process spec", exec_id.wire()),
                 )
             })?;
         {
@@ -774,12 +758,13 @@ impl Task for Service {
                 .execs
                 .lock()
                 .map_err(|_| status(Code::INTERNAL, "exec table poisoned"))?;
-            if execs.contains_key(&request.exec_id) {
+            if execs.contains_key(exec_id.wire()) {
                 return Err(status(
                     Code::ALREADY_EXISTS,
                     format!(
                         "exec {} of task {} already exists",
-                        request.exec_id, request.id
+                        exec_id.wire(),
+                        request.id
                     ),
                 ));
             }
@@ -790,15 +775,15 @@ impl Task for Service {
                 request.terminal,
             );
             execs.insert(
-                request.exec_id.clone(),
-                Arc::new(Process::new(&request.exec_id, stdio, spec_json, 0)),
+                exec_id.wire().to_owned(),
+                Arc::new(Process::new(exec_id.clone(), stdio, spec_json, 0)),
             );
         }
         self.publish(
             topics::TASK_EXEC_ADDED_EVENT_TOPIC,
             Box::new(TaskExecAdded {
                 container_id: container.id.clone(),
-                exec_id: request.exec_id.clone(),
+                exec_id: exec_id.wire().to_owned(),
                 ..Default::default()
             }),
         )
@@ -816,8 +801,12 @@ impl Task for Service {
         let columns = u16::try_from(request.width).unwrap_or(u16::MAX);
         container
             .vm
-            .session()
-            .resize(&container.id, &request.exec_id, rows, columns)
+            .resize(
+                &container.id,
+                &ExecId::of_request(&request.exec_id),
+                rows,
+                columns,
+            )
             .await
             .map_err(|e| agent_error(&container.id, e))?;
         Ok(api::Empty::default())
@@ -832,7 +821,7 @@ impl Task for Service {
         request: api::CloseIORequest,
     ) -> TtrpcResult<api::Empty> {
         let container = self.container(&request.id)?;
-        container.process(&request.exec_id)?;
+        container.process(&ExecId::of_request(&request.exec_id))?;
         Ok(api::Empty::default())
     }
 
@@ -854,7 +843,6 @@ impl Task for Service {
             })?;
         container
             .vm
-            .session()
             .update_resources(&container.id, &resources)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
@@ -867,7 +855,7 @@ impl Task for Service {
         request: api::WaitRequest,
     ) -> TtrpcResult<api::WaitResponse> {
         let container = self.container(&request.id)?;
-        let process = container.process(&request.exec_id)?;
+        let process = container.process(&ExecId::of_request(&request.exec_id))?;
         let (code, at) = process.wait().await;
         Ok(api::WaitResponse {
             exit_status: code,
@@ -882,7 +870,7 @@ impl Task for Service {
         request: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
         let container = self.container(&request.id)?;
-        let process = container.process(&request.exec_id)?;
+        let process = container.process(&ExecId::of_request(&request.exec_id))?;
         let mut response = api::StateResponse {
             id: request.id.clone(),
             bundle: container.bundle.clone(),
@@ -891,7 +879,7 @@ impl Task for Service {
             stdout: process.stdio.stdout.clone(),
             stderr: process.stdio.stderr.clone(),
             terminal: process.stdio.terminal,
-            exec_id: request.exec_id.clone(),
+            exec_id: process.exec_id.wire().to_owned(),
             ..Default::default()
         };
         let state = match process.status() {
@@ -916,7 +904,6 @@ impl Task for Service {
         let container = self.container(&request.id)?;
         let stats = container
             .vm
-            .session()
             .stats(&container.id)
             .await
             .map_err(|e| agent_error(&container.id, e))?;
