@@ -5,18 +5,15 @@ use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rvm_runtime::sandbox::agent::AgentSession;
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::process::ProcessId;
-use rvm_runtime::sandbox::state::{Container, Containers, StateError, Status};
+use rvm_runtime::sandbox::state::{Container, Containers, Status};
 use rvm_runtime::vm;
 
-/// How often state files are polled while waiting.
-const POLL: Duration = Duration::from_millis(50);
 /// How long a monitor may take to clean up after its container exited.
 pub const MONITOR_EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -105,62 +102,38 @@ pub enum Started {
 /// Waits until the monitor reports the container running, failed or exited.
 pub fn wait_started(containers: &Containers, id: &str) -> Result<Started> {
     let timeout = vm::agent_timeout() + Duration::from_secs(30);
-    let deadline = Instant::now() + timeout;
-    loop {
-        let state = containers.load(id)?.state;
+    let started = containers.wait_until(id, Some(timeout), |found| {
+        let state = &found?.state;
         match (state.status, state.exit_code) {
-            (Status::Running, _) => return Ok(Started::Running),
-            (Status::Exited, Some(code)) if state.error.is_none() => {
-                return Ok(Started::Exited { code })
-            }
-            (_, Some(code)) => {
-                return Ok(Started::Failed {
-                    code,
-                    message: state.error.unwrap_or_default(),
-                })
-            }
-            _ => {}
+            (Status::Running, _) => Some(Started::Running),
+            (Status::Exited, Some(code)) if state.error.is_none() => Some(Started::Exited { code }),
+            (_, Some(code)) => Some(Started::Failed {
+                code,
+                message: state.error.clone().unwrap_or_default(),
+            }),
+            _ => None,
         }
-        if Instant::now() >= deadline {
-            bail!("container {id} did not start within {timeout:?}");
-        }
-        sleep(POLL);
-    }
+    })?;
+    started.with_context(|| format!("container {id} did not start within {timeout:?}"))
 }
 
 /// Waits until no monitor runs for the container (or the container is gone); returns whether
 /// that happened within `timeout`.
 pub fn wait_monitor_gone(containers: &Containers, id: &str, timeout: Duration) -> Result<bool> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match containers.load(id) {
-            Err(StateError::NotFound(_)) => return Ok(true),
-            Err(err) => return Err(err.into()),
-            Ok(container) if !container.state.monitor_alive() => return Ok(true),
-            Ok(_) => {}
-        }
-        if Instant::now() >= deadline {
-            return Ok(false);
-        }
-        sleep(POLL);
-    }
+    let gone = containers.wait_until(id, Some(timeout), |found| match found {
+        None => Some(()),
+        Some(container) => (!container.state.monitor_alive()).then_some(()),
+    })?;
+    Ok(gone.is_some())
 }
 
 /// Waits until the container is no longer running; returns whether it stopped in time.
 pub fn wait_stopped(containers: &Containers, id: &str, timeout: Duration) -> Result<bool> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match containers.load(id) {
-            Err(StateError::NotFound(_)) => return Ok(true),
-            Err(err) => return Err(err.into()),
-            Ok(container) if container.state.status != Status::Running => return Ok(true),
-            Ok(_) => {}
-        }
-        if Instant::now() >= deadline {
-            return Ok(false);
-        }
-        sleep(POLL);
-    }
+    let stopped = containers.wait_until(id, Some(timeout), |found| match found {
+        None => Some(()),
+        Some(container) => (container.state.status != Status::Running).then_some(()),
+    })?;
+    Ok(stopped.is_some())
 }
 
 /// Connects to the agent of a running container.

@@ -22,3 +22,4 @@ pub mod time;
 pub mod units;
 pub mod vmm;
 pub mod volumes;
+pub mod wait;

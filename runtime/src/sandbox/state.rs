@@ -5,6 +5,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -15,6 +16,7 @@ use super::id;
 use super::layout::Layout;
 use super::process::ProcessId;
 use super::time;
+use super::wait::{self, DirWatch};
 
 /// The exit code recorded when a container ended without its exit status being known.
 pub const UNKNOWN_EXIT: i32 = 255;
@@ -382,6 +384,44 @@ impl Containers {
         Ok(state)
     }
 
+    /// Waits until `check` returns something for container `id` (`None` given to it once the
+    /// container is removed), re-checking on every change of its files and when its monitor
+    /// dies (the liveness rule is applied at each check). Returns `None` when `timeout` passed
+    /// first; a removed container `check` does not accept is an error, as nothing can change.
+    pub fn wait_until<T>(
+        &self,
+        id: &str,
+        timeout: Option<Duration>,
+        mut check: impl FnMut(Option<&Container>) -> Option<T>,
+    ) -> Result<Option<T>> {
+        let deadline = wait::deadline(timeout);
+        let dir = self.layout.container_dir(id);
+        // Set up before the first read: see `wait` for why no change slips through.
+        let watch = match DirWatch::new(&dir) {
+            Ok(watch) => Some(watch),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+            Err(err) => return Err(io_err("watch", &dir)(err)),
+        };
+        loop {
+            let container = match self.load(id) {
+                Ok(container) => Some(container),
+                Err(StateError::NotFound(_)) => None,
+                Err(err) => return Err(err),
+            };
+            if let Some(found) = check(container.as_ref()) {
+                return Ok(Some(found));
+            }
+            let (Some(watch), Some(container)) = (&watch, container) else {
+                return Err(StateError::NotFound(id.to_owned()));
+            };
+            // A dead monitor has been dealt with by `load`; only a live one is worth watching.
+            let monitor = container.state.monitor.and_then(wait::pidfd);
+            if !wait::block(watch, monitor.as_ref(), deadline).map_err(io_err("watch", &dir))? {
+                return Ok(None);
+            }
+        }
+    }
+
     /// Deletes the container's files and sockets. The caller has made sure nothing runs.
     pub fn remove(&self, id: &str) -> Result<()> {
         // The address, TAP and port forwards go first: the config says which they are.
@@ -407,5 +447,141 @@ impl Containers {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::config::{NetworkMode, VmSize};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+
+    /// Long enough never to be reached by a working waiter; a broken one fails instead of hanging.
+    const NEVER: Duration = Duration::from_secs(60);
+
+    fn store() -> (tempfile::TempDir, Containers) {
+        let dir = tempfile::tempdir().unwrap();
+        let containers = Containers::open(&Layout::for_root(dir.path())).unwrap();
+        (dir, containers)
+    }
+
+    fn config(id: &str) -> ContainerConfig {
+        ContainerConfig {
+            id: id.into(),
+            name: String::new(),
+            image: "busybox".into(),
+            image_id: "sha256:x".into(),
+            created: String::new(),
+            spec: oci_spec::runtime::Spec::default(),
+            layers: Vec::new(),
+            scratch: "/c/scratch.ext4".into(),
+            volumes: Vec::new(),
+            vm: VmSize {
+                memory_mib: 256,
+                vcpus: 1,
+            },
+            network: NetworkMode::None,
+            endpoint: None,
+            tty: false,
+            open_stdin: false,
+            auto_remove: false,
+            stop_signal: None,
+        }
+    }
+
+    /// A process standing in for a monitor: `cat` lives until its stdin closes.
+    fn monitor_process() -> (std::process::Child, ProcessId) {
+        let child = Command::new("cat").stdin(Stdio::piped()).spawn().unwrap();
+        let id = ProcessId::of(child.id()).unwrap();
+        (child, id)
+    }
+
+    #[test]
+    fn a_waiter_is_woken_by_a_state_change() {
+        let (_dir, containers) = store();
+        containers.create(config("a1")).unwrap();
+        let (checked_tx, checked_rx) = mpsc::channel();
+        let writer = {
+            let containers = containers.clone();
+            std::thread::spawn(move || {
+                // Only after the waiter has seen the old state: the change must wake it.
+                checked_rx.recv().unwrap();
+                containers
+                    .update("a1", |state| state.status = Status::Running)
+                    .unwrap();
+            })
+        };
+        let mut checks = 0;
+        let status = containers
+            .wait_until("a1", Some(NEVER), |found| {
+                checks += 1;
+                let status = found.unwrap().state.status;
+                if checks == 1 {
+                    checked_tx.send(()).unwrap();
+                }
+                (status == Status::Running).then_some(status)
+            })
+            .unwrap();
+        writer.join().unwrap();
+        assert_eq!(status, Some(Status::Running));
+        assert!(checks >= 2, "the first check saw the old state");
+    }
+
+    #[test]
+    fn a_waiter_notices_a_monitor_dying_without_writing() {
+        let (_dir, containers) = store();
+        containers.create(config("b2")).unwrap();
+        let (mut child, monitor) = monitor_process();
+        containers
+            .update("b2", |state| {
+                state.status = Status::Running;
+                state.monitor = Some(monitor);
+            })
+            .unwrap();
+        let mut stdin = child.stdin.take();
+        let state = containers
+            .wait_until("b2", Some(NEVER), |found| {
+                let state = &found.unwrap().state;
+                // The monitor ends after the first check, writing nothing.
+                drop(stdin.take());
+                (state.status == Status::Exited).then(|| state.clone())
+            })
+            .unwrap()
+            .unwrap();
+        child.wait().unwrap();
+        assert_eq!(state.exit_code, Some(UNKNOWN_EXIT));
+        assert!(state.error.unwrap().contains("monitor process"));
+        assert_eq!(state.monitor, None);
+    }
+
+    #[test]
+    fn a_waiter_sees_the_container_removed() {
+        let (_dir, containers) = store();
+        containers.create(config("c3")).unwrap();
+        let mut removed = false;
+        let waited = containers
+            .wait_until("c3", Some(NEVER), |found| {
+                if found.is_none() {
+                    return Some("gone");
+                }
+                if !removed {
+                    removed = true;
+                    containers.remove("c3").unwrap();
+                }
+                None
+            })
+            .unwrap();
+        assert_eq!(waited, Some("gone"));
+    }
+
+    #[test]
+    fn a_waiter_gives_up_at_its_timeout() {
+        let (_dir, containers) = store();
+        containers.create(config("d4")).unwrap();
+        let waited = containers
+            .wait_until("d4", Some(Duration::ZERO), |_| None::<()>)
+            .unwrap();
+        assert_eq!(waited, None);
     }
 }
