@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use rvm_runtime::sandbox::agent::AgentSession;
 use rvm_runtime::sandbox::layout::Layout;
-use rvm_runtime::sandbox::process::ProcessId;
 use rvm_runtime::sandbox::state::{Container, Containers, Status};
 use rvm_runtime::vm;
 
@@ -28,7 +27,7 @@ pub fn find(containers: &Containers, reference: &str) -> Result<Container> {
     Ok(containers.load(&id)?)
 }
 
-/// Starts the monitor of container `id`, detached; with `attach`, that socket becomes the
+/// Starts the monitor of container `id`, detached, its earlier run's state cleared; with `attach`, that socket becomes the
 /// monitor's stdin for `rvm run`'s stdio relay.
 pub fn spawn_monitor(containers: &Containers, id: &str, attach: Option<UnixStream>) -> Result<()> {
     let layout = containers.layout();
@@ -55,32 +54,13 @@ pub fn spawn_monitor(containers: &Containers, id: &str, attach: Option<UnixStrea
         }
     }
     command.stdout(Stdio::null()).stderr(Stdio::from(log));
+    // Held until the monitor's pid is recorded: a monitor dying at once is noticed, and an
+    // earlier run's exit is cleared so that no waiter mistakes it for this run's.
+    let launch = containers.launch(id)?;
     let child = command
         .spawn()
         .with_context(|| format!("cannot start the monitor {}", exe.display()))?;
-    // Recorded here as well as by the monitor, so that a monitor dying at once is noticed.
-    let monitor = ProcessId::of(child.id());
-    containers.update(id, |state| {
-        if state.monitor.is_none() {
-            state.monitor = monitor;
-        }
-    })?;
-    Ok(())
-}
-
-/// Makes a stopped container ready to be started again: status created, old exit cleared.
-pub fn reset_for_start(containers: &Containers, id: &str) -> Result<()> {
-    containers.update(id, |state| {
-        state.status = Status::Created;
-        state.monitor = None;
-        state.vmm = None;
-        state.exit_code = None;
-        state.error = None;
-        state.oom_killed = false;
-        state.finished_at = None;
-        state.paused = false;
-        state.restarting = false;
-    })?;
+    launch.record_monitor(child.id())?;
     Ok(())
 }
 

@@ -132,7 +132,7 @@ async fn exec(layout: &Layout, args: &ExecArgs) -> Result<i32, ExecFailure> {
     if found.state.status != Status::Running {
         return Err(anyhow::anyhow!("container {cid} is not running").into());
     }
-    if found.state.is_paused() {
+    if found.is_paused() {
         return Err(anyhow::anyhow!(
             "Container {cid} is paused, unpause the container before exec"
         )

@@ -57,7 +57,7 @@ pub fn describe(layout: &Layout, c: &Container) -> Value {
         "State": {
             "Status": state.status.as_str(),
             "Running": state.status == Status::Running,
-            "Paused": state.is_paused(),
+            "Paused": c.is_paused(),
             "Restarting": false,
             "OOMKilled": state.oom_killed,
             "Dead": false,

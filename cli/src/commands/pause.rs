@@ -40,13 +40,13 @@ async fn set_frozen(layout: &Layout, name: &str, freeze: bool) -> Result<()> {
     if found.state.status != Status::Running {
         bail!("container {id} is not running");
     }
-    match (freeze, found.state.paused) {
+    match (freeze, found.intent.paused) {
         (true, true) => bail!("container {id} is already paused"),
         (false, false) => bail!("container {id} is not paused"),
         _ => {}
     }
     let session = container::connect(&containers, id).await?;
     session.pause(id, freeze).await?;
-    containers.update(id, |state| state.paused = freeze)?;
+    containers.set_intent(id, |intent| intent.paused = freeze)?;
     Ok(())
 }

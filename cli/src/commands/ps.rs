@@ -104,7 +104,7 @@ pub fn status(c: &Container) -> String {
         Status::Running => format!(
             "Up {}{}",
             time::human_since(state.started_at.as_deref().unwrap_or(&c.config.created)),
-            if state.paused { " (Paused)" } else { "" }
+            if c.is_paused() { " (Paused)" } else { "" }
         ),
         Status::Exited => format!(
             "Exited ({}) {} ago",

@@ -71,7 +71,6 @@ fn prepare_start(containers: &Containers, name: &str) -> Result<Option<String>> 
         bail!("container {name} is still being stopped; try again");
     }
     common::require_bootable_kvm()?;
-    container::reset_for_start(containers, &id)?;
     Ok(Some(id))
 }
 

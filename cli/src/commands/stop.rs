@@ -84,10 +84,10 @@ async fn stop_running(
     match container::connect(containers, id).await {
         Ok(session) => {
             // A frozen container cannot act on its stop signal: thaw it first, as Docker does.
-            if containers.load(id)?.state.is_paused() {
+            if containers.load(id)?.is_paused() {
                 match session.pause(id, false).await {
                     Ok(()) => {
-                        containers.update(id, |state| state.paused = false)?;
+                        containers.set_intent(id, |intent| intent.paused = false)?;
                     }
                     Err(err) => tracing::warn!(%err, "cannot unpause the container to stop it"),
                 }
@@ -125,6 +125,7 @@ pub fn force_end(containers: &Containers, id: &str) -> Result<()> {
     for process in [state.vmm, state.monitor].into_iter().flatten() {
         process.signal(Signal::KILL);
     }
-    containers.update(id, |_| {})?;
+    // Loading applies the liveness rule, recording the end of what was killed.
+    containers.load(id)?;
     Ok(())
 }

@@ -335,7 +335,7 @@ async fn cleanup(
     let _ = fs::remove_dir_all(containers.layout().run_dir(&config.id));
     let restarting = containers
         .load(&config.id)
-        .is_ok_and(|container| container.state.restarting);
+        .is_ok_and(|container| container.intent.restart);
     let result = if config.auto_remove && !restarting {
         containers
             .remove(&config.id)

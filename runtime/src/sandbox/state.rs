@@ -1,6 +1,19 @@
-//! The container store: `<root>/containers/<id>/{config.json,state.json}`, written crash-safely,
-//! names unique under a store-wide lock, and the liveness rule: a container whose monitor is gone
-//! is exited, with the reason recorded.
+//! The container store: `<root>/containers/<id>/{config.json,state.json,intent.json}`, written
+//! crash-safely, names unique under a store-wide lock, and the liveness rule: a container whose
+//! monitor is gone is exited, with the reason recorded.
+//!
+//! One writer per file, so that no update is lost:
+//! - `state.json` is written only by the container's monitor while it lives. Anyone else writes
+//!   it only under the container's lock after finding no live monitor: the liveness rule
+//!   ([`ContainerState::reconcile`], applied by `load`) records a dead monitor's end, and
+//!   [`Containers::launch`] resets an ended container and records the pid of the monitor it
+//!   starts. That monitor's first write takes the same lock, so it waits until its pid is
+//!   recorded; a monitor dying before it wrote anything is still seen dead by the liveness rule.
+//!   Every write is a read-modify-write under the lock, so the monitor never overwrites a
+//!   liveness record with stale data either (it is alive, so there is none).
+//! - `intent.json` (pause, restart intent) is written only by the CLI, under the same lock; the
+//!   monitor only reads it.
+//! - `config.json` is written at creation and by `rename`, under the store lock.
 
 use std::fs;
 use std::io;
@@ -36,6 +49,8 @@ pub enum StateError {
     },
     #[error("No such container: {0}")]
     NotFound(String),
+    #[error("container {0} still has a running monitor")]
+    MonitorRunning(String),
     #[error("multiple containers match {0:?}: give more of the ID")]
     Ambiguous(String),
     #[error("Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")]
@@ -90,13 +105,18 @@ pub struct ContainerState {
     pub error: Option<String>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+}
+
+/// What the CLI records about a container while its monitor may live (`intent.json`): the
+/// monitor only reads it. Cleared by [`Containers::launch`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Intent {
     /// `rvm pause` froze the container's cgroup (meaningful while it runs).
-    #[serde(default)]
     pub paused: bool,
     /// `rvm restart` is stopping the container to start it again: the monitor keeps a `--rm`
     /// container instead of removing it.
-    #[serde(default)]
-    pub restarting: bool,
+    pub restart: bool,
 }
 
 impl ContainerState {
@@ -112,14 +132,7 @@ impl ContainerState {
             error: None,
             started_at: None,
             finished_at: None,
-            paused: false,
-            restarting: false,
         }
-    }
-
-    /// Whether the container runs with its cgroup frozen by `rvm pause`.
-    pub fn is_paused(&self) -> bool {
-        self.status == Status::Running && self.paused
     }
 
     /// Whether a monitor is recorded and still alive.
@@ -162,6 +175,34 @@ impl ContainerState {
 pub struct Container {
     pub config: ContainerConfig,
     pub state: ContainerState,
+    pub intent: Intent,
+}
+
+impl Container {
+    /// Whether the container runs with its cgroup frozen by `rvm pause`.
+    pub fn is_paused(&self) -> bool {
+        self.state.status == Status::Running && self.intent.paused
+    }
+}
+
+/// A start of a container under way: holds the container's lock, so that its new monitor
+/// cannot write `state.json` before its pid is recorded (see the module doc).
+#[derive(Debug)]
+pub struct Launch<'a> {
+    containers: &'a Containers,
+    id: String,
+    state: ContainerState,
+    _lock: Lock,
+}
+
+impl Launch<'_> {
+    /// Records `pid` as the container's monitor, so that its death is noticed even if it dies
+    /// before it could record itself; releases the lock.
+    pub fn record_monitor(mut self, pid: u32) -> Result<()> {
+        self.state.monitor = ProcessId::of(pid);
+        let path = self.containers.layout.state_path(&self.id);
+        self.containers.write_json(&path, &self.state)
+    }
 }
 
 /// The containers under one root.
@@ -191,7 +232,11 @@ impl Containers {
 
     fn container_lock(&self, id: &str) -> Result<Lock> {
         let path = self.layout.container_dir(id).join(".lock");
-        Lock::exclusive(&path).map_err(io_err("lock", &path))
+        Lock::exclusive(&path).map_err(|source| match source.kind() {
+            // The container's directory is gone: removed meanwhile.
+            io::ErrorKind::NotFound => StateError::NotFound(id.to_owned()),
+            _ => io_err("lock", &path)(source),
+        })
     }
 
     /// Records a new container; refuses a name already in use. With `config.name` empty, a
@@ -281,6 +326,63 @@ impl Containers {
         Ok(Container {
             config: self.read_json(&self.layout.config_path(id), id)?,
             state: self.read_json(&self.layout.state_path(id), id)?,
+            intent: self.read_intent(id)?,
+        })
+    }
+
+    fn intent_path(&self, id: &str) -> PathBuf {
+        self.layout.container_dir(id).join("intent.json")
+    }
+
+    fn read_intent(&self, id: &str) -> Result<Intent> {
+        match self.read_json(&self.intent_path(id), id) {
+            Err(StateError::NotFound(_)) => Ok(Intent::default()),
+            other => other,
+        }
+    }
+
+    /// Read-modify-write of the CLI's intent (`intent.json`) under the container's lock.
+    pub fn set_intent(&self, id: &str, change: impl FnOnce(&mut Intent)) -> Result<Intent> {
+        let _lock = self.container_lock(id)?;
+        // A container removed meanwhile must not get its directory back.
+        self.read_json::<ContainerState>(&self.layout.state_path(id), id)?;
+        let mut intent = self.read_intent(id)?;
+        let before = intent.clone();
+        change(&mut intent);
+        if intent != before {
+            self.write_json(&self.intent_path(id), &intent)?;
+        }
+        Ok(intent)
+    }
+
+    /// Begins a start of container `id`: under its lock, refuses when a monitor lives, and
+    /// otherwise resets what an earlier run left (state and intent) to a created container.
+    /// The caller starts the monitor and records it with [`Launch::record_monitor`].
+    pub fn launch(&self, id: &str) -> Result<Launch<'_>> {
+        let lock = self.container_lock(id)?;
+        let path = self.layout.state_path(id);
+        let mut state: ContainerState = self.read_json(&path, id)?;
+        state.reconcile();
+        if state.monitor_alive() {
+            return Err(StateError::MonitorRunning(id.to_owned()));
+        }
+        state = ContainerState {
+            started_at: state.started_at,
+            ..ContainerState::created()
+        };
+        let intent = self.intent_path(id);
+        match fs::remove_file(&intent) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                return Err(io_err("remove", &intent)(err))
+            }
+            _ => {}
+        }
+        self.write_json(&path, &state)?;
+        Ok(Launch {
+            containers: self,
+            id: id.to_owned(),
+            state,
+            _lock: lock,
         })
     }
 
@@ -291,10 +393,7 @@ impl Containers {
             return Ok(container);
         }
         let state = self.update(id, |_| {})?;
-        Ok(Container {
-            config: container.config,
-            state,
-        })
+        Ok(Container { state, ..container })
     }
 
     /// Every container, newest first, with the liveness rule applied.
@@ -366,8 +465,9 @@ impl Containers {
     }
 
     /// Read-modify-write of the state under the container's lock; the liveness rule is applied
-    /// before `change`. Returns the new state.
-    pub fn update(
+    /// before `change`. Returns the new state. Only the monitor (and the liveness rule, once the
+    /// monitor is dead) may change `state.json`: see the module doc.
+    pub(crate) fn update(
         &self,
         id: &str,
         change: impl FnOnce(&mut ContainerState),
@@ -583,5 +683,69 @@ mod tests {
             .wait_until("d4", Some(Duration::ZERO), |_| None::<()>)
             .unwrap();
         assert_eq!(waited, None);
+    }
+
+    #[test]
+    fn launch_clears_the_last_run_and_records_the_monitor() {
+        let (_dir, containers) = store();
+        containers.create(config("e5")).unwrap();
+        containers
+            .update("e5", |state| {
+                state.status = Status::Exited;
+                state.exit_code = Some(3);
+                state.finished_at = Some("then".into());
+            })
+            .unwrap();
+        containers
+            .set_intent("e5", |intent| {
+                intent.paused = true;
+                intent.restart = true;
+            })
+            .unwrap();
+        let (mut child, monitor) = monitor_process();
+        containers
+            .launch("e5")
+            .unwrap()
+            .record_monitor(monitor.pid)
+            .unwrap();
+        let container = containers.load("e5").unwrap();
+        assert_eq!(container.state.status, Status::Created);
+        assert_eq!(container.state.exit_code, None);
+        assert_eq!(container.state.finished_at, None);
+        assert_eq!(container.state.monitor, Some(monitor));
+        assert_eq!(container.intent, Intent::default());
+
+        let refused = containers.launch("e5").unwrap_err();
+        assert!(
+            matches!(refused, StateError::MonitorRunning(_)),
+            "{refused}"
+        );
+        drop(child.stdin.take());
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn the_monitors_writes_keep_the_cli_intent() {
+        let (_dir, containers) = store();
+        containers.create(config("f6")).unwrap();
+        containers
+            .set_intent("f6", |intent| intent.paused = true)
+            .unwrap();
+        containers
+            .update("f6", |state| state.status = Status::Running)
+            .unwrap();
+        let container = containers.load("f6").unwrap();
+        assert!(container.is_paused());
+    }
+
+    #[test]
+    fn intent_of_a_removed_container_is_not_written() {
+        let (_dir, containers) = store();
+        containers.create(config("g7")).unwrap();
+        containers.remove("g7").unwrap();
+        let error = containers
+            .set_intent("g7", |intent| intent.restart = true)
+            .unwrap_err();
+        assert!(matches!(error, StateError::NotFound(_)), "{error}");
     }
 }
