@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use rvm_runtime::sandbox::agent::AgentSession;
 use rvm_runtime::sandbox::layout::Layout;
-use rvm_runtime::sandbox::state::{Container, Containers, Status};
+use rvm_runtime::sandbox::state::{Container, Containers, Ended, Lifecycle, Status};
 use rvm_runtime::vm;
 
 /// How long a monitor may take to clean up after its container exited.
@@ -82,18 +82,21 @@ pub enum Started {
 /// Waits until the monitor reports the container running, failed or exited.
 pub fn wait_started(containers: &Containers, id: &str) -> Result<Started> {
     let timeout = vm::agent_timeout() + Duration::from_secs(30);
-    let started = containers.wait_until(id, Some(timeout), |found| {
-        let state = &found?.state;
-        match (state.status, state.exit_code) {
-            (Status::Running, _) => Some(Started::Running),
-            (Status::Exited, Some(code)) if state.error.is_none() => Some(Started::Exited { code }),
-            (_, Some(code)) => Some(Started::Failed {
-                code,
-                message: state.error.clone().unwrap_or_default(),
+    let started =
+        containers.wait_until(id, Some(timeout), |found| match &found?.state.lifecycle {
+            Lifecycle::Running | Lifecycle::Paused => Some(Started::Running),
+            Lifecycle::Exited(Ended {
+                code, error: None, ..
+            }) => Some(Started::Exited { code: *code }),
+            Lifecycle::Created {
+                failed: Some(ended),
+            }
+            | Lifecycle::Exited(ended) => Some(Started::Failed {
+                code: ended.code,
+                message: ended.error.clone().unwrap_or_default(),
             }),
-            _ => None,
-        }
-    })?;
+            Lifecycle::Created { failed: None } => None,
+        })?;
     started.with_context(|| format!("container {id} did not start within {timeout:?}"))
 }
 
@@ -111,7 +114,7 @@ pub fn wait_monitor_gone(containers: &Containers, id: &str, timeout: Duration) -
 pub fn wait_stopped(containers: &Containers, id: &str, timeout: Duration) -> Result<bool> {
     let stopped = containers.wait_until(id, Some(timeout), |found| match found {
         None => Some(()),
-        Some(container) => (container.state.status != Status::Running).then_some(()),
+        Some(container) => (container.state.status() != Status::Running).then_some(()),
     })?;
     Ok(stopped.is_some())
 }

@@ -129,10 +129,10 @@ async fn exec(layout: &Layout, args: &ExecArgs) -> Result<i32, ExecFailure> {
     let containers = container::open(layout)?;
     let found = container::find(&containers, &args.container)?;
     let cid = found.config.id.clone();
-    if found.state.status != Status::Running {
+    if found.state.status() != Status::Running {
         return Err(anyhow::anyhow!("container {cid} is not running").into());
     }
-    if found.is_paused() {
+    if found.state.is_paused() {
         return Err(anyhow::anyhow!(
             "Container {cid} is paused, unpause the container before exec"
         )

@@ -64,7 +64,7 @@ pub fn start(layout: &Layout, name: &str) -> Result<()> {
 fn prepare_start(containers: &Containers, name: &str) -> Result<Option<String>> {
     let found = container::find(containers, name)?;
     let id = found.config.id;
-    if found.state.status == Status::Running {
+    if found.state.status() == Status::Running {
         return Ok(None);
     }
     if found.state.monitor_alive() {

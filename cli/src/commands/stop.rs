@@ -56,7 +56,7 @@ pub async fn stop(layout: &Layout, name: &str, options: &StopOptions) -> Result<
     let containers = container::open(layout)?;
     let found = container::find(&containers, name)?;
     let id = found.config.id.clone();
-    if found.state.status == Status::Running {
+    if found.state.status() == Status::Running {
         let signal = match options
             .signal
             .as_deref()
@@ -84,7 +84,7 @@ async fn stop_running(
     match container::connect(containers, id).await {
         Ok(session) => {
             // A frozen container cannot act on its stop signal: thaw it first, as Docker does.
-            if containers.load(id)?.is_paused() {
+            if containers.load(id)?.state.is_paused() {
                 match session.pause(id, false).await {
                     Ok(()) => {
                         containers.set_intent(id, |intent| intent.paused = false)?;

@@ -5,7 +5,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
 use rvm_runtime::sandbox::layout::Layout;
-use rvm_runtime::sandbox::state::{Status, UNKNOWN_EXIT};
+use rvm_runtime::sandbox::state::Lifecycle;
 
 use super::common::{report, EXIT_FAILED};
 use super::container;
@@ -36,11 +36,10 @@ fn wait(layout: &Layout, name: &str) -> Result<i32> {
             return Some(None);
         };
         let state = &container.state;
-        if state.status != Status::Exited || state.monitor_alive() {
-            return None;
+        match &state.lifecycle {
+            Lifecycle::Exited(ended) if !state.monitor_alive() => Some(Some(ended.code)),
+            _ => None,
         }
-        // An exit whose status was never recorded must not be waited for forever.
-        Some(Some(state.exit_code.unwrap_or(UNKNOWN_EXIT)))
     })?;
     match waited {
         Some(Some(code)) => Ok(code),

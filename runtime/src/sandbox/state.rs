@@ -67,7 +67,8 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     }
 }
 
-/// Docker's container statuses that rvm uses.
+/// The status strings rvm shows (`inspect`'s `State.Status`, `ps` filtering), as Docker spells
+/// them. A paused container shows as running, as rvm always has (its `Paused` flag says more).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -89,22 +90,127 @@ impl Status {
     }
 }
 
-/// What changes over a container's life (`state.json`).
+/// How a run of the container ended, or why it could not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub code: i32,
+    pub oom_killed: bool,
+    /// Why the container ended or could not start, when that was not its own doing.
+    pub error: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// Where a container is in its life: one value, so that a paused container that has exited,
+/// or a running one with an exit code, cannot be written down. `rvm restart`'s intent is not a
+/// state of its own: the container is running, then exited, then running again
+/// ([`Intent::restart`] only tells the monitor to keep a `--rm` container).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Prepared; the VM may be booting. `failed`: the last start failed, and Docker keeps such
+    /// a container "created", with the exit code and error.
+    Created { failed: Option<Ended> },
+    /// The container's process runs.
+    Running,
+    /// It runs with its cgroup frozen by `rvm pause` (from [`Intent::paused`]: the monitor
+    /// never writes this one).
+    Paused,
+    /// The process ended (or its monitor died).
+    Exited(Ended),
+}
+
+impl Lifecycle {
+    /// The status string shown for it.
+    pub fn status(&self) -> Status {
+        match self {
+            Self::Created { .. } => Status::Created,
+            Self::Running | Self::Paused => Status::Running,
+            Self::Exited(_) => Status::Exited,
+        }
+    }
+
+    /// How the last run ended (or failed to start), if it did.
+    pub fn ended(&self) -> Option<&Ended> {
+        match self {
+            Self::Created { failed } => failed.as_ref(),
+            Self::Running | Self::Paused => None,
+            Self::Exited(ended) => Some(ended),
+        }
+    }
+}
+
+/// What changes over a container's life (`state.json`; on disk in the flat shape of `Record`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Record", into = "Record")]
 pub struct ContainerState {
-    pub status: Status,
+    pub lifecycle: Lifecycle,
     /// The monitor process owning the VM, while there is one.
     pub monitor: Option<ProcessId>,
     /// The `rvm-vmm` process.
     pub vmm: Option<ProcessId>,
-    /// The container's init pid inside the guest.
+    /// The container's init pid inside the guest (kept after it ended, for `inspect`).
     pub guest_pid: Option<u32>,
-    pub exit_code: Option<i32>,
-    pub oom_killed: bool,
-    /// Why the container ended or could not start, when that was not its own doing.
-    pub error: Option<String>,
+    /// When the last run started (kept after it ended, as Docker keeps it).
     pub started_at: Option<String>,
-    pub finished_at: Option<String>,
+}
+
+/// `state.json` as written since the first version: flat, so that an older rvm reads what this
+/// one writes (its `paused` and `restarting` default to false when missing).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    status: Status,
+    monitor: Option<ProcessId>,
+    vmm: Option<ProcessId>,
+    guest_pid: Option<u32>,
+    exit_code: Option<i32>,
+    #[serde(default)]
+    oom_killed: bool,
+    error: Option<String>,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+}
+
+impl From<Record> for ContainerState {
+    fn from(record: Record) -> Self {
+        let ended = |code| Ended {
+            code,
+            oom_killed: record.oom_killed,
+            error: record.error.clone(),
+            finished_at: record.finished_at.clone(),
+        };
+        let lifecycle = match record.status {
+            Status::Created => Lifecycle::Created {
+                failed: record.exit_code.map(ended),
+            },
+            Status::Running => Lifecycle::Running,
+            // An exit whose status was never recorded is an unknown one.
+            Status::Exited => Lifecycle::Exited(ended(record.exit_code.unwrap_or(UNKNOWN_EXIT))),
+        };
+        Self {
+            lifecycle,
+            monitor: record.monitor,
+            vmm: record.vmm,
+            guest_pid: record.guest_pid,
+            started_at: record.started_at,
+        }
+    }
+}
+
+impl From<ContainerState> for Record {
+    fn from(state: ContainerState) -> Self {
+        let status = state.lifecycle.status();
+        let ended = state.lifecycle.ended().cloned();
+        Self {
+            status,
+            monitor: state.monitor,
+            vmm: state.vmm,
+            guest_pid: state.guest_pid,
+            exit_code: ended.as_ref().map(|e| e.code),
+            oom_killed: ended.as_ref().is_some_and(|e| e.oom_killed),
+            error: ended.as_ref().and_then(|e| e.error.clone()),
+            started_at: state.started_at,
+            finished_at: ended.and_then(|e| e.finished_at),
+        }
+    }
 }
 
 /// What the CLI records about a container while its monitor may live (`intent.json`): the
@@ -123,16 +229,27 @@ impl ContainerState {
     /// A freshly created container.
     pub fn created() -> Self {
         Self {
-            status: Status::Created,
+            lifecycle: Lifecycle::Created { failed: None },
             monitor: None,
             vmm: None,
             guest_pid: None,
-            exit_code: None,
-            oom_killed: false,
-            error: None,
             started_at: None,
-            finished_at: None,
         }
+    }
+
+    /// The status string shown for it.
+    pub fn status(&self) -> Status {
+        self.lifecycle.status()
+    }
+
+    /// The exit code of the last run (or failed start), if it ended.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.lifecycle.ended().map(|ended| ended.code)
+    }
+
+    /// Whether the container runs with its cgroup frozen by `rvm pause`.
+    pub fn is_paused(&self) -> bool {
+        self.lifecycle == Lifecycle::Paused
     }
 
     /// Whether a monitor is recorded and still alive.
@@ -141,9 +258,9 @@ impl ContainerState {
     }
 
     /// Applies the liveness rule: a created or running container whose monitor is gone has
-    /// exited. Returns whether anything changed.
+    /// exited (keeping the code and error of a failed start). Returns whether anything changed.
     pub fn reconcile(&mut self) -> bool {
-        if self.status == Status::Exited {
+        if matches!(self.lifecycle, Lifecycle::Exited(_)) {
             return false;
         }
         let Some(monitor) = self.monitor else {
@@ -152,21 +269,36 @@ impl ContainerState {
         if monitor.is_alive() {
             return false;
         }
-        self.status = Status::Exited;
-        self.exit_code.get_or_insert(UNKNOWN_EXIT);
-        self.error.get_or_insert_with(|| {
-            format!(
-                "the container's monitor process (pid {}) died; its VM is gone",
-                monitor.pid
-            )
+        let failed = self.lifecycle.ended().cloned().unwrap_or(Ended {
+            code: UNKNOWN_EXIT,
+            oom_killed: false,
+            error: None,
+            finished_at: None,
         });
-        self.finished_at.get_or_insert_with(time::now_rfc3339);
+        self.lifecycle = Lifecycle::Exited(Ended {
+            error: failed.error.or_else(|| {
+                Some(format!(
+                    "the container's monitor process (pid {}) died; its VM is gone",
+                    monitor.pid
+                ))
+            }),
+            finished_at: failed.finished_at.or_else(|| Some(time::now_rfc3339())),
+            ..failed
+        });
         self.monitor = None;
         if let Some(vmm) = self.vmm.take() {
             // Normally the VMM dies with its monitor (parent-death signal); make sure of it.
             vmm.signal(rustix::process::Signal::KILL);
         }
         true
+    }
+
+    /// This state as seen with the CLI's `intent`: a running container it paused is paused.
+    fn with_intent(mut self, intent: &Intent) -> Self {
+        if intent.paused && self.lifecycle == Lifecycle::Running {
+            self.lifecycle = Lifecycle::Paused;
+        }
+        self
     }
 }
 
@@ -176,13 +308,6 @@ pub struct Container {
     pub config: ContainerConfig,
     pub state: ContainerState,
     pub intent: Intent,
-}
-
-impl Container {
-    /// Whether the container runs with its cgroup frozen by `rvm pause`.
-    pub fn is_paused(&self) -> bool {
-        self.state.status == Status::Running && self.intent.paused
-    }
 }
 
 /// A start of a container under way: holds the container's lock, so that its new monitor
@@ -323,10 +448,12 @@ impl Containers {
     }
 
     fn load_raw(&self, id: &str) -> Result<Container> {
+        let state: ContainerState = self.read_json(&self.layout.state_path(id), id)?;
+        let intent = self.read_intent(id)?;
         Ok(Container {
             config: self.read_json(&self.layout.config_path(id), id)?,
-            state: self.read_json(&self.layout.state_path(id), id)?,
-            intent: self.read_intent(id)?,
+            state: state.with_intent(&intent),
+            intent,
         })
     }
 
@@ -389,10 +516,10 @@ impl Containers {
     /// Loads a container, applying (and recording) the liveness rule.
     pub fn load(&self, id: &str) -> Result<Container> {
         let container = self.load_raw(id)?;
-        if container.state.status == Status::Exited || container.state.monitor_alive() {
+        if container.state.status() == Status::Exited || container.state.monitor_alive() {
             return Ok(container);
         }
-        let state = self.update(id, |_| {})?;
+        let state = self.update(id, |_| {})?.with_intent(&container.intent);
         Ok(Container { state, ..container })
     }
 
@@ -608,7 +735,7 @@ mod tests {
                 // Only after the waiter has seen the old state: the change must wake it.
                 checked_rx.recv().unwrap();
                 containers
-                    .update("a1", |state| state.status = Status::Running)
+                    .update("a1", |state| state.lifecycle = Lifecycle::Running)
                     .unwrap();
             })
         };
@@ -616,7 +743,7 @@ mod tests {
         let status = containers
             .wait_until("a1", Some(NEVER), |found| {
                 checks += 1;
-                let status = found.unwrap().state.status;
+                let status = found.unwrap().state.status();
                 if checks == 1 {
                     checked_tx.send(()).unwrap();
                 }
@@ -635,7 +762,7 @@ mod tests {
         let (mut child, monitor) = monitor_process();
         containers
             .update("b2", |state| {
-                state.status = Status::Running;
+                state.lifecycle = Lifecycle::Running;
                 state.monitor = Some(monitor);
             })
             .unwrap();
@@ -645,13 +772,16 @@ mod tests {
                 let state = &found.unwrap().state;
                 // The monitor ends after the first check, writing nothing.
                 drop(stdin.take());
-                (state.status == Status::Exited).then(|| state.clone())
+                (state.status() == Status::Exited).then(|| state.clone())
             })
             .unwrap()
             .unwrap();
         child.wait().unwrap();
-        assert_eq!(state.exit_code, Some(UNKNOWN_EXIT));
-        assert!(state.error.unwrap().contains("monitor process"));
+        let Lifecycle::Exited(ended) = state.lifecycle else {
+            panic!("not exited: {state:?}");
+        };
+        assert_eq!(ended.code, UNKNOWN_EXIT);
+        assert!(ended.error.unwrap().contains("monitor process"));
         assert_eq!(state.monitor, None);
     }
 
@@ -691,9 +821,12 @@ mod tests {
         containers.create(config("e5")).unwrap();
         containers
             .update("e5", |state| {
-                state.status = Status::Exited;
-                state.exit_code = Some(3);
-                state.finished_at = Some("then".into());
+                state.lifecycle = Lifecycle::Exited(Ended {
+                    code: 3,
+                    oom_killed: false,
+                    error: None,
+                    finished_at: Some("then".into()),
+                });
             })
             .unwrap();
         containers
@@ -709,9 +842,10 @@ mod tests {
             .record_monitor(monitor.pid)
             .unwrap();
         let container = containers.load("e5").unwrap();
-        assert_eq!(container.state.status, Status::Created);
-        assert_eq!(container.state.exit_code, None);
-        assert_eq!(container.state.finished_at, None);
+        assert_eq!(
+            container.state.lifecycle,
+            Lifecycle::Created { failed: None }
+        );
         assert_eq!(container.state.monitor, Some(monitor));
         assert_eq!(container.intent, Intent::default());
 
@@ -732,10 +866,10 @@ mod tests {
             .set_intent("f6", |intent| intent.paused = true)
             .unwrap();
         containers
-            .update("f6", |state| state.status = Status::Running)
+            .update("f6", |state| state.lifecycle = Lifecycle::Running)
             .unwrap();
         let container = containers.load("f6").unwrap();
-        assert!(container.is_paused());
+        assert!(container.state.is_paused());
     }
 
     #[test]
@@ -747,5 +881,126 @@ mod tests {
             .set_intent("g7", |intent| intent.restart = true)
             .unwrap_err();
         assert!(matches!(error, StateError::NotFound(_)), "{error}");
+    }
+
+    fn ended(code: i32) -> Ended {
+        Ended {
+            code,
+            oom_killed: code == 137,
+            error: Some("why".into()),
+            finished_at: Some("2026-12-05T00:00:00Z".into()),
+        }
+    }
+
+    fn state(lifecycle: Lifecycle) -> ContainerState {
+        ContainerState {
+            lifecycle,
+            guest_pid: Some(7),
+            started_at: Some("2026-12-04T00:00:00Z".into()),
+            ..ContainerState::created()
+        }
+    }
+
+    #[test]
+    fn every_written_lifecycle_round_trips_through_state_json() {
+        for lifecycle in [
+            Lifecycle::Created { failed: None },
+            Lifecycle::Created {
+                failed: Some(ended(127)),
+            },
+            Lifecycle::Running,
+            Lifecycle::Exited(ended(137)),
+        ] {
+            let written = state(lifecycle);
+            let json = serde_json::to_string(&written).unwrap();
+            let read: ContainerState = serde_json::from_str(&json).unwrap();
+            assert_eq!(read, written, "{json}");
+        }
+    }
+
+    #[test]
+    fn a_pause_is_not_written_to_state_json() {
+        // The pause lives in the CLI's intent.json; the monitor's file says running.
+        let json = serde_json::to_value(state(Lifecycle::Paused)).unwrap();
+        assert_eq!(json["status"], "running");
+        let read: ContainerState = serde_json::from_value(json).unwrap();
+        assert_eq!(read.lifecycle, Lifecycle::Running);
+        let paused = read.with_intent(&Intent {
+            paused: true,
+            restart: false,
+        });
+        assert_eq!(paused.lifecycle, Lifecycle::Paused);
+    }
+
+    #[test]
+    fn an_exit_is_only_paused_while_running() {
+        let exited = state(Lifecycle::Exited(ended(1))).with_intent(&Intent {
+            paused: true,
+            restart: true,
+        });
+        assert_eq!(exited.lifecycle, Lifecycle::Exited(ended(1)));
+        assert!(!exited.is_paused());
+    }
+
+    #[test]
+    fn state_json_keeps_the_flat_shape_older_versions_read() {
+        let json = serde_json::to_value(state(Lifecycle::Exited(ended(137)))).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "status": "exited",
+                "monitor": null,
+                "vmm": null,
+                "guest_pid": 7,
+                "exit_code": 137,
+                "oom_killed": true,
+                "error": "why",
+                "started_at": "2026-12-04T00:00:00Z",
+                "finished_at": "2026-12-05T00:00:00Z",
+            })
+        );
+    }
+
+    #[test]
+    fn an_older_state_json_is_read() {
+        let old = r#"{"status":"created","monitor":null,"vmm":null,"guest_pid":null,
+            "exit_code":126,"oom_killed":false,"error":"cannot run","started_at":null,
+            "finished_at":"t","paused":false,"restarting":true}"#;
+        let read: ContainerState = serde_json::from_str(old).unwrap();
+        let failed = Ended {
+            code: 126,
+            oom_killed: false,
+            error: Some("cannot run".into()),
+            finished_at: Some("t".into()),
+        };
+        assert_eq!(
+            read.lifecycle,
+            Lifecycle::Created {
+                failed: Some(failed)
+            }
+        );
+        let unknown: ContainerState = serde_json::from_str(r#"{"status":"exited"}"#).unwrap();
+        assert_eq!(unknown.exit_code(), Some(UNKNOWN_EXIT));
+    }
+
+    #[test]
+    fn status_strings_are_dockers() {
+        let shown = [
+            (Lifecycle::Created { failed: None }, "created"),
+            (
+                Lifecycle::Created {
+                    failed: Some(ended(125)),
+                },
+                "created",
+            ),
+            (Lifecycle::Running, "running"),
+            // As rvm has always shown it: `State.Paused` is what says paused.
+            (Lifecycle::Paused, "running"),
+            (Lifecycle::Exited(ended(0)), "exited"),
+        ];
+        for (lifecycle, text) in shown {
+            assert_eq!(lifecycle.status().as_str(), text, "{lifecycle:?}");
+            assert_eq!(serde_json::to_value(lifecycle.status()).unwrap(), text);
+        }
     }
 }
