@@ -642,7 +642,12 @@ impl Containers {
                 return Err(StateError::NotFound(id.to_owned()));
             };
             // A dead monitor has been dealt with by `load`; only a live one is worth watching.
-            let monitor = container.state.monitor.and_then(wait::pidfd);
+            let monitor = match container.state.monitor.map(wait::pidfd) {
+                // It died since `load` looked: look again, so that the liveness rule records it
+                // (once exited, nothing more is recorded for a dead monitor).
+                Some(None) if container.state.status() != Status::Exited => continue,
+                pidfd => pidfd.flatten(),
+            };
             if !wait::block(watch, monitor.as_ref(), deadline).map_err(io_err("watch", &dir))? {
                 return Ok(None);
             }
