@@ -5,6 +5,11 @@
 //!
 //! It runs in a process of its own, detached from the terminal, so that `rvm` stays a plain
 //! command and containers outlive it; `rvm run` talks to it over the attach socket.
+//!
+//! While it lives it is the only writer of the container's `state.json` (see
+//! [`super::state`]); what the CLI asks of it (keep a `--rm` container across `rvm restart`) it
+//! reads from the CLI's `intent.json`. Waiters learn of its writes through the container
+//! directory's inotify events and of its death through its pidfd ([`super::wait`]).
 
 use std::fs;
 use std::io;
