@@ -103,7 +103,7 @@ mod tests {
     fn a_rename_into_the_directory_wakes_the_watch() {
         let dir = tempfile::tempdir().unwrap();
         let watch = DirWatch::new(dir.path()).unwrap();
-        super::super::files::write_atomic(&dir.path().join("state.json"), b"{}").unwrap();
+        crate::sandbox::files::write_atomic(&dir.path().join("state.json"), b"{}").unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         assert!(block(&watch, None, Some(deadline)).unwrap());
     }
