@@ -5,18 +5,14 @@ use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rvm_runtime::sandbox::agent::AgentSession;
 use rvm_runtime::sandbox::layout::Layout;
-use rvm_runtime::sandbox::process::ProcessId;
-use rvm_runtime::sandbox::state::{Container, Containers, StateError, Status};
+use rvm_runtime::sandbox::state::{Container, Containers, Ended, Lifecycle, Status};
 use rvm_runtime::vm;
 
-/// How often state files are polled while waiting.
-const POLL: Duration = Duration::from_millis(50);
 /// How long a monitor may take to clean up after its container exited.
 pub const MONITOR_EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -31,7 +27,7 @@ pub fn find(containers: &Containers, reference: &str) -> Result<Container> {
     Ok(containers.load(&id)?)
 }
 
-/// Starts the monitor of container `id`, detached; with `attach`, that socket becomes the
+/// Starts the monitor of container `id`, detached, its earlier run's state cleared; with `attach`, that socket becomes the
 /// monitor's stdin for `rvm run`'s stdio relay.
 pub fn spawn_monitor(containers: &Containers, id: &str, attach: Option<UnixStream>) -> Result<()> {
     let layout = containers.layout();
@@ -58,32 +54,13 @@ pub fn spawn_monitor(containers: &Containers, id: &str, attach: Option<UnixStrea
         }
     }
     command.stdout(Stdio::null()).stderr(Stdio::from(log));
+    // Held until the monitor's pid is recorded: a monitor dying at once is noticed, and an
+    // earlier run's exit is cleared so that no waiter mistakes it for this run's.
+    let launch = containers.launch(id)?;
     let child = command
         .spawn()
         .with_context(|| format!("cannot start the monitor {}", exe.display()))?;
-    // Recorded here as well as by the monitor, so that a monitor dying at once is noticed.
-    let monitor = ProcessId::of(child.id());
-    containers.update(id, |state| {
-        if state.monitor.is_none() {
-            state.monitor = monitor;
-        }
-    })?;
-    Ok(())
-}
-
-/// Makes a stopped container ready to be started again: status created, old exit cleared.
-pub fn reset_for_start(containers: &Containers, id: &str) -> Result<()> {
-    containers.update(id, |state| {
-        state.status = Status::Created;
-        state.monitor = None;
-        state.vmm = None;
-        state.exit_code = None;
-        state.error = None;
-        state.oom_killed = false;
-        state.finished_at = None;
-        state.paused = false;
-        state.restarting = false;
-    })?;
+    launch.record_monitor(child.id())?;
     Ok(())
 }
 
@@ -105,62 +82,41 @@ pub enum Started {
 /// Waits until the monitor reports the container running, failed or exited.
 pub fn wait_started(containers: &Containers, id: &str) -> Result<Started> {
     let timeout = vm::agent_timeout() + Duration::from_secs(30);
-    let deadline = Instant::now() + timeout;
-    loop {
-        let state = containers.load(id)?.state;
-        match (state.status, state.exit_code) {
-            (Status::Running, _) => return Ok(Started::Running),
-            (Status::Exited, Some(code)) if state.error.is_none() => {
-                return Ok(Started::Exited { code })
+    let started =
+        containers.wait_until(id, Some(timeout), |found| match &found?.state.lifecycle {
+            Lifecycle::Running | Lifecycle::Paused => Some(Started::Running),
+            Lifecycle::Exited(Ended {
+                code, error: None, ..
+            }) => Some(Started::Exited { code: *code }),
+            Lifecycle::Created {
+                failed: Some(ended),
             }
-            (_, Some(code)) => {
-                return Ok(Started::Failed {
-                    code,
-                    message: state.error.unwrap_or_default(),
-                })
-            }
-            _ => {}
-        }
-        if Instant::now() >= deadline {
-            bail!("container {id} did not start within {timeout:?}");
-        }
-        sleep(POLL);
-    }
+            | Lifecycle::Exited(ended) => Some(Started::Failed {
+                code: ended.code,
+                message: ended.error.clone().unwrap_or_default(),
+            }),
+            Lifecycle::Created { failed: None } => None,
+        })?;
+    started.with_context(|| format!("container {id} did not start within {timeout:?}"))
 }
 
 /// Waits until no monitor runs for the container (or the container is gone); returns whether
 /// that happened within `timeout`.
 pub fn wait_monitor_gone(containers: &Containers, id: &str, timeout: Duration) -> Result<bool> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match containers.load(id) {
-            Err(StateError::NotFound(_)) => return Ok(true),
-            Err(err) => return Err(err.into()),
-            Ok(container) if !container.state.monitor_alive() => return Ok(true),
-            Ok(_) => {}
-        }
-        if Instant::now() >= deadline {
-            return Ok(false);
-        }
-        sleep(POLL);
-    }
+    let gone = containers.wait_until(id, Some(timeout), |found| match found {
+        None => Some(()),
+        Some(container) => (!container.state.monitor_alive()).then_some(()),
+    })?;
+    Ok(gone.is_some())
 }
 
 /// Waits until the container is no longer running; returns whether it stopped in time.
 pub fn wait_stopped(containers: &Containers, id: &str, timeout: Duration) -> Result<bool> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match containers.load(id) {
-            Err(StateError::NotFound(_)) => return Ok(true),
-            Err(err) => return Err(err.into()),
-            Ok(container) if container.state.status != Status::Running => return Ok(true),
-            Ok(_) => {}
-        }
-        if Instant::now() >= deadline {
-            return Ok(false);
-        }
-        sleep(POLL);
-    }
+    let stopped = containers.wait_until(id, Some(timeout), |found| match found {
+        None => Some(()),
+        Some(container) => (container.state.status() != Status::Running).then_some(()),
+    })?;
+    Ok(stopped.is_some())
 }
 
 /// Connects to the agent of a running container.

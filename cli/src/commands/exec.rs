@@ -129,7 +129,7 @@ async fn exec(layout: &Layout, args: &ExecArgs) -> Result<i32, ExecFailure> {
     let containers = container::open(layout)?;
     let found = container::find(&containers, &args.container)?;
     let cid = found.config.id.clone();
-    if found.state.status != Status::Running {
+    if found.state.status() != Status::Running {
         return Err(anyhow::anyhow!("container {cid} is not running").into());
     }
     if found.state.is_paused() {

@@ -39,6 +39,7 @@ pub fn main(layout: &Layout, args: InspectArgs) -> i32 {
 pub fn describe(layout: &Layout, c: &Container) -> Value {
     let config = &c.config;
     let state = &c.state;
+    let ended = state.lifecycle.ended();
     let process = config.spec.process().as_ref();
     let args = process.and_then(|p| p.args().clone()).unwrap_or_default();
     let memory = config
@@ -55,17 +56,17 @@ pub fn describe(layout: &Layout, c: &Container) -> Value {
         "Path": args.first().cloned().unwrap_or_default(),
         "Args": args.iter().skip(1).collect::<Vec<_>>(),
         "State": {
-            "Status": state.status.as_str(),
-            "Running": state.status == Status::Running,
+            "Status": state.status().as_str(),
+            "Running": state.status() == Status::Running,
             "Paused": state.is_paused(),
             "Restarting": false,
-            "OOMKilled": state.oom_killed,
+            "OOMKilled": ended.is_some_and(|e| e.oom_killed),
             "Dead": false,
             "Pid": state.vmm.map_or(0, |p| p.pid),
-            "ExitCode": state.exit_code.unwrap_or(0),
-            "Error": state.error.clone().unwrap_or_default(),
+            "ExitCode": state.exit_code().unwrap_or(0),
+            "Error": ended.and_then(|e| e.error.clone()).unwrap_or_default(),
             "StartedAt": state.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-            "FinishedAt": state.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            "FinishedAt": ended.and_then(|e| e.finished_at.clone()).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
         },
         "Image": config.image_id,
         "LogPath": layout.log_path(&config.id),

@@ -40,7 +40,7 @@ pub fn main(layout: &Layout, args: KillArgs) -> i32 {
 async fn kill(layout: &Layout, name: &str, signal: u32) -> Result<()> {
     let containers = container::open(layout)?;
     let found = container::find(&containers, name)?;
-    if found.state.status != Status::Running {
+    if found.state.status() != Status::Running {
         bail!(
             "Cannot kill container: {name}: container {} is not running",
             found.config.id

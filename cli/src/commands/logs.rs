@@ -120,7 +120,7 @@ fn run(layout: &Layout, args: &LogsArgs) -> Result<()> {
             continue;
         }
         let running = match containers.load(&id) {
-            Ok(c) => c.state.status != Status::Exited && c.state.monitor_alive(),
+            Ok(c) => c.state.status() != Status::Exited && c.state.monitor_alive(),
             Err(_) => false,
         };
         if !running {

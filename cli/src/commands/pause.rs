@@ -37,16 +37,16 @@ async fn set_frozen(layout: &Layout, name: &str, freeze: bool) -> Result<()> {
     let containers = container::open(layout)?;
     let found = container::find(&containers, name)?;
     let id = &found.config.id;
-    if found.state.status != Status::Running {
+    if found.state.status() != Status::Running {
         bail!("container {id} is not running");
     }
-    match (freeze, found.state.paused) {
+    match (freeze, found.state.is_paused()) {
         (true, true) => bail!("container {id} is already paused"),
         (false, false) => bail!("container {id} is not paused"),
         _ => {}
     }
     let session = container::connect(&containers, id).await?;
     session.pause(id, freeze).await?;
-    containers.update(id, |state| state.paused = freeze)?;
+    containers.set_intent(id, |intent| intent.paused = freeze)?;
     Ok(())
 }

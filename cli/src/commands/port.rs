@@ -39,7 +39,7 @@ fn port(layout: &Layout, args: &PortArgs) -> Result<Vec<String>> {
         .map(parse_private)
         .transpose()?;
     // Ports are published while the container runs (as Docker's bindings are).
-    let published = match (&found.config.endpoint, found.state.status) {
+    let published = match (&found.config.endpoint, found.state.status()) {
         (Some(endpoint), Status::Running) => endpoint.ports.as_slice(),
         _ => &[],
     };

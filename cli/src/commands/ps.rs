@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use rvm_runtime::sandbox::id;
 use rvm_runtime::sandbox::layout::Layout;
-use rvm_runtime::sandbox::state::{Container, Status};
+use rvm_runtime::sandbox::state::{Container, Lifecycle, Status};
 use rvm_runtime::sandbox::time;
 
 use super::common::{report, EXIT_FAILED};
@@ -35,7 +35,7 @@ fn run(layout: &Layout, args: &PsArgs) -> Result<()> {
     let containers = container::open(layout)?.list()?;
     let shown: Vec<&Container> = containers
         .iter()
-        .filter(|c| args.all || c.state.status == Status::Running)
+        .filter(|c| args.all || c.state.status() == Status::Running)
         .collect();
     if args.quiet {
         for c in shown {
@@ -91,7 +91,7 @@ fn command(c: &Container, no_trunc: bool) -> String {
 
 /// Docker's PORTS column (`0.0.0.0:8080->80/tcp`), shown while the container runs.
 fn ports(c: &Container) -> String {
-    match (&c.config.endpoint, c.state.status) {
+    match (&c.config.endpoint, c.state.status()) {
         (Some(endpoint), Status::Running) => endpoint.ports_text(),
         _ => String::new(),
     }
@@ -100,17 +100,15 @@ fn ports(c: &Container) -> String {
 /// Docker's STATUS column: `Up 3 seconds`, `Exited (0) 2 minutes ago`, `Created`.
 pub fn status(c: &Container) -> String {
     let state = &c.state;
-    match state.status {
-        Status::Running => format!(
-            "Up {}{}",
-            time::human_since(state.started_at.as_deref().unwrap_or(&c.config.created)),
-            if state.paused { " (Paused)" } else { "" }
-        ),
-        Status::Exited => format!(
+    let up = || time::human_since(state.started_at.as_deref().unwrap_or(&c.config.created));
+    match &state.lifecycle {
+        Lifecycle::Running => format!("Up {}", up()),
+        Lifecycle::Paused => format!("Up {} (Paused)", up()),
+        Lifecycle::Exited(ended) => format!(
             "Exited ({}) {} ago",
-            state.exit_code.unwrap_or(0),
-            time::human_since(state.finished_at.as_deref().unwrap_or(&c.config.created))
+            ended.code,
+            time::human_since(ended.finished_at.as_deref().unwrap_or(&c.config.created))
         ),
-        Status::Created => "Created".to_owned(),
+        Lifecycle::Created { .. } => "Created".to_owned(),
     }
 }

@@ -41,6 +41,6 @@ pub fn main(layout: &Layout, args: RestartArgs) -> i32 {
 fn mark_restarting(layout: &Layout, name: &str) -> Result<()> {
     let containers = container::open(layout)?;
     let id = containers.find(name)?;
-    containers.update(&id, |state| state.restarting = true)?;
+    containers.set_intent(&id, |intent| intent.restart = true)?;
     Ok(())
 }

@@ -36,8 +36,8 @@ fn remove(layout: &Layout, name: &str, force: bool) -> Result<()> {
     let containers = container::open(layout)?;
     let found = container::find(&containers, name)?;
     let id = found.config.id;
-    let active = found.state.status == Status::Running
-        || (found.state.status == Status::Created && found.state.monitor_alive());
+    let active = found.state.status() == Status::Running
+        || (found.state.status() == Status::Created && found.state.monitor_alive());
     if active {
         if !force {
             bail!(

@@ -16,7 +16,7 @@ use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::prepare::{self, CreateOptions, VolumeSpec};
 use rvm_runtime::sandbox::security::{CapabilityName, Security};
 use rvm_runtime::sandbox::spec::RunSpec;
-use rvm_runtime::sandbox::state::{Containers, Status};
+use rvm_runtime::sandbox::state::{Containers, Lifecycle};
 use rvm_runtime::sandbox::units::{self, Cpus};
 use rvm_runtime::sandbox::{env, id};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -360,13 +360,13 @@ async fn attach(
 /// The monitor went away without reporting: use what the state file says.
 fn lost_monitor(containers: &Containers, id: &str) -> Result<i32> {
     let container = containers.load(id)?;
-    match (container.state.status, container.state.exit_code) {
-        (Status::Exited, Some(code)) => Ok(code),
-        _ => bail!(
+    match container.state.lifecycle {
+        Lifecycle::Exited(ended) => Ok(ended.code),
+        other => bail!(
             "lost the connection to the monitor of container {id}: {}",
-            container
-                .state
-                .error
+            other
+                .ended()
+                .and_then(|ended| ended.error.clone())
                 .unwrap_or_else(|| "see its monitor.log".to_owned())
         ),
     }

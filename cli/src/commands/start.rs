@@ -60,18 +60,18 @@ pub fn start(layout: &Layout, name: &str) -> Result<()> {
     }
 }
 
-/// Readies container `name` for a start: its ID, or None when it runs already.
+/// Checks that container `name` can be started: its ID, or None when it runs already. Its
+/// earlier run is cleared when its monitor is started ([`container::spawn_monitor`]).
 fn prepare_start(containers: &Containers, name: &str) -> Result<Option<String>> {
     let found = container::find(containers, name)?;
     let id = found.config.id;
-    if found.state.status == Status::Running {
+    if found.state.status() == Status::Running {
         return Ok(None);
     }
     if found.state.monitor_alive() {
         bail!("container {name} is still being stopped; try again");
     }
     common::require_bootable_kvm()?;
-    container::reset_for_start(containers, &id)?;
     Ok(Some(id))
 }
 

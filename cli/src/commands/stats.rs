@@ -81,7 +81,7 @@ async fn readings(layout: &Layout, args: &StatsArgs) -> Result<Vec<(Container, O
         containers
             .list()?
             .into_iter()
-            .filter(|c| args.all || c.state.status == Status::Running)
+            .filter(|c| args.all || c.state.status() == Status::Running)
             .collect()
     } else {
         args.containers
@@ -91,7 +91,7 @@ async fn readings(layout: &Layout, args: &StatsArgs) -> Result<Vec<(Container, O
     };
     let mut out = Vec::new();
     for found in chosen {
-        let reading = if found.state.status == Status::Running {
+        let reading = if found.state.status() == Status::Running {
             read(&containers, &found).await
         } else {
             None

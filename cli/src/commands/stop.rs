@@ -56,7 +56,7 @@ pub async fn stop(layout: &Layout, name: &str, options: &StopOptions) -> Result<
     let containers = container::open(layout)?;
     let found = container::find(&containers, name)?;
     let id = found.config.id.clone();
-    if found.state.status == Status::Running {
+    if found.state.status() == Status::Running {
         let signal = match options
             .signal
             .as_deref()
@@ -87,7 +87,7 @@ async fn stop_running(
             if containers.load(id)?.state.is_paused() {
                 match session.pause(id, false).await {
                     Ok(()) => {
-                        containers.update(id, |state| state.paused = false)?;
+                        containers.set_intent(id, |intent| intent.paused = false)?;
                     }
                     Err(err) => tracing::warn!(%err, "cannot unpause the container to stop it"),
                 }
@@ -125,6 +125,7 @@ pub fn force_end(containers: &Containers, id: &str) -> Result<()> {
     for process in [state.vmm, state.monitor].into_iter().flatten() {
         process.signal(Signal::KILL);
     }
-    containers.update(id, |_| {})?;
+    // Loading applies the liveness rule, recording the end of what was killed.
+    containers.load(id)?;
     Ok(())
 }

@@ -30,7 +30,7 @@ pub fn main(layout: &Layout, args: TopArgs) -> i32 {
 async fn top(layout: &Layout, args: &TopArgs) -> Result<String> {
     let containers = container::open(layout)?;
     let found = container::find(&containers, &args.container)?;
-    if found.state.status != Status::Running {
+    if found.state.status() != Status::Running {
         bail!("container {} is not running", found.config.id);
     }
     let session = container::connect(&containers, &found.config.id).await?;

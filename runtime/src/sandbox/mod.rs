@@ -22,6 +22,7 @@ pub mod time;
 pub mod units;
 pub mod vmm;
 pub mod volumes;
+pub mod wait;
 
 // The tests' shared answer to a missing prerequisite (a tool such as mkfs.ext4): fail under CI,
 // skip elsewhere. Declared once here for the modules' tests: a second copy is clippy's

@@ -5,6 +5,11 @@
 //!
 //! It runs in a process of its own, detached from the terminal, so that `rvm` stays a plain
 //! command and containers outlive it; `rvm run` talks to it over the attach socket.
+//!
+//! While it lives it is the only writer of the container's `state.json` (see
+//! [`super::state`]); what the CLI asks of it (keep a `--rm` container across `rvm restart`) it
+//! reads from the CLI's `intent.json`. Waiters learn of its writes through the container
+//! directory's inotify events and of its death through its pidfd ([`super::wait`]).
 
 use std::fs;
 use std::io;
@@ -20,7 +25,7 @@ use super::attach::{self, Frame};
 use super::config::ContainerConfig;
 use super::log::{LogWriter, Stream};
 use super::process::ProcessId;
-use super::state::{Containers, StateError, Status};
+use super::state::{Containers, Ended, Lifecycle, StateError};
 use super::time;
 use super::vmm::DiskArg;
 use crate::vm::create::{layer_disk, volume_disk};
@@ -103,14 +108,10 @@ pub async fn run(
     let config = containers.load(id)?.config;
     let me = ProcessId::current();
     containers.update(id, |state| {
-        state.status = Status::Created;
+        state.lifecycle = Lifecycle::Created { failed: None };
         state.monitor = me;
         state.vmm = None;
         state.guest_pid = None;
-        state.exit_code = None;
-        state.oom_killed = false;
-        state.error = None;
-        state.finished_at = None;
     })?;
 
     let (outbox, attach_in, writer) = split_attach(attach);
@@ -138,7 +139,7 @@ pub async fn run(
         }
     };
     containers.update(id, |state| {
-        state.status = Status::Running;
+        state.lifecycle = Lifecycle::Running;
         state.guest_pid = Some(guest_pid);
         state.started_at = Some(time::now_rfc3339());
     })?;
@@ -167,11 +168,12 @@ pub async fn run(
     }
     let ExitStatus { code, oom_killed } = end.status;
     containers.update(id, |state| {
-        state.status = Status::Exited;
-        state.exit_code = Some(code);
-        state.oom_killed = oom_killed;
-        state.error = end.lost.clone();
-        state.finished_at = Some(time::now_rfc3339());
+        state.lifecycle = Lifecycle::Exited(Ended {
+            code,
+            oom_killed,
+            error: end.lost.clone(),
+            finished_at: Some(time::now_rfc3339()),
+        });
     })?;
     tracing::info!(code, oom = oom_killed, lost = ?end.lost, "container exited");
     outbox.send(Frame::Exit(code));
@@ -309,10 +311,14 @@ async fn finish_failed(
     tracing::error!(code = failure.code, message = %failure.message, "container failed to start");
     // As Docker: a container that never started stays "created", with the exit code and error.
     containers.update(&config.id, |state| {
-        state.status = Status::Created;
-        state.exit_code = Some(failure.code);
-        state.error = Some(failure.message.clone());
-        state.finished_at = Some(time::now_rfc3339());
+        state.lifecycle = Lifecycle::Created {
+            failed: Some(Ended {
+                code: failure.code,
+                oom_killed: false,
+                error: Some(failure.message.clone()),
+                finished_at: Some(time::now_rfc3339()),
+            }),
+        };
         state.vmm = None;
     })?;
     outbox.send(Frame::Failed {
@@ -335,7 +341,7 @@ async fn cleanup(
     let _ = fs::remove_dir_all(containers.layout().run_dir(&config.id));
     let restarting = containers
         .load(&config.id)
-        .is_ok_and(|container| container.state.restarting);
+        .is_ok_and(|container| container.intent.restart);
     let result = if config.auto_remove && !restarting {
         containers
             .remove(&config.id)

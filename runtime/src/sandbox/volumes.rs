@@ -168,7 +168,7 @@ impl Volumes {
         let holders: Vec<String> = Containers::open(&self.layout)?
             .list()?
             .into_iter()
-            .filter(|c| c.state.status != Status::Exited)
+            .filter(|c| c.state.status() != Status::Exited)
             .filter(|c| c.config.volumes.iter().any(|v| v.name == name))
             .map(|c| format!("\"/{}\" ({})", c.config.name, id::short(&c.config.id)))
             .collect();
