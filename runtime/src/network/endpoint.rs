@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use super::bridge::{self, BridgeError};
 use super::dns;
+use super::guard;
 use super::ipam::{Ipam, IpamError};
 use super::nat::{self, NatError};
 use super::ports::{PortMapping, Protocol};
@@ -120,6 +121,9 @@ async fn attach_inner(root: &Path, id: &str, endpoint: &Endpoint) -> Result<(), 
         let _lock = Lock::exclusive(Path::new(HOST_LOCK)).map_err(NetworkError::Lock)?;
         let bridge_index = bridge::ensure_bridge(&handle).await?;
         nat::ensure_table()?;
+        guard::ensure_table()?;
+        // Before the TAP exists: its first frame is already judged.
+        guard::allow(&endpoint.tap, &endpoint.mac, endpoint.ip)?;
         tap::create(&endpoint.tap)?;
         bridge::attach(&handle, &endpoint.tap, bridge_index).await?;
     }
@@ -136,6 +140,7 @@ pub fn detach(root: &Path, id: &str, endpoint: &Endpoint) {
     if let Err(err) = tap::delete(&endpoint.tap) {
         tracing::warn!(%err, "cannot delete the container's TAP");
     }
+    guard::forget(&endpoint.tap, &endpoint.mac, endpoint.ip);
     match Ipam::new(root).set_forwarded(id, false) {
         Ok(true) => nat::remove_forwards(&endpoint.ports, endpoint.ip),
         Ok(false) => {}

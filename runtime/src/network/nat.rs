@@ -4,6 +4,13 @@
 //! port for `0.0.0.0`, one also by the host address), so that a port is added or removed
 //! without rule handles, and a port already taken is refused by the kernel (`create element`).
 //!
+//! The table also guards the host's loopback: `rvm0` has `route_localnet` (published ports on
+//! 127.0.0.1 are forwarded through it), which would also let a guest that controls its network
+//! stack send packets to 127.0.0.0/8 and reach the host's localhost-only services (the
+//! CVE-2020-8558 class). Every packet arriving from the bridge with a loopback destination or
+//! source is dropped before routing, in the `guard` chain at raw priority; the replies of
+//! published-port connections are addressed to the bridge's own address and pass.
+//!
 //! The `nft` binary applies the scripts: the `nftables` crate drives that same binary through
 //! JSON, and a script of four chains reads more plainly than its JSON.
 
@@ -33,7 +40,7 @@ pub fn table_script() -> String {
     let dnat = "fib daddr type local meta l4proto { tcp, udp } dnat ip to";
     format!(
         "table ip {TABLE} {{
-    map fwd_any {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}
+{guard}    map fwd_any {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}
     map fwd_ip {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}
     chain prerouting {{
         type nat hook prerouting priority dstnat; policy accept;
@@ -52,22 +59,44 @@ pub fn table_script() -> String {
     }}
 }}
 ",
-        subnet = subnet()
+        subnet = subnet(),
+        guard = guard_chain(),
+    )
+}
+
+/// The chain that keeps guests off the host's loopback (see the module's doc).
+const GUARD: &str = "guard";
+
+fn guard_chain() -> String {
+    format!(
+        "    chain {GUARD} {{
+        type filter hook prerouting priority -300; policy accept;
+        iifname \"{BRIDGE}\" ip daddr 127.0.0.0/8 drop
+        iifname \"{BRIDGE}\" ip saddr 127.0.0.0/8 drop
+    }}
+"
     )
 }
 
 /// Creates the table unless it exists. The caller holds the host-wide network lock, so two
 /// containers starting at once do not both add the chains.
+/// A table made by an older rvm, without the guard chain, gets it.
 pub fn ensure_table() -> Result<(), NatError> {
-    if table_exists()? {
-        return Ok(());
+    if !exists(&["table", "ip", TABLE])? {
+        return apply(&table_script(), "the rvm nftables table");
     }
-    apply(&table_script(), "the rvm nftables table")
+    if !exists(&["chain", "ip", TABLE, GUARD])? {
+        let script = format!("table ip {TABLE} {{\n{}}}\n", guard_chain());
+        return apply(&script, "the loopback guard of the rvm nftables table");
+    }
+    Ok(())
 }
 
-fn table_exists() -> Result<bool, NatError> {
+/// Whether `nft list OBJECT...` finds the object.
+pub(super) fn exists(object: &[&str]) -> Result<bool, NatError> {
     let status = Command::new("nft")
-        .args(["list", "table", "ip", TABLE])
+        .arg("list")
+        .args(object)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -128,7 +157,7 @@ pub fn remove_forwards(ports: &[PortMapping], container: std::net::Ipv4Addr) {
 }
 
 /// Runs `nft -f -` on `script`.
-fn apply(script: &str, what: &str) -> Result<(), NatError> {
+pub(super) fn apply(script: &str, what: &str) -> Result<(), NatError> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -181,5 +210,37 @@ mod tests {
     #[test]
     fn table_masquerades_the_subnet() {
         assert!(table_script().contains("ip saddr 10.88.0.0/16 oifname != \"rvm0\" masquerade"));
+    }
+
+    #[test]
+    fn table_drops_loopback_from_the_bridge_before_routing() {
+        let script = table_script();
+        assert!(script.contains("type filter hook prerouting priority -300;"));
+        assert!(script.contains("iifname \"rvm0\" ip daddr 127.0.0.0/8 drop"));
+        assert!(script.contains("iifname \"rvm0\" ip saddr 127.0.0.0/8 drop"));
+    }
+
+    /// nft itself judges the script (`--check` changes nothing on the host). tools/install-deps
+    /// installs nftables; checking needs CAP_NET_ADMIN, as running rvm does.
+    #[test]
+    fn nft_accepts_the_table() {
+        let mut child = Command::new("nft")
+            .args(["--check", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nft (tools/install-deps installs nftables)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(table_script().as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }
