@@ -7,6 +7,7 @@
 //!   neighbour, no gratuitous ARP for an address that is not its own);
 //! - everything else is dropped: IPv6 (rvm gives guests none, so router advertisements,
 //!   redirects and neighbour spoofing go with it), VLAN tags, other Ethernet types.
+//!
 //! The allowed (TAP, MAC, address) triples are elements of one set, added when a container's
 //! TAP is wired and removed when it is unwired, so no rule is ever edited by handle.
 
