@@ -244,7 +244,14 @@ pub fn program(rules: &[DeviceRule]) -> Vec<Insn> {
         insn(op::LOAD_WORD, R5, R1, 8, 0),
     ];
     for rule in rules.iter().rev() {
-        program.extend(rule_block(rule));
+        let block = rule_block(rule);
+        let unconditional = block.len() == 2;
+        program.extend(block);
+        // A rule that matches everything decides every access: the verifier refuses code after
+        // it as unreachable (containerd's rules start with "deny all").
+        if unconditional {
+            return program;
+        }
     }
     program.push(insn(op::MOV64_IMM, R0, 0, 0, 0));
     program.push(insn(op::EXIT, 0, 0, 0, 0));

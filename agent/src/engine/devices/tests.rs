@@ -190,6 +190,61 @@ fn fifo_rules_are_left_out() {
     assert_eq!(rules_of(Some(&spec)).unwrap().len(), 1);
 }
 
+/// Every instruction can be reached from the first, following fall-throughs and jumps: the
+/// kernel's verifier refuses a program with unreachable code.
+fn assert_all_reachable(program: &[Insn]) {
+    let mut reached = vec![false; program.len()];
+    let mut todo = vec![0usize];
+    while let Some(pc) = todo.pop() {
+        if pc >= program.len() || reached[pc] {
+            continue;
+        }
+        reached[pc] = true;
+        let i = program[pc];
+        if i.code == op::EXIT {
+            continue;
+        }
+        todo.push(pc + 1);
+        if matches!(i.code, op::JNE_IMM | op::JNE_REG) {
+            todo.push(pc + 1 + i.off as usize);
+        }
+    }
+    let unreached: Vec<usize> = (0..program.len()).filter(|&pc| !reached[pc]).collect();
+    assert!(unreached.is_empty(), "unreachable instructions {unreached:?}");
+    assert_eq!(program.last().map(|i| i.code), Some(op::EXIT));
+}
+
+/// containerd's and CRI's shape: deny everything, then allow the standard nodes.
+fn containerd_rules() -> Vec<DeviceRule> {
+    let mut spec = vec![spec_rule(false, LinuxDeviceType::A, -1, -1, "rwm")];
+    spec.extend([(1, 3), (1, 5), (1, 8), (1, 9), (5, 0), (5, 1)].map(|(major, minor)| {
+        spec_rule(true, LinuxDeviceType::C, major, minor, "rwm")
+    }));
+    rules_of(Some(&spec)).unwrap()
+}
+
+#[test]
+fn no_instruction_is_unreachable() {
+    let privileged = rules_of(Some(&[LinuxDeviceCgroupBuilder::default()
+        .allow(true)
+        .access("rwm")
+        .build()
+        .unwrap()]))
+    .unwrap();
+    for rules in [default_rules(), containerd_rules(), privileged, Vec::new()] {
+        assert_all_reachable(&program(&rules));
+    }
+}
+
+#[test]
+fn containerds_rules_deny_all_but_their_allow_list() {
+    let rules = containerd_rules();
+    assert!(allowed(&rules, CHAR, READ | WRITE, 1, 3));
+    assert!(allowed(&rules, CHAR, MKNOD, 1, 3), "m is within rwm");
+    assert!(!allowed(&rules, BLOCK, READ, 254, 0));
+    assert!(!allowed(&rules, BLOCK, MKNOD, 254, 0));
+}
+
 /// Loads the program into this host's kernel and attaches it to a fresh cgroup v2 directory:
 /// the verifier is the judge of the encoding. Needs root and a cgroup2 hierarchy.
 #[test]
@@ -210,7 +265,9 @@ fn the_kernel_accepts_the_program() {
     };
     let dir = root.join(format!("rvm-devices-test-{}", std::process::id()));
     std::fs::create_dir(&dir).unwrap();
-    let result = attach(&dir, &default_rules());
+    let results = [default_rules(), containerd_rules()].map(|rules| attach(&dir, &rules));
     std::fs::remove_dir(&dir).unwrap();
-    result.unwrap();
+    for result in results {
+        result.unwrap();
+    }
 }
