@@ -445,6 +445,14 @@ check "c2 has its own pid namespace: c1's httpd is not in its ps" \
 cri exec "$c1" -- sh -c 'echo shm-of-c1 >/dev/shm/from-c1'
 cri exec "$c2" -- cat /dev/shm/from-c1
 check "c2 reads what c1 wrote in /dev/shm (the pod's shm; got '$out')" test "$out" = shm-of-c1
+# A hostile container of the pod makes nodes for the disks it sees (in rvm's VM the scratch disk
+# holds c1's writable layer and the pod's emptyDirs) and reads them: containerd's device rules,
+# enforced by the agent's device filter (runc's on the host), refuse every read (issue 22).
+cri exec "$c2" -- sh -c 'n=0; for d in /sys/block/*/dev; do n=$((n + 1)); dev=$(cat "$d");
+    mknod /dev/x$n b ${dev%:*} ${dev#*:} && head -c 512 /dev/x$n >/dev/null && echo "READ $d"; done
+    echo "disks $n"'
+check "c2 cannot read the disks it sees through nodes it makes (got '$(echo $out)')" \
+    eval '[[ "$out" != *READ* && "$out" == *"disks "[1-9]* && "$err" == *"Operation not permitted"* ]]'
 cri exec "$c1" -- sh -c 'grep " /mem " /proc/mounts; df -k /mem | tail -n 1'
 mem_fs=$(awk 'NR == 1 { print $3 }' "$tmp/out")
 mem_kib=$(awk 'NR == 2 { print $2 }' "$tmp/out")

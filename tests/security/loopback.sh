@@ -24,7 +24,7 @@ command_timeout=${RVM_E2E_TIMEOUT:-300}
 
 e2e_find_rvm
 e2e_require_lab
-e2e_require_tools mkfs.erofs mkfs.ext4 nft curl ip python3
+e2e_require_tools mkfs.erofs mkfs.ext4 nft curl ip python3 busybox
 if [ ! -c /dev/net/tun ]; then
     modprobe tun 2>/dev/null
     [ -c /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }
@@ -71,7 +71,7 @@ ip -n "$evil" route del local 127.0.0.0/8 dev lo table local 2>/dev/null
 ip -n "$evil" route del local 127.0.0.1 dev lo table local 2>/dev/null
 ip -n "$evil" route add 127.0.0.0/8 via 10.88.0.1 dev evil0
 check "the attacker reaches the gateway (it is on the bridge)" \
-    until_ok 20 ip netns exec "$evil" ping -c 1 -W 2 10.88.0.1
+    until_ok 20 ip netns exec "$evil" busybox ping -c 1 -W 2 10.88.0.1
 
 # attack: starts a UDP listener on the host's 127.0.0.1:8097 only, has the attacker send to it for
 # a few seconds, and prints what the listener received ("" when nothing came).

@@ -110,8 +110,24 @@ pub fn default_rules() -> Vec<DeviceRule> {
     ]
 }
 
-/// The rules of a spec: its own when it has any, Docker's default otherwise. FIFO rules are
-/// left out (the kernel does not ask device programs about FIFOs).
+/// The nodes the agent itself makes in every container's /dev (see `rootfs::populate_dev`) and
+/// the pseudo-terminals: always usable, whatever the spec's rules say, as runc allows the
+/// default devices it creates (containerd gives a pod's sandbox only "deny all").
+fn standard_nodes() -> [DeviceRule; 8] {
+    [
+        DeviceRule::allow_char(1, Some(3)), // null
+        DeviceRule::allow_char(1, Some(5)), // zero
+        DeviceRule::allow_char(1, Some(7)), // full
+        DeviceRule::allow_char(1, Some(8)), // random
+        DeviceRule::allow_char(1, Some(9)), // urandom
+        DeviceRule::allow_char(5, Some(0)), // tty
+        DeviceRule::allow_char(5, Some(2)), // ptmx
+        DeviceRule::allow_char(136, None),  // pts/*
+    ]
+}
+
+/// The rules of a spec: its own when it has any, then the standard nodes; Docker's default
+/// otherwise. FIFO rules are left out (the kernel does not ask device programs about FIFOs).
 pub fn rules_of(spec_rules: Option<&[LinuxDeviceCgroup]>) -> Result<Vec<DeviceRule>, DeviceError> {
     let spec_rules = match spec_rules {
         Some(rules) if !rules.is_empty() => rules,
@@ -138,6 +154,7 @@ pub fn rules_of(spec_rules: Option<&[LinuxDeviceCgroup]>) -> Result<Vec<DeviceRu
             access: access_bits(rule.access().as_deref()).map_err(bad)?,
         });
     }
+    rules.extend(standard_nodes());
     Ok(rules)
 }
 

@@ -106,20 +106,21 @@ fn spec_rule(
 
 #[test]
 fn the_last_matching_rule_decides() {
-    // containerd's shape: deny all, then allow; here also a later deny of one allowed device.
+    // containerd's shape: deny all, then allow; here also a later deny of one allowed device
+    // (/dev/kmsg, 1:11, not one of the standard nodes).
     let spec = [
         spec_rule(false, LinuxDeviceType::A, -1, -1, "rwm"),
         spec_rule(true, LinuxDeviceType::C, 1, -1, "rw"),
-        spec_rule(false, LinuxDeviceType::C, 1, 5, "w"),
+        spec_rule(false, LinuxDeviceType::C, 1, 11, "w"),
     ];
     let rules = rules_of(Some(&spec)).unwrap();
-    assert!(allowed(&rules, CHAR, READ, 1, 3));
+    assert!(allowed(&rules, CHAR, READ, 1, 4));
     assert!(
-        allowed(&rules, CHAR, READ, 1, 5),
-        "reading zero is still allowed"
+        allowed(&rules, CHAR, READ, 1, 11),
+        "reading kmsg is still allowed"
     );
-    assert!(!allowed(&rules, CHAR, WRITE, 1, 5), "the later deny wins");
-    assert!(!allowed(&rules, CHAR, MKNOD, 1, 3), "m was never allowed");
+    assert!(!allowed(&rules, CHAR, WRITE, 1, 11), "the later deny wins");
+    assert!(!allowed(&rules, CHAR, MKNOD, 1, 4), "m was never allowed");
     assert!(!allowed(&rules, CHAR, READ, 2, 3));
 }
 
@@ -155,6 +156,17 @@ fn privileged_allows_everything() {
 }
 
 #[test]
+fn the_standard_nodes_stay_usable_under_deny_all() {
+    // A pod sandbox's spec from containerd: deny everything, nothing allowed.
+    let rules = rules_of(Some(&[spec_rule(false, LinuxDeviceType::A, -1, -1, "rwm")])).unwrap();
+    assert!(allowed(&rules, CHAR, MKNOD | READ | WRITE, 1, 3), "null");
+    assert!(allowed(&rules, CHAR, READ | WRITE, 136, 2), "a pty");
+    assert!(!allowed(&rules, BLOCK, READ, 254, 0));
+    assert!(!allowed(&rules, CHAR, READ, 1, 1), "/dev/mem");
+    assert_all_reachable(&program(&rules));
+}
+
+#[test]
 fn no_rules_mean_dockers_default() {
     assert_eq!(rules_of(None).unwrap(), default_rules());
     assert_eq!(rules_of(Some(&[])).unwrap(), default_rules());
@@ -187,7 +199,10 @@ fn fifo_rules_are_left_out() {
         spec_rule(true, LinuxDeviceType::P, -1, -1, "rwm"),
         spec_rule(true, LinuxDeviceType::C, 1, 3, "rwm"),
     ];
-    assert_eq!(rules_of(Some(&spec)).unwrap().len(), 1);
+    assert_eq!(
+        rules_of(Some(&spec)).unwrap().len(),
+        1 + standard_nodes().len()
+    );
 }
 
 /// Every instruction can be reached from the first, following fall-throughs and jumps: the
@@ -210,16 +225,20 @@ fn assert_all_reachable(program: &[Insn]) {
         }
     }
     let unreached: Vec<usize> = (0..program.len()).filter(|&pc| !reached[pc]).collect();
-    assert!(unreached.is_empty(), "unreachable instructions {unreached:?}");
+    assert!(
+        unreached.is_empty(),
+        "unreachable instructions {unreached:?}"
+    );
     assert_eq!(program.last().map(|i| i.code), Some(op::EXIT));
 }
 
 /// containerd's and CRI's shape: deny everything, then allow the standard nodes.
 fn containerd_rules() -> Vec<DeviceRule> {
     let mut spec = vec![spec_rule(false, LinuxDeviceType::A, -1, -1, "rwm")];
-    spec.extend([(1, 3), (1, 5), (1, 8), (1, 9), (5, 0), (5, 1)].map(|(major, minor)| {
-        spec_rule(true, LinuxDeviceType::C, major, minor, "rwm")
-    }));
+    spec.extend(
+        [(1, 3), (1, 5), (1, 8), (1, 9), (5, 0), (5, 1)]
+            .map(|(major, minor)| spec_rule(true, LinuxDeviceType::C, major, minor, "rwm")),
+    );
     rules_of(Some(&spec)).unwrap()
 }
 
