@@ -76,9 +76,9 @@ fn ready<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// Target `request_decode`: the bytes as a stream starting with a request frame, read by ttrpc's
-/// `GenMessage::read_from` as the agent's server reads it; as a bare ttrpc `Request`; and as the
-/// payload of each RPC of the `Agent` service.
+/// Target `request_decode`: the first frame of the bytes, read by ttrpc's `GenMessage::read_from`
+/// as the agent's server reads it, and if it is a request, its payload as a ttrpc `Request`; the
+/// bytes as a bare ttrpc `Request`; and as the payload of each RPC of the `Agent` service.
 pub fn request_decode(data: &[u8]) {
     let mut rest = data;
     if let Ok(message) = ready(GenMessage::read_from(&mut rest)) {
