@@ -11,9 +11,9 @@ use std::task::{Context, Poll, Waker};
 use protobuf::Message;
 use ttrpc::proto::{
     GenMessage, GenMessageError, Request, MESSAGE_HEADER_LENGTH, MESSAGE_LENGTH_MAX,
+    MESSAGE_TYPE_REQUEST,
 };
 
-use crate::frame::{self, MAX_DATA_LEN};
 use crate::messages::{decode_agent_request, AgentRequest};
 
 /// Target `frame_header`: ttrpc's own frame reader, `GenMessage::read_from`, which the agent's
@@ -76,13 +76,19 @@ fn ready<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// Target `request_decode`: the bytes as a request frame, as a bare ttrpc `Request`, and as the
-/// payload of each RPC of the `Agent` service.
+/// Target `request_decode`: the first frame of the bytes, read by ttrpc's `GenMessage::read_from`
+/// as the agent's server reads it, and if it is a request, its payload as a ttrpc `Request`; the
+/// bytes as a bare ttrpc `Request`; and as the payload of each RPC of the `Agent` service.
 pub fn request_decode(data: &[u8]) {
-    if let Ok((header, request)) = frame::decode_request(data) {
-        assert!(header.length <= MAX_DATA_LEN);
-        check_frame_round_trip(header.stream_id, &request);
-        let _ = decode_agent_request(&request);
+    let mut rest = data;
+    if let Ok(message) = ready(GenMessage::read_from(&mut rest)) {
+        assert!(message.header.length as usize <= MESSAGE_LENGTH_MAX);
+        if message.header.type_ == MESSAGE_TYPE_REQUEST {
+            if let Ok(request) = Request::parse_from_bytes(&message.payload) {
+                check_frame_round_trip(message.header.stream_id, &request);
+                let _ = decode_agent_request(&request);
+            }
+        }
     }
     if let Ok(request) = Request::parse_from_bytes(data) {
         let _ = decode_agent_request(&request);
@@ -94,14 +100,36 @@ pub fn request_decode(data: &[u8]) {
     }
 }
 
+/// `request` as one request frame of `stream_id`, made by ttrpc's encoder as its client makes it.
+pub fn encode_request_frame(stream_id: u32, request: &Request) -> ttrpc::Result<Vec<u8>> {
+    let message = ttrpc::proto::Message::new_request(stream_id, request.clone())?;
+    let mut frame = Vec::with_capacity(MESSAGE_HEADER_LENGTH + message.header.length as usize);
+    ready(message.write_to(&mut frame))?;
+    Ok(frame)
+}
+
 fn check_frame_round_trip(stream_id: u32, request: &Request) {
     // A request re-encodes to at most the bytes it came from, so it still fits the limit.
-    match frame::encode_request(stream_id, request) {
-        Ok(bytes) => match frame::decode_request(&bytes) {
-            Ok((_, again)) => assert_eq!(&again, request),
-            Err(error) => panic!("re-encoded request does not decode: {error}"),
-        },
+    let bytes = match encode_request_frame(stream_id, request) {
+        Ok(bytes) => bytes,
         Err(error) => panic!("decoded request does not re-encode: {error}"),
+    };
+    let mut rest = &bytes[..];
+    match ready(GenMessage::read_from(&mut rest)) {
+        Ok(message) => {
+            assert!(
+                rest.is_empty(),
+                "{} bytes follow the re-encoded frame",
+                rest.len()
+            );
+            assert_eq!(message.header.stream_id, stream_id);
+            assert_eq!(message.header.type_, MESSAGE_TYPE_REQUEST);
+            match Request::parse_from_bytes(&message.payload) {
+                Ok(again) => assert_eq!(&again, request),
+                Err(error) => panic!("re-encoded request does not decode: {error}"),
+            }
+        }
+        Err(error) => panic!("ttrpc cannot read a request frame it wrote: {error:?}"),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Host↔agent protocol of rvm: message types and framing shared by both ends.
+//! Host↔agent protocol of rvm: the message types shared by both ends (the framing is ttrpc's).
 //!
 //! The service is `rvm.agent.v1.Agent` of `proto/agent.proto`, spoken with ttrpc (containerd's
 //! RPC over a byte stream) on vsock port [`ports::AGENT_PORT`]. The agent serves it with
@@ -12,7 +12,6 @@
 pub mod annotations;
 pub mod client;
 pub mod exit;
-pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod generated;

@@ -176,7 +176,8 @@ mod tests {
             data: vec![0xff; MAX_IO_CHUNK as usize],
             ..Default::default()
         });
-        let frame = crate::frame::encode_request(1, &encode_agent_request(&request).unwrap());
+        let frame =
+            crate::fuzzing::encode_request_frame(1, &encode_agent_request(&request).unwrap());
         assert!(frame.is_ok());
     }
 

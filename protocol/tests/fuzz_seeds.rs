@@ -11,9 +11,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use rvm_protocol::agent::*;
-use rvm_protocol::frame::{encode_header, encode_request, FrameHeader, FrameType, MAX_DATA_LEN};
 use rvm_protocol::fuzzing;
 use rvm_protocol::messages::{encode_agent_request, AgentRequest};
+use rvm_protocol::ttrpc::proto::{
+    MessageHeader, MESSAGE_LENGTH_MAX, MESSAGE_TYPE_DATA, MESSAGE_TYPE_REQUEST,
+    MESSAGE_TYPE_RESPONSE,
+};
 
 fn seed_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -45,30 +48,25 @@ fn replay_request_decode_seeds() {
     );
 }
 
-fn header(length: u32, frame_type: FrameType) -> [u8; 10] {
-    encode_header(&FrameHeader {
+/// A frame header of stream 1 as ttrpc encodes it.
+fn header(length: u32, type_: u8) -> Vec<u8> {
+    Vec::from(MessageHeader {
         length,
         stream_id: 1,
-        frame_type,
+        type_,
         flags: 0,
     })
 }
 
 fn frame_header_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let mut unknown_type = header(0, FrameType::Request).to_vec();
-    unknown_type[8] = 0x7f;
+    // MESSAGE_LENGTH_MAX is 4 MiB, well within a u32.
+    let max = MESSAGE_LENGTH_MAX as u32;
     vec![
-        ("zero-length", header(0, FrameType::Data).to_vec()),
-        (
-            "max-length",
-            header(MAX_DATA_LEN, FrameType::Request).to_vec(),
-        ),
-        (
-            "oversize",
-            header(MAX_DATA_LEN + 1, FrameType::Request).to_vec(),
-        ),
-        ("truncated", header(16, FrameType::Response)[..7].to_vec()),
-        ("unknown-type", unknown_type),
+        ("zero-length", header(0, MESSAGE_TYPE_DATA)),
+        ("max-length", header(max, MESSAGE_TYPE_REQUEST)),
+        ("oversize", header(max + 1, MESSAGE_TYPE_REQUEST)),
+        ("truncated", header(16, MESSAGE_TYPE_RESPONSE)[..7].to_vec()),
+        ("unknown-type", header(0, 0x7f)),
     ]
 }
 
@@ -235,7 +233,8 @@ fn sample_requests() -> Vec<AgentRequest> {
 /// A seed file: its name and its bytes.
 type Seed = (String, Vec<u8>);
 
-/// For each sample: the whole request frame, and the bare message payload.
+/// For each sample: the whole request frame as ttrpc's client encodes it, and the bare message
+/// payload.
 fn request_decode_seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error>> {
     let mut seeds = Vec::new();
     // ttrpc clients number their streams 1, 3, 5...
@@ -243,7 +242,7 @@ fn request_decode_seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error>> {
         let request = encode_agent_request(sample)?;
         seeds.push((
             format!("frame-{}", sample.method()),
-            encode_request(stream_id, &request)?,
+            fuzzing::encode_request_frame(stream_id, &request)?,
         ));
         seeds.push((
             format!("payload-{}", sample.method()),
