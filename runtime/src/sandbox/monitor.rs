@@ -23,13 +23,15 @@ use tokio::sync::mpsc;
 use super::agent::{AgentSession, ExitStatus, Started};
 use super::attach::{self, Frame};
 use super::config::ContainerConfig;
+use super::layout::Layout;
 use super::log::{LogWriter, Stream};
 use super::process::ProcessId;
 use super::state::{Containers, Ended, Lifecycle, StateError};
 use super::time;
 use super::vmm::DiskArg;
 use crate::vm::create::{layer_disk, volume_disk};
-use crate::vm::stdio::{self, OutputSink};
+use crate::vm::guest::Guest;
+use crate::vm::stdio::OutputSink;
 use crate::vm::{NewContainer, Vm, VmError, VmNetwork, VmSpec};
 
 /// How long output may keep draining after the process exited.
@@ -104,6 +106,20 @@ pub async fn run(
     id: &str,
     attach: Option<UnixStream>,
 ) -> Result<i32, MonitorError> {
+    let boot = async |layout: &Layout, spec: VmSpec, started: &dyn Fn(u32)| {
+        Vm::boot(layout, spec, started).await
+    };
+    run_in(containers, id, attach, boot).await
+}
+
+/// [`run`] in the guest that `boot` boots (given the layout, the VM's spec and where to tell the
+/// VMM's pid): a [`Vm`] but in tests.
+async fn run_in<G: Guest>(
+    containers: &Containers,
+    id: &str,
+    attach: Option<UnixStream>,
+    boot: impl AsyncFnOnce(&Layout, VmSpec, &dyn Fn(u32)) -> Result<G, VmError>,
+) -> Result<i32, MonitorError> {
     let layout = containers.layout().clone();
     let config = containers.load(id)?.config;
     let me = ProcessId::current();
@@ -127,7 +143,7 @@ pub async fn run(
     let recorded_vmm = |pid| {
         let _ = containers.update(id, |state| state.vmm = ProcessId::of(pid));
     };
-    let vm = match Vm::boot(&layout, vm_spec(&config), recorded_vmm).await {
+    let vm = match boot(&layout, vm_spec(&config), &recorded_vmm).await {
         Ok(vm) => vm,
         Err(err) => return finish_failed(containers, &config, err.into(), outbox, writer).await,
     };
@@ -145,17 +161,16 @@ pub async fn run(
     })?;
     tracing::info!(guest_pid, "container started");
 
-    let session = vm.session();
     let pumps = [Stream::Stdout, Stream::Stderr].map(|stream| {
         let sink = LogSink {
             stream,
             log: log.clone(),
             outbox: outbox.clone(),
         };
-        stdio::spawn_output(session, id, "", stream, sink)
+        vm.spawn_output(id, stream, sink)
     });
     if let Some(input) = attach_in {
-        tokio::spawn(pump_input(session.clone(), id.to_owned(), input));
+        vm.spawn_input(id, input);
     }
 
     let end = vm.wait_process(id, "").await;
@@ -234,9 +249,9 @@ pub fn new_container(config: &ContainerConfig) -> NewContainer {
 }
 
 /// Creates the container in its VM and starts its init: the init's pid in the guest.
-async fn create_and_start(vm: &Vm, config: &ContainerConfig) -> Result<u32, StartFailure> {
+async fn create_and_start(vm: &impl Guest, config: &ContainerConfig) -> Result<u32, StartFailure> {
     vm.create(&new_container(config)).await?;
-    match vm.session().start(&config.id).await {
+    match vm.start(&config.id).await {
         Ok(Started {
             failure: Some(failure),
             ..
@@ -245,7 +260,7 @@ async fn create_and_start(vm: &Vm, config: &ContainerConfig) -> Result<u32, Star
             message: failure.message,
         }),
         Ok(started) => Ok(started.pid),
-        Err(error) => Err(VmError::from(error).into()),
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -273,7 +288,12 @@ fn split_attach(attach: Option<UnixStream>) -> AttachParts {
     (Outbox(Some(tx)), Some(read), Some(writer))
 }
 
-async fn pump_input(session: AgentSession, id: String, mut input: tokio::net::unix::OwnedReadHalf) {
+/// Relays the attached client's frames to the container's init until the client leaves.
+pub(crate) async fn pump_input(
+    session: AgentSession,
+    id: String,
+    mut input: tokio::net::unix::OwnedReadHalf,
+) {
     loop {
         let frame = match attach::read_frame(&mut input).await {
             Ok(Some(frame)) => frame,
@@ -359,4 +379,165 @@ async fn cleanup(
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, writer).await;
     }
     Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::config::{NetworkMode, VmSize};
+    use crate::vm::ProcessEnd;
+    use tokio::task::JoinHandle;
+
+    /// A guest that does what it is told; the store it records into is real.
+    struct FakeGuest {
+        containers: Containers,
+        create_error: Mutex<Option<VmError>>,
+        stdout: Vec<u8>,
+        end: ProcessEnd,
+        /// The container's lifecycle when the monitor waited for its process.
+        running: Mutex<Option<Lifecycle>>,
+        shutdowns: Mutex<u32>,
+    }
+
+    impl FakeGuest {
+        fn new(containers: &Containers) -> Self {
+            Self {
+                containers: containers.clone(),
+                create_error: Mutex::new(None),
+                stdout: Vec::new(),
+                end: exit(0),
+                running: Mutex::new(None),
+                shutdowns: Mutex::new(0),
+            }
+        }
+    }
+
+    fn exit(code: i32) -> ProcessEnd {
+        ProcessEnd {
+            status: ExitStatus {
+                code,
+                oom_killed: false,
+            },
+            files: Vec::new(),
+            lost: None,
+        }
+    }
+
+    impl Guest for &FakeGuest {
+        async fn create(&self, _container: &NewContainer) -> Result<(), VmError> {
+            match self.create_error.lock().unwrap().take() {
+                Some(error) => Err(error),
+                None => Ok(()),
+            }
+        }
+
+        async fn start(&self, _id: &str) -> Result<Started, VmError> {
+            Ok(Started {
+                pid: 7,
+                failure: None,
+            })
+        }
+
+        fn spawn_output(
+            &self,
+            _container: &str,
+            stream: Stream,
+            mut sink: impl OutputSink,
+        ) -> JoinHandle<()> {
+            let data = match stream {
+                Stream::Stdout => self.stdout.clone(),
+                Stream::Stderr => Vec::new(),
+            };
+            tokio::spawn(async move {
+                if !data.is_empty() {
+                    sink.write(data).await.unwrap();
+                }
+                sink.finish().await;
+            })
+        }
+
+        fn spawn_input(&self, _container: &str, _input: tokio::net::unix::OwnedReadHalf) {}
+
+        async fn wait_process(&self, container: &str, _exec: &str) -> ProcessEnd {
+            let lifecycle = self.containers.load(container).unwrap().state.lifecycle;
+            *self.running.lock().unwrap() = Some(lifecycle);
+            self.end.clone()
+        }
+
+        async fn shutdown(&self) {
+            *self.shutdowns.lock().unwrap() += 1;
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Containers) {
+        let dir = tempfile::tempdir().unwrap();
+        let containers = Containers::open(&Layout::for_root(dir.path())).unwrap();
+        (dir, containers)
+    }
+
+    fn config(id: &str) -> ContainerConfig {
+        ContainerConfig {
+            id: id.into(),
+            name: String::new(),
+            image: "busybox".into(),
+            image_id: "sha256:x".into(),
+            created: String::new(),
+            spec: oci_spec::runtime::Spec::default(),
+            layers: Vec::new(),
+            scratch: "/c/scratch.ext4".into(),
+            volumes: Vec::new(),
+            vm: VmSize {
+                memory_mib: 256,
+                vcpus: 1,
+            },
+            network: NetworkMode::None,
+            endpoint: None,
+            tty: false,
+            open_stdin: false,
+            auto_remove: false,
+            stop_signal: None,
+        }
+    }
+
+    /// Runs container `id` (created in `containers` from `config`) in `guest`.
+    async fn run_fake(containers: &Containers, config: ContainerConfig, guest: &FakeGuest) -> i32 {
+        let id = config.id.clone();
+        containers.create(config).unwrap();
+        let boot = async |_: &Layout, _: VmSpec, started: &dyn Fn(u32)| {
+            started(std::process::id());
+            Ok(guest)
+        };
+        run_in(containers, &id, None, boot).await.unwrap()
+    }
+
+    fn exited(containers: &Containers, id: &str) -> Ended {
+        match containers.load(id).unwrap().state.lifecycle {
+            Lifecycle::Exited(ended) => ended,
+            other => panic!("not exited: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_container_runs_and_its_exit_code_is_recorded() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest {
+            end: exit(3),
+            ..FakeGuest::new(&containers)
+        };
+        let code = run_fake(&containers, config("c1"), &guest).await;
+        assert_eq!(code, 3);
+        assert_eq!(*guest.running.lock().unwrap(), Some(Lifecycle::Running));
+        let state = containers.load("c1").unwrap().state;
+        assert_eq!(state.guest_pid, Some(7));
+        assert!(state.started_at.is_some());
+        assert_eq!(state.monitor, None);
+        assert_eq!(state.vmm, None);
+        let ended = exited(&containers, "c1");
+        assert_eq!(
+            (ended.code, ended.oom_killed, ended.error),
+            (3, false, None)
+        );
+        assert!(ended.finished_at.is_some());
+        assert_eq!(*guest.shutdowns.lock().unwrap(), 1);
+    }
 }
