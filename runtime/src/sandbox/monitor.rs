@@ -383,19 +383,24 @@ async fn cleanup(
 
 #[cfg(test)]
 mod tests {
+    use super::super::agent::ExecFailure;
+    use super::super::log::read_entries;
+    use super::super::state::ContainerState;
     use super::*;
     use crate::sandbox::config::{NetworkMode, VmSize};
     use crate::vm::ProcessEnd;
+    use rvm_protocol::exit::RUNTIME_ERROR;
     use tokio::task::JoinHandle;
 
     /// A guest that does what it is told; the store it records into is real.
     struct FakeGuest {
         containers: Containers,
         create_error: Mutex<Option<VmError>>,
+        start_failure: Option<ExecFailure>,
         stdout: Vec<u8>,
         end: ProcessEnd,
-        /// The container's lifecycle when the monitor waited for its process.
-        running: Mutex<Option<Lifecycle>>,
+        /// The container's state when the monitor waited for its process.
+        running: Mutex<Option<ContainerState>>,
         shutdowns: Mutex<u32>,
     }
 
@@ -404,6 +409,7 @@ mod tests {
             Self {
                 containers: containers.clone(),
                 create_error: Mutex::new(None),
+                start_failure: None,
                 stdout: Vec::new(),
                 end: exit(0),
                 running: Mutex::new(None),
@@ -434,7 +440,7 @@ mod tests {
         async fn start(&self, _id: &str) -> Result<Started, VmError> {
             Ok(Started {
                 pid: 7,
-                failure: None,
+                failure: self.start_failure.clone(),
             })
         }
 
@@ -459,8 +465,8 @@ mod tests {
         fn spawn_input(&self, _container: &str, _input: tokio::net::unix::OwnedReadHalf) {}
 
         async fn wait_process(&self, container: &str, _exec: &str) -> ProcessEnd {
-            let lifecycle = self.containers.load(container).unwrap().state.lifecycle;
-            *self.running.lock().unwrap() = Some(lifecycle);
+            let state = self.containers.load(container).unwrap().state;
+            *self.running.lock().unwrap() = Some(state);
             self.end.clone()
         }
 
@@ -499,15 +505,35 @@ mod tests {
         }
     }
 
-    /// Runs container `id` (created in `containers` from `config`) in `guest`.
+    /// Runs container `config` (created in `containers`) in `guest`.
     async fn run_fake(containers: &Containers, config: ContainerConfig, guest: &FakeGuest) -> i32 {
+        boot_and_run(containers, config, Ok(guest)).await
+    }
+
+    /// Runs container `config` (created in `containers`) in what the boot returns.
+    async fn boot_and_run(
+        containers: &Containers,
+        config: ContainerConfig,
+        booted: Result<&FakeGuest, VmError>,
+    ) -> i32 {
         let id = config.id.clone();
         containers.create(config).unwrap();
         let boot = async |_: &Layout, _: VmSpec, started: &dyn Fn(u32)| {
             started(std::process::id());
-            Ok(guest)
+            booted
         };
         run_in(containers, &id, None, boot).await.unwrap()
+    }
+
+    fn failed_to_start(containers: &Containers, id: &str) -> Ended {
+        let state = containers.load(id).unwrap().state;
+        assert_eq!((state.monitor, state.vmm), (None, None));
+        match state.lifecycle {
+            Lifecycle::Created {
+                failed: Some(ended),
+            } => ended,
+            other => panic!("not failed to start: {other:?}"),
+        }
     }
 
     fn exited(containers: &Containers, id: &str) -> Ended {
@@ -526,7 +552,10 @@ mod tests {
         };
         let code = run_fake(&containers, config("c1"), &guest).await;
         assert_eq!(code, 3);
-        assert_eq!(*guest.running.lock().unwrap(), Some(Lifecycle::Running));
+        let running = guest.running.lock().unwrap().clone().unwrap();
+        assert_eq!(running.lifecycle, Lifecycle::Running);
+        assert_eq!(running.vmm, ProcessId::of(std::process::id()));
+        assert_eq!(running.monitor, Some(ProcessId::current().unwrap()));
         let state = containers.load("c1").unwrap().state;
         assert_eq!(state.guest_pid, Some(7));
         assert!(state.started_at.is_some());
@@ -539,5 +568,145 @@ mod tests {
         );
         assert!(ended.finished_at.is_some());
         assert_eq!(*guest.shutdowns.lock().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_boot_failure_is_recorded_as_the_containers_error() {
+        let (_dir, containers) = store();
+        let error = VmError::Task("the VMM".into());
+        let code = boot_and_run(&containers, config("c1"), Err(error)).await;
+        assert_eq!(code, RUNTIME_ERROR);
+        let ended = failed_to_start(&containers, "c1");
+        assert_eq!(ended.code, RUNTIME_ERROR);
+        assert_eq!(ended.error.as_deref(), Some("the VMM failed"));
+        assert!(ended.finished_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_create_failure_is_recorded_and_the_vm_shut_down() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest::new(&containers);
+        *guest.create_error.lock().unwrap() = Some(VmError::NoSlots("c1".into()));
+        let code = run_fake(&containers, config("c1"), &guest).await;
+        assert_eq!(code, RUNTIME_ERROR);
+        let ended = failed_to_start(&containers, "c1");
+        assert_eq!(
+            ended.error.as_deref(),
+            Some("the VM of c1 has no disk slots")
+        );
+        assert_eq!(*guest.shutdowns.lock().unwrap(), 1);
+        assert!(guest.running.lock().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_start_failure_keeps_the_agents_code_and_message() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest {
+            start_failure: Some(ExecFailure {
+                code: 127,
+                message: "exec: \"nope\": not found".into(),
+            }),
+            ..FakeGuest::new(&containers)
+        };
+        let code = run_fake(&containers, config("c1"), &guest).await;
+        assert_eq!(code, 127);
+        let ended = failed_to_start(&containers, "c1");
+        assert_eq!(ended.code, 127);
+        assert_eq!(ended.error.as_deref(), Some("exec: \"nope\": not found"));
+        assert_eq!(*guest.shutdowns.lock().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_vm_lost_under_the_process_records_the_vms_code_and_why() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest {
+            end: ProcessEnd {
+                lost: Some("the VM was killed by signal 9".into()),
+                ..exit(137)
+            },
+            ..FakeGuest::new(&containers)
+        };
+        let code = run_fake(&containers, config("c1"), &guest).await;
+        assert_eq!(code, 137);
+        let ended = exited(&containers, "c1");
+        assert_eq!(ended.code, 137);
+        assert!(!ended.oom_killed);
+        assert_eq!(
+            ended.error.as_deref(),
+            Some("the VM was killed by signal 9")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oom_kill_is_recorded() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest {
+            end: ProcessEnd {
+                status: ExitStatus {
+                    code: 137,
+                    oom_killed: true,
+                },
+                ..exit(0)
+            },
+            ..FakeGuest::new(&containers)
+        };
+        assert_eq!(run_fake(&containers, config("c1"), &guest).await, 137);
+        let ended = exited(&containers, "c1");
+        assert_eq!(
+            (ended.code, ended.oom_killed, ended.error),
+            (137, true, None)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_auto_remove_container_is_removed_after_it_exits() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest {
+            end: exit(5),
+            ..FakeGuest::new(&containers)
+        };
+        let config = ContainerConfig {
+            auto_remove: true,
+            ..config("c1")
+        };
+        assert_eq!(run_fake(&containers, config, &guest).await, 5);
+        assert!(containers.load("c1").is_err());
+        assert!(containers.ids().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_auto_remove_container_is_kept_while_restarting() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest::new(&containers);
+        let config = ContainerConfig {
+            auto_remove: true,
+            ..config("c1")
+        };
+        containers.create(config.clone()).unwrap();
+        containers
+            .set_intent("c1", |intent| intent.restart = true)
+            .unwrap();
+        let boot = async |_: &Layout, _: VmSpec, _: &dyn Fn(u32)| Ok(&guest);
+        assert_eq!(run_in(&containers, "c1", None, boot).await.unwrap(), 0);
+        assert_eq!(exited(&containers, "c1").code, 0);
+    }
+
+    #[tokio::test]
+    async fn the_output_reaches_the_log() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest {
+            stdout: b"hello\nworld".to_vec(),
+            ..FakeGuest::new(&containers)
+        };
+        run_fake(&containers, config("c1"), &guest).await;
+        let (entries, _) = read_entries(&containers.layout().log_path("c1"), 0).unwrap();
+        let lines: Vec<_> = entries
+            .iter()
+            .map(|entry| (entry.stream, entry.log.as_str()))
+            .collect();
+        assert_eq!(
+            lines,
+            [(Stream::Stdout, "hello\n"), (Stream::Stdout, "world")]
+        );
     }
 }
