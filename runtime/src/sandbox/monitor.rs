@@ -709,4 +709,57 @@ mod tests {
             [(Stream::Stdout, "hello\n"), (Stream::Stdout, "world")]
         );
     }
+
+    /// Every frame the monitor sent to an attached client, to the end of its stream.
+    async fn frames(mut client: UnixStream) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Some(frame) = attach::read_frame(&mut client).await.unwrap() {
+            frames.push(frame);
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn an_attached_client_gets_the_output_then_the_exit_code() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest {
+            stdout: b"hi\n".to_vec(),
+            end: exit(2),
+            ..FakeGuest::new(&containers)
+        };
+        containers.create(config("c1")).unwrap();
+        let (client, monitor) = UnixStream::pair().unwrap();
+        let boot = async |_: &Layout, _: VmSpec, _: &dyn Fn(u32)| Ok(&guest);
+        assert_eq!(
+            run_in(&containers, "c1", Some(monitor), boot)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            frames(client).await,
+            [Frame::Stdout(b"hi\n".to_vec()), Frame::Exit(2)]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_attached_client_is_told_why_the_container_did_not_start() {
+        let (_dir, containers) = store();
+        containers.create(config("c1")).unwrap();
+        let (client, monitor) = UnixStream::pair().unwrap();
+        let boot = async |_: &Layout, _: VmSpec, _: &dyn Fn(u32)| {
+            Err::<&FakeGuest, _>(VmError::Task("the VMM".into()))
+        };
+        let code = run_in(&containers, "c1", Some(monitor), boot)
+            .await
+            .unwrap();
+        assert_eq!(code, RUNTIME_ERROR);
+        assert_eq!(
+            frames(client).await,
+            [Frame::Failed {
+                code: RUNTIME_ERROR,
+                message: "the VMM failed".into(),
+            }]
+        );
+    }
 }
