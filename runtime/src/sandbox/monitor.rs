@@ -10,6 +10,9 @@
 //! [`super::state`]); what the CLI asks of it (keep a `--rm` container across `rvm restart`) it
 //! reads from the CLI's `intent.json`. Waiters learn of its writes through the container
 //! directory's inotify events and of its death through its pidfd ([`super::wait`]).
+//!
+//! It drives the VM through [`crate::vm::guest::Guest`] and takes the boot as a closure, so that
+//! its tests run it against a fake guest with a real container store.
 
 use std::fs;
 use std::io;
