@@ -10,6 +10,9 @@
 //! [`super::state`]); what the CLI asks of it (keep a `--rm` container across `rvm restart`) it
 //! reads from the CLI's `intent.json`. Waiters learn of its writes through the container
 //! directory's inotify events and of its death through its pidfd ([`super::wait`]).
+//!
+//! It drives the VM through [`crate::vm::guest::Guest`] and takes the boot as a closure, so that
+//! its tests run it against a fake guest with a real container store.
 
 use std::fs;
 use std::io;
@@ -23,13 +26,15 @@ use tokio::sync::mpsc;
 use super::agent::{AgentSession, ExitStatus, Started};
 use super::attach::{self, Frame};
 use super::config::ContainerConfig;
+use super::layout::Layout;
 use super::log::{LogWriter, Stream};
 use super::process::ProcessId;
 use super::state::{Containers, Ended, Lifecycle, StateError};
 use super::time;
 use super::vmm::DiskArg;
 use crate::vm::create::{layer_disk, volume_disk};
-use crate::vm::stdio::{self, OutputSink};
+use crate::vm::guest::Guest;
+use crate::vm::stdio::OutputSink;
 use crate::vm::{NewContainer, Vm, VmError, VmNetwork, VmSpec};
 
 /// How long output may keep draining after the process exited.
@@ -104,6 +109,20 @@ pub async fn run(
     id: &str,
     attach: Option<UnixStream>,
 ) -> Result<i32, MonitorError> {
+    let boot = async |layout: &Layout, spec: VmSpec, started: &dyn Fn(u32)| {
+        Vm::boot(layout, spec, started).await
+    };
+    run_in(containers, id, attach, boot).await
+}
+
+/// [`run`] in the guest that `boot` boots (given the layout, the VM's spec and where to tell the
+/// VMM's pid): a [`Vm`] but in tests.
+async fn run_in<G: Guest>(
+    containers: &Containers,
+    id: &str,
+    attach: Option<UnixStream>,
+    boot: impl AsyncFnOnce(&Layout, VmSpec, &dyn Fn(u32)) -> Result<G, VmError>,
+) -> Result<i32, MonitorError> {
     let layout = containers.layout().clone();
     let config = containers.load(id)?.config;
     let me = ProcessId::current();
@@ -127,7 +146,7 @@ pub async fn run(
     let recorded_vmm = |pid| {
         let _ = containers.update(id, |state| state.vmm = ProcessId::of(pid));
     };
-    let vm = match Vm::boot(&layout, vm_spec(&config), recorded_vmm).await {
+    let vm = match boot(&layout, vm_spec(&config), &recorded_vmm).await {
         Ok(vm) => vm,
         Err(err) => return finish_failed(containers, &config, err.into(), outbox, writer).await,
     };
@@ -145,17 +164,16 @@ pub async fn run(
     })?;
     tracing::info!(guest_pid, "container started");
 
-    let session = vm.session();
     let pumps = [Stream::Stdout, Stream::Stderr].map(|stream| {
         let sink = LogSink {
             stream,
             log: log.clone(),
             outbox: outbox.clone(),
         };
-        stdio::spawn_output(session, id, "", stream, sink)
+        vm.spawn_output(id, stream, sink)
     });
     if let Some(input) = attach_in {
-        tokio::spawn(pump_input(session.clone(), id.to_owned(), input));
+        vm.spawn_input(id, input);
     }
 
     let end = vm.wait_process(id, "").await;
@@ -234,9 +252,9 @@ pub fn new_container(config: &ContainerConfig) -> NewContainer {
 }
 
 /// Creates the container in its VM and starts its init: the init's pid in the guest.
-async fn create_and_start(vm: &Vm, config: &ContainerConfig) -> Result<u32, StartFailure> {
+async fn create_and_start(vm: &impl Guest, config: &ContainerConfig) -> Result<u32, StartFailure> {
     vm.create(&new_container(config)).await?;
-    match vm.session().start(&config.id).await {
+    match vm.start(&config.id).await {
         Ok(Started {
             failure: Some(failure),
             ..
@@ -245,7 +263,7 @@ async fn create_and_start(vm: &Vm, config: &ContainerConfig) -> Result<u32, Star
             message: failure.message,
         }),
         Ok(started) => Ok(started.pid),
-        Err(error) => Err(VmError::from(error).into()),
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -273,7 +291,12 @@ fn split_attach(attach: Option<UnixStream>) -> AttachParts {
     (Outbox(Some(tx)), Some(read), Some(writer))
 }
 
-async fn pump_input(session: AgentSession, id: String, mut input: tokio::net::unix::OwnedReadHalf) {
+/// Relays the attached client's frames to the container's init until the client leaves.
+pub(crate) async fn pump_input(
+    session: AgentSession,
+    id: String,
+    mut input: tokio::net::unix::OwnedReadHalf,
+) {
     loop {
         let frame = match attach::read_frame(&mut input).await {
             Ok(Some(frame)) => frame,
@@ -359,4 +382,387 @@ async fn cleanup(
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, writer).await;
     }
     Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::agent::ExecFailure;
+    use super::super::log::read_entries;
+    use super::super::state::ContainerState;
+    use super::*;
+    use crate::sandbox::config::{NetworkMode, VmSize};
+    use crate::vm::ProcessEnd;
+    use rvm_protocol::exit::RUNTIME_ERROR;
+    use tokio::task::JoinHandle;
+
+    /// A guest that does what it is told; the store it records into is real.
+    struct FakeGuest {
+        containers: Containers,
+        create_error: Mutex<Option<VmError>>,
+        start_failure: Option<ExecFailure>,
+        stdout: Vec<u8>,
+        end: ProcessEnd,
+        /// The container's state when the monitor waited for its process.
+        running: Mutex<Option<ContainerState>>,
+        shutdowns: Mutex<u32>,
+    }
+
+    impl FakeGuest {
+        fn new(containers: &Containers) -> Self {
+            Self {
+                containers: containers.clone(),
+                create_error: Mutex::new(None),
+                start_failure: None,
+                stdout: Vec::new(),
+                end: exit(0),
+                running: Mutex::new(None),
+                shutdowns: Mutex::new(0),
+            }
+        }
+    }
+
+    fn exit(code: i32) -> ProcessEnd {
+        ProcessEnd {
+            status: ExitStatus {
+                code,
+                oom_killed: false,
+            },
+            files: Vec::new(),
+            lost: None,
+        }
+    }
+
+    impl Guest for &FakeGuest {
+        async fn create(&self, _container: &NewContainer) -> Result<(), VmError> {
+            match self.create_error.lock().unwrap().take() {
+                Some(error) => Err(error),
+                None => Ok(()),
+            }
+        }
+
+        async fn start(&self, _id: &str) -> Result<Started, VmError> {
+            Ok(Started {
+                pid: 7,
+                failure: self.start_failure.clone(),
+            })
+        }
+
+        fn spawn_output(
+            &self,
+            _container: &str,
+            stream: Stream,
+            mut sink: impl OutputSink,
+        ) -> JoinHandle<()> {
+            let data = match stream {
+                Stream::Stdout => self.stdout.clone(),
+                Stream::Stderr => Vec::new(),
+            };
+            tokio::spawn(async move {
+                if !data.is_empty() {
+                    sink.write(data).await.unwrap();
+                }
+                sink.finish().await;
+            })
+        }
+
+        fn spawn_input(&self, _container: &str, _input: tokio::net::unix::OwnedReadHalf) {}
+
+        async fn wait_process(&self, container: &str, _exec: &str) -> ProcessEnd {
+            let state = self.containers.load(container).unwrap().state;
+            *self.running.lock().unwrap() = Some(state);
+            self.end.clone()
+        }
+
+        async fn shutdown(&self) {
+            *self.shutdowns.lock().unwrap() += 1;
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Containers) {
+        let dir = tempfile::tempdir().unwrap();
+        let containers = Containers::open(&Layout::for_root(dir.path())).unwrap();
+        (dir, containers)
+    }
+
+    fn config(id: &str) -> ContainerConfig {
+        ContainerConfig {
+            id: id.into(),
+            name: String::new(),
+            image: "busybox".into(),
+            image_id: "sha256:x".into(),
+            created: String::new(),
+            spec: oci_spec::runtime::Spec::default(),
+            layers: Vec::new(),
+            scratch: "/c/scratch.ext4".into(),
+            volumes: Vec::new(),
+            vm: VmSize {
+                memory_mib: 256,
+                vcpus: 1,
+            },
+            network: NetworkMode::None,
+            endpoint: None,
+            tty: false,
+            open_stdin: false,
+            auto_remove: false,
+            stop_signal: None,
+        }
+    }
+
+    /// Runs container `config` (created in `containers`) in `guest`.
+    async fn run_fake(containers: &Containers, config: ContainerConfig, guest: &FakeGuest) -> i32 {
+        boot_and_run(containers, config, Ok(guest)).await
+    }
+
+    /// Runs container `config` (created in `containers`) in what the boot returns.
+    async fn boot_and_run(
+        containers: &Containers,
+        config: ContainerConfig,
+        booted: Result<&FakeGuest, VmError>,
+    ) -> i32 {
+        let id = config.id.clone();
+        containers.create(config).unwrap();
+        let boot = async |_: &Layout, _: VmSpec, started: &dyn Fn(u32)| {
+            started(std::process::id());
+            booted
+        };
+        run_in(containers, &id, None, boot).await.unwrap()
+    }
+
+    fn failed_to_start(containers: &Containers, id: &str) -> Ended {
+        let state = containers.load(id).unwrap().state;
+        assert_eq!((state.monitor, state.vmm), (None, None));
+        match state.lifecycle {
+            Lifecycle::Created {
+                failed: Some(ended),
+            } => ended,
+            other => panic!("not failed to start: {other:?}"),
+        }
+    }
+
+    fn exited(containers: &Containers, id: &str) -> Ended {
+        match containers.load(id).unwrap().state.lifecycle {
+            Lifecycle::Exited(ended) => ended,
+            other => panic!("not exited: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_container_runs_and_its_exit_code_is_recorded() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest {
+            end: exit(3),
+            ..FakeGuest::new(&containers)
+        };
+        let code = run_fake(&containers, config("c1"), &guest).await;
+        assert_eq!(code, 3);
+        let running = guest.running.lock().unwrap().clone().unwrap();
+        assert_eq!(running.lifecycle, Lifecycle::Running);
+        assert_eq!(running.vmm, ProcessId::of(std::process::id()));
+        assert_eq!(running.monitor, Some(ProcessId::current().unwrap()));
+        let state = containers.load("c1").unwrap().state;
+        assert_eq!(state.guest_pid, Some(7));
+        assert!(state.started_at.is_some());
+        assert_eq!(state.monitor, None);
+        assert_eq!(state.vmm, None);
+        let ended = exited(&containers, "c1");
+        assert_eq!(
+            (ended.code, ended.oom_killed, ended.error),
+            (3, false, None)
+        );
+        assert!(ended.finished_at.is_some());
+        assert_eq!(*guest.shutdowns.lock().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_boot_failure_is_recorded_as_the_containers_error() {
+        let (_dir, containers) = store();
+        let error = VmError::Task("the VMM".into());
+        let code = boot_and_run(&containers, config("c1"), Err(error)).await;
+        assert_eq!(code, RUNTIME_ERROR);
+        let ended = failed_to_start(&containers, "c1");
+        assert_eq!(ended.code, RUNTIME_ERROR);
+        assert_eq!(ended.error.as_deref(), Some("the VMM failed"));
+        assert!(ended.finished_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_create_failure_is_recorded_and_the_vm_shut_down() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest::new(&containers);
+        *guest.create_error.lock().unwrap() = Some(VmError::NoSlots("c1".into()));
+        let code = run_fake(&containers, config("c1"), &guest).await;
+        assert_eq!(code, RUNTIME_ERROR);
+        let ended = failed_to_start(&containers, "c1");
+        assert_eq!(
+            ended.error.as_deref(),
+            Some("the VM of c1 has no disk slots")
+        );
+        assert_eq!(*guest.shutdowns.lock().unwrap(), 1);
+        assert!(guest.running.lock().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_start_failure_keeps_the_agents_code_and_message() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest {
+            start_failure: Some(ExecFailure {
+                code: 127,
+                message: "exec: \"nope\": not found".into(),
+            }),
+            ..FakeGuest::new(&containers)
+        };
+        let code = run_fake(&containers, config("c1"), &guest).await;
+        assert_eq!(code, 127);
+        let ended = failed_to_start(&containers, "c1");
+        assert_eq!(ended.code, 127);
+        assert_eq!(ended.error.as_deref(), Some("exec: \"nope\": not found"));
+        assert_eq!(*guest.shutdowns.lock().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_vm_lost_under_the_process_records_the_vms_code_and_why() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest {
+            end: ProcessEnd {
+                lost: Some("the VM was killed by signal 9".into()),
+                ..exit(137)
+            },
+            ..FakeGuest::new(&containers)
+        };
+        let code = run_fake(&containers, config("c1"), &guest).await;
+        assert_eq!(code, 137);
+        let ended = exited(&containers, "c1");
+        assert_eq!(ended.code, 137);
+        assert!(!ended.oom_killed);
+        assert_eq!(
+            ended.error.as_deref(),
+            Some("the VM was killed by signal 9")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oom_kill_is_recorded() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest {
+            end: ProcessEnd {
+                status: ExitStatus {
+                    code: 137,
+                    oom_killed: true,
+                },
+                ..exit(0)
+            },
+            ..FakeGuest::new(&containers)
+        };
+        assert_eq!(run_fake(&containers, config("c1"), &guest).await, 137);
+        let ended = exited(&containers, "c1");
+        assert_eq!(
+            (ended.code, ended.oom_killed, ended.error),
+            (137, true, None)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_auto_remove_container_is_removed_after_it_exits() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest {
+            end: exit(5),
+            ..FakeGuest::new(&containers)
+        };
+        let config = ContainerConfig {
+            auto_remove: true,
+            ..config("c1")
+        };
+        assert_eq!(run_fake(&containers, config, &guest).await, 5);
+        assert!(containers.load("c1").is_err());
+        assert!(containers.ids().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_auto_remove_container_is_kept_while_restarting() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest::new(&containers);
+        let config = ContainerConfig {
+            auto_remove: true,
+            ..config("c1")
+        };
+        containers.create(config.clone()).unwrap();
+        containers
+            .set_intent("c1", |intent| intent.restart = true)
+            .unwrap();
+        let boot = async |_: &Layout, _: VmSpec, _: &dyn Fn(u32)| Ok(&guest);
+        assert_eq!(run_in(&containers, "c1", None, boot).await.unwrap(), 0);
+        assert_eq!(exited(&containers, "c1").code, 0);
+    }
+
+    #[tokio::test]
+    async fn the_output_reaches_the_log() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest {
+            stdout: b"hello\nworld".to_vec(),
+            ..FakeGuest::new(&containers)
+        };
+        run_fake(&containers, config("c1"), &guest).await;
+        let (entries, _) = read_entries(&containers.layout().log_path("c1"), 0).unwrap();
+        let lines: Vec<_> = entries
+            .iter()
+            .map(|entry| (entry.stream, entry.log.as_str()))
+            .collect();
+        assert_eq!(
+            lines,
+            [(Stream::Stdout, "hello\n"), (Stream::Stdout, "world")]
+        );
+    }
+
+    /// Every frame the monitor sent to an attached client, to the end of its stream.
+    async fn frames(mut client: UnixStream) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Some(frame) = attach::read_frame(&mut client).await.unwrap() {
+            frames.push(frame);
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn an_attached_client_gets_the_output_then_the_exit_code() {
+        let (_dir, containers) = store();
+        let guest = FakeGuest {
+            stdout: b"hi\n".to_vec(),
+            end: exit(2),
+            ..FakeGuest::new(&containers)
+        };
+        containers.create(config("c1")).unwrap();
+        let (client, monitor) = UnixStream::pair().unwrap();
+        let boot = async |_: &Layout, _: VmSpec, _: &dyn Fn(u32)| Ok(&guest);
+        assert_eq!(
+            run_in(&containers, "c1", Some(monitor), boot)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            frames(client).await,
+            [Frame::Stdout(b"hi\n".to_vec()), Frame::Exit(2)]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_attached_client_is_told_why_the_container_did_not_start() {
+        let (_dir, containers) = store();
+        containers.create(config("c1")).unwrap();
+        let (client, monitor) = UnixStream::pair().unwrap();
+        let boot = async |_: &Layout, _: VmSpec, _: &dyn Fn(u32)| {
+            Err::<&FakeGuest, _>(VmError::Task("the VMM".into()))
+        };
+        let code = run_in(&containers, "c1", Some(monitor), boot)
+            .await
+            .unwrap();
+        assert_eq!(code, RUNTIME_ERROR);
+        assert_eq!(
+            frames(client).await,
+            [Frame::Failed {
+                code: RUNTIME_ERROR,
+                message: "the VMM failed".into(),
+            }]
+        );
+    }
 }

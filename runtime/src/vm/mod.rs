@@ -11,6 +11,7 @@
 //! unwires the network) before it returns, so the caller has either a running [`Vm`] or nothing.
 
 pub mod create;
+pub mod guest;
 mod network;
 mod pod;
 mod process;
