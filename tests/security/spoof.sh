@@ -92,10 +92,15 @@ check "the forged guest, as itself, reaches the gateway" \
 poison() {
     r exec victim ping -c 1 -W 5 10.88.0.1
     sleep 2 # past the neighbour entry's locktime (1 s), so a gratuitous ARP could override it
-    in_forged busybox arping -U -c 3 -I eth0 -s 10.88.0.1 10.88.0.1 >/dev/null 2>&1
+    # arping binds to the address it claims: the forged guest takes it for the attack.
+    in_forged ip addr add 10.88.0.1/32 dev eth0
+    in_forged busybox arping -U -c 3 -I eth0 -s 10.88.0.1 10.88.0.1 >"$tmp/arping" 2>&1
+    arping_status=$?
+    in_forged ip addr del 10.88.0.1/32 dev eth0
     r exec victim ip neigh show 10.88.0.1
 }
 poison
+check "the forged guest sent its gratuitous ARPs ($(tr '\n' ' ' <"$tmp/arping"))" test "$arping_status" -eq 0
 check "gratuitous ARP for the gateway: victim keeps the bridge's MAC ($bridge_mac, not $forged_mac)" \
     eval '[[ "$out" == *"$bridge_mac"* && "$out" != *"$forged_mac"* ]]'
 
