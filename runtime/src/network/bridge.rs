@@ -105,6 +105,12 @@ pub async fn ensure_bridge(handle: &Handle) -> Result<u32, BridgeError> {
         &format!("/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet"),
         "1",
     )?;
+    // Guests get no IPv6 (the bridge guard drops it): nothing on the bridge may configure the
+    // host's routes through router advertisements. A host without IPv6 has no such file.
+    let accept_ra = format!("/proc/sys/net/ipv6/conf/{BRIDGE}/accept_ra");
+    if std::path::Path::new(&accept_ra).exists() {
+        sysctl(&accept_ra, "0")?;
+    }
     Ok(index)
 }
 
