@@ -93,6 +93,25 @@ e2e_require_tools() {
     done
 }
 
+# e2e_require_tun: /dev/net/tun, for the VMs' TAPs (the lab's kernel may need the module loaded).
+e2e_require_tun() {
+    if [ ! -c /dev/net/tun ]; then
+        modprobe tun 2>/dev/null
+        [ -c /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }
+    fi
+    [ -c /dev/net/tun ] || die "/dev/net/tun is missing and cannot be made"
+}
+
+# until_ok SECONDS CMD...: runs CMD until it succeeds or the deadline passes.
+until_ok() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.2
+    done
+}
+
 e2e_setup_root() {
     tmp=$(mktemp -d "${TMPDIR:-/tmp}/$e2e_name.XXXXXX") || die "cannot create a temporary directory"
     root=$tmp/root

@@ -28,10 +28,7 @@ command_timeout=${RVM_E2E_TIMEOUT:-600}
 e2e_find_rvm
 e2e_require_lab
 e2e_require_tools mkfs.erofs mkfs.ext4 nft curl ip ss busybox
-if [ ! -c /dev/net/tun ]; then
-    modprobe tun 2>/dev/null
-    [ -c /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }
-fi
+e2e_require_tun
 
 listener=
 cleanup_netns=
@@ -45,15 +42,6 @@ e2e_extra_cleanup() {
 }
 e2e_setup_root
 
-# until_ok SECONDS CMD...: runs CMD until it succeeds or the deadline passes.
-until_ok() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
-        sleep 0.2
-    done
-}
 
 # --- the image --------------------------------------------------------------------------------
 e2e_load_image

@@ -25,10 +25,7 @@ command_timeout=${RVM_E2E_TIMEOUT:-300}
 e2e_find_rvm
 e2e_require_lab
 e2e_require_tools mkfs.erofs mkfs.ext4 nft curl ip python3 busybox
-if [ ! -c /dev/net/tun ]; then
-    modprobe tun 2>/dev/null
-    [ -c /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }
-fi
+e2e_require_tun
 
 evil=rvmevil$$
 evil_made=
@@ -40,14 +37,6 @@ e2e_extra_cleanup() {
 }
 e2e_setup_root
 
-until_ok() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
-        sleep 0.2
-    done
-}
 
 e2e_load_image
 

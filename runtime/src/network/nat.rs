@@ -187,6 +187,30 @@ pub(super) fn apply(script: &str, what: &str) -> Result<(), NatError> {
     })
 }
 
+/// Has nft check `script` without applying it, and fails the test naming nft's complaint.
+/// tools/install-deps installs nftables; checking needs CAP_NET_ADMIN, as running rvm does.
+#[cfg(test)]
+pub(super) fn nft_check(script: &str) {
+    let mut child = Command::new("nft")
+        .args(["--check", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nft (tools/install-deps installs nftables)");
+    child
+        .stdin
+        .take()
+        .expect("nft's stdin")
+        .write_all(script.as_bytes())
+        .expect("write the script to nft");
+    let output = child.wait_with_output().expect("nft's status");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,27 +244,9 @@ mod tests {
         assert!(script.contains("iifname \"rvm0\" ip saddr 127.0.0.0/8 drop"));
     }
 
-    /// nft itself judges the script (`--check` changes nothing on the host). tools/install-deps
-    /// installs nftables; checking needs CAP_NET_ADMIN, as running rvm does.
+    /// nft itself judges the script (`--check` changes nothing on the host).
     #[test]
     fn nft_accepts_the_table() {
-        let mut child = Command::new("nft")
-            .args(["--check", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("nft (tools/install-deps installs nftables)");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(table_script().as_bytes())
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        nft_check(&table_script());
     }
 }
