@@ -388,9 +388,9 @@ async fn cleanup(
 mod tests {
     use super::super::agent::ExecFailure;
     use super::super::log::read_entries;
+    use super::super::state::fixtures::{config, store};
     use super::super::state::ContainerState;
     use super::*;
-    use crate::sandbox::config::{NetworkMode, VmSize};
     use crate::vm::ProcessEnd;
     use rvm_protocol::exit::RUNTIME_ERROR;
     use tokio::task::JoinHandle;
@@ -475,36 +475,6 @@ mod tests {
 
         async fn shutdown(&self) {
             *self.shutdowns.lock().unwrap() += 1;
-        }
-    }
-
-    fn store() -> (tempfile::TempDir, Containers) {
-        let dir = tempfile::tempdir().unwrap();
-        let containers = Containers::open(&Layout::for_root(dir.path())).unwrap();
-        (dir, containers)
-    }
-
-    fn config(id: &str) -> ContainerConfig {
-        ContainerConfig {
-            id: id.into(),
-            name: String::new(),
-            image: "busybox".into(),
-            image_id: "sha256:x".into(),
-            created: String::new(),
-            spec: oci_spec::runtime::Spec::default(),
-            layers: Vec::new(),
-            scratch: "/c/scratch.ext4".into(),
-            volumes: Vec::new(),
-            vm: VmSize {
-                memory_mib: 256,
-                vcpus: 1,
-            },
-            network: NetworkMode::None,
-            endpoint: None,
-            tty: false,
-            open_stdin: false,
-            auto_remove: false,
-            stop_signal: None,
         }
     }
 

@@ -682,23 +682,20 @@ impl Containers {
     }
 }
 
+/// A container store in a temporary directory and a minimal container config, for the tests of
+/// the store and of the modules that drive it (the monitor).
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
     use crate::sandbox::config::{NetworkMode, VmSize};
-    use std::process::{Command, Stdio};
-    use std::sync::mpsc;
 
-    /// Long enough never to be reached by a working waiter; a broken one fails instead of hanging.
-    const NEVER: Duration = Duration::from_secs(60);
-
-    fn store() -> (tempfile::TempDir, Containers) {
+    pub(crate) fn store() -> (tempfile::TempDir, Containers) {
         let dir = tempfile::tempdir().unwrap();
         let containers = Containers::open(&Layout::for_root(dir.path())).unwrap();
         (dir, containers)
     }
 
-    fn config(id: &str) -> ContainerConfig {
+    pub(crate) fn config(id: &str) -> ContainerConfig {
         ContainerConfig {
             id: id.into(),
             name: String::new(),
@@ -721,6 +718,17 @@ mod tests {
             stop_signal: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{config, store};
+    use super::*;
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+
+    /// Long enough never to be reached by a working waiter; a broken one fails instead of hanging.
+    const NEVER: Duration = Duration::from_secs(60);
 
     /// A process standing in for a monitor: `cat` lives until its stdin closes.
     fn monitor_process() -> (std::process::Child, ProcessId) {
