@@ -16,7 +16,6 @@
 //! The program is attached with `BPF_F_ALLOW_MULTI`: a program attached below (in a nested
 //! cgroup the container creates) can only deny more, never allow what this one denies.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -345,6 +344,28 @@ struct ProgAttachAttr {
     replace_bpf_fd: u32,
 }
 
+/// The `bpf(2)` system call with `attr`, the leading fields of `union bpf_attr` for `cmd` (the
+/// kernel zero-fills the rest); its non-negative result, or the error.
+///
+/// # Safety
+/// `attr` must be laid out as the kernel expects for `cmd`, and every pointer in it must be valid
+/// for what the kernel does with it during the call.
+unsafe fn bpf<A>(cmd: libc::c_long, attr: &A) -> io::Result<libc::c_long> {
+    // SAFETY: the caller vouches for `attr`; its size goes with it, so the kernel reads no further.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *const A,
+            std::mem::size_of::<A>(),
+        )
+    };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(result)
+}
+
 /// Compiles `rules`, loads the program and attaches it to the cgroup directory `cgroup`.
 pub fn attach(cgroup: &Path, rules: &[DeviceRule]) -> Result<(), DeviceError> {
     let program = program(rules);
@@ -360,22 +381,12 @@ pub fn attach(cgroup: &Path, rules: &[DeviceRule]) -> Result<(), DeviceError> {
         attach_flags: BPF_F_ALLOW_MULTI,
         replace_bpf_fd: 0,
     };
-    // SAFETY: `attr` is a live, properly laid out prefix of `union bpf_attr` for
-    // BPF_PROG_ATTACH and its size is passed with it; both descriptors stay open for the call.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_ATTACH,
-            &attr as *const ProgAttachAttr,
-            std::mem::size_of::<ProgAttachAttr>(),
-        )
-    };
-    if result < 0 {
-        return Err(DeviceError::Attach {
-            path: cgroup.to_owned(),
-            source: io::Error::last_os_error(),
-        });
-    }
+    // SAFETY: `attr` is the prefix of `union bpf_attr` for BPF_PROG_ATTACH; it holds no
+    // pointers, and both descriptors stay open for the call.
+    unsafe { bpf(BPF_PROG_ATTACH, &attr) }.map_err(|source| DeviceError::Attach {
+        path: cgroup.to_owned(),
+        source,
+    })?;
     // The cgroup now holds the program: our descriptor can go.
     Ok(())
 }
@@ -404,12 +415,11 @@ fn load(program: &[Insn]) -> Result<OwnedFd, DeviceError> {
 }
 
 fn load_with_log(program: &[Insn], log: &mut [u8]) -> io::Result<OwnedFd> {
-    let license = CString::from(c"Apache-2.0");
     let attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
         insn_cnt: program.len() as u32,
         insns: program.as_ptr() as u64,
-        license: license.as_ptr() as u64,
+        license: c"Apache-2.0".as_ptr() as u64,
         log_level: u32::from(!log.is_empty()),
         log_size: log.len() as u32,
         log_buf: if log.is_empty() {
@@ -420,20 +430,10 @@ fn load_with_log(program: &[Insn], log: &mut [u8]) -> io::Result<OwnedFd> {
         kern_version: 0,
         prog_flags: 0,
     };
-    // SAFETY: `attr` is a properly laid out prefix of `union bpf_attr` for BPF_PROG_LOAD whose
-    // pointers (the instructions, the license string, the log buffer of `log_size` bytes) stay
-    // valid for the call; the kernel only reads the first two and writes within the third.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &attr as *const ProgLoadAttr,
-            std::mem::size_of::<ProgLoadAttr>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: `attr` is the prefix of `union bpf_attr` for BPF_PROG_LOAD; its pointers (the
+    // instructions, the static license string, the log buffer of `log_size` bytes) stay valid for
+    // the call, and the kernel only reads the first two and writes within the third.
+    let fd = unsafe { bpf(BPF_PROG_LOAD, &attr) }?;
     // SAFETY: a non-negative return of BPF_PROG_LOAD is a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
