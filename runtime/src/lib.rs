@@ -2,6 +2,7 @@
 
 pub mod host;
 pub mod image;
+pub mod jail;
 pub mod layer_cache;
 pub mod network;
 pub mod sandbox;

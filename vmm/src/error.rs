@@ -3,6 +3,7 @@
 use crate::api::ServerError;
 use crate::config::ConfigError;
 use crate::device_manager::DeviceError;
+use crate::jail::JailError;
 use crate::loader::LoadError;
 use crate::machine::MachineError;
 
@@ -29,6 +30,9 @@ pub enum Error {
     /// The API socket could not be set up.
     #[error(transparent)]
     Api(#[from] ServerError),
+    /// The jail could not be entered.
+    #[error(transparent)]
+    Jail(#[from] JailError),
 }
 
 impl Error {
@@ -40,7 +44,7 @@ impl Error {
             Error::Load(_) => EXIT_BAD_INPUT,
             Error::Device(DeviceError::Tap(_)) => EXIT_BAD_INPUT,
             Error::Device(DeviceError::Vsock(_)) => EXIT_BAD_INPUT,
-            Error::Device(_) | Error::Machine(_) => EXIT_FAILURE,
+            Error::Device(_) | Error::Machine(_) | Error::Jail(_) => EXIT_FAILURE,
             Error::Api(ServerError::Start(_)) => EXIT_FAILURE,
             Error::Api(_) => EXIT_BAD_INPUT,
         }

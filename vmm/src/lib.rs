@@ -15,6 +15,7 @@ pub mod device_manager;
 pub mod devices;
 pub mod error;
 pub mod event_loop;
+pub mod jail;
 pub mod loader;
 pub mod machine;
 pub mod seccomp;

@@ -276,6 +276,8 @@ impl Machine {
         };
 
         seccomp::install(self.seccomp)?;
+        #[cfg(debug_assertions)]
+        crate::jail::attack::after_filter();
         let started = Instant::now();
         let mut threads = Vec::with_capacity(vcpus.len());
         let mut cause = Ok(None);

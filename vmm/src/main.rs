@@ -67,11 +67,8 @@ fn run(args: &Args) -> anyhow::Result<RunOutcome> {
     machine.set_seccomp(config.seccomp);
     let devices = rvm_vmm::device_manager::add_devices(&mut machine, &config)
         .map_err(rvm_vmm::Error::from)?;
-    // Serves until dropped at the end of this function, which removes its socket.
-    let _api = match &config.api {
-        Some(path) => Some(
-            rvm_vmm::api::Server::start(path, devices.disk_slots).map_err(rvm_vmm::Error::from)?,
-        ),
+    let api = match &config.api {
+        Some(path) => Some(rvm_vmm::api::Server::bind(path).map_err(rvm_vmm::Error::from)?),
         None => None,
     };
     let files = BootFiles {
@@ -84,6 +81,21 @@ fn run(args: &Args) -> anyhow::Result<RunOutcome> {
     let entry = machine
         .load_boot_files(&files)
         .map_err(rvm_vmm::Error::from)?;
+    // Everything from the host's filesystem is open now: the guest runs in the jail.
+    if let Some(jail) = &args.jail {
+        rvm_vmm::jail::enter(jail).map_err(rvm_vmm::Error::from)?;
+        #[cfg(debug_assertions)]
+        rvm_vmm::jail::attack::before_filter();
+    }
+    // Serves until dropped at the end of this function.
+    let _api = match api {
+        Some(bound) => Some(
+            bound
+                .serve(devices.disk_slots)
+                .map_err(rvm_vmm::Error::from)?,
+        ),
+        None => None,
+    };
     let outcome = machine
         .run(
             entry,

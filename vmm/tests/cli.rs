@@ -324,3 +324,78 @@ fn the_api_fills_disk_slots_while_the_guest_runs_under_seccomp() {
     assert!(!socket.exists(), "the socket is removed at exit");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--jail` with a fresh unprivileged ID and an empty directory to pivot into.
+fn jail_flag(dir: &Path) -> String {
+    let root = dir.join("jail");
+    std::fs::create_dir_all(&root).unwrap();
+    format!("uid=299999,gid=299999,root={}", root.display())
+}
+
+/// Whether this test runs as root, which entering a jail needs; fails under CI otherwise.
+fn root_available() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    common::prerequisite((euid != 0).then(|| "entering a jail needs root".to_owned()))
+}
+
+#[test]
+fn a_jailed_vmm_runs_the_guest_under_the_filter() {
+    if !kvm_available() || !root_available() {
+        return;
+    }
+    let dir = scratch_dir("jail");
+    let kernel = write_kernel(&dir, "vmlinux", &elf_kernel(&linux64_probe(), false));
+    let jail = jail_flag(&dir);
+    let out = run_vmm(&[
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0 reboot=k",
+        "--console",
+        "--jail",
+        &jail,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"Zc\n", "the guest ran (KVM_RUN) and reset");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The compromised-VMM hook (debug builds): every attack is refused by the jail alone, and the
+/// seccomp filter kills the process on the attack repeated under it.
+#[test]
+fn a_compromised_jailed_vmm_is_refused_then_killed() {
+    use std::os::unix::process::ExitStatusExt;
+    if !kvm_available() || !root_available() {
+        return;
+    }
+    let dir = scratch_dir("attack");
+    let kernel = write_kernel(&dir, "vmlinux", &elf_kernel(&linux64_probe(), false));
+    let jail = jail_flag(&dir);
+    for attack in [
+        "open-shadow",
+        "connect-containerd",
+        "execve",
+        "unlink-host-file",
+    ] {
+        let out = vmm()
+            .args(["--kernel", kernel.to_str().unwrap(), "--jail", &jail])
+            .env("RVM_VMM_ATTACK", attack)
+            .output()
+            .unwrap();
+        let text = stderr(&out);
+        for name in rvm_vmm::jail::attack::ATTACKS {
+            assert!(
+                text.contains(&format!("rvm-vmm: attack {name}: denied by the jail (")),
+                "{name} under the jail: {text}"
+            );
+        }
+        assert!(
+            !text.contains("SUCCEEDED") && !text.contains("SURVIVED"),
+            "{text}"
+        );
+        assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{attack}: {text}");
+        assert!(text.contains("is not in the VMM's allowlist"), "{text}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

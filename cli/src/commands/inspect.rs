@@ -97,6 +97,7 @@ pub fn describe(layout: &Layout, c: &Container) -> Value {
             "Monitor": state.monitor.map(|p| p.pid),
             "Vmm": state.vmm.map(|p| p.pid),
             "GuestPid": state.guest_pid,
+            "Jail": state.jail,
         },
         "NetworkSettings": network_settings(config),
         "Mounts": config.volumes.iter().map(|v| json!({"Type": "volume", "Name": v.name, "Source": v.path, "Destination": v.destination, "RW": !v.read_only})).collect::<Vec<_>>(),

@@ -29,4 +29,4 @@ pub mod wait;
 // `duplicate_mod`.
 #[cfg(test)]
 #[path = "../../../tests/fixtures/prerequisite.rs"]
-mod prerequisite;
+pub(crate) mod prerequisite;

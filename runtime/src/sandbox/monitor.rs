@@ -150,6 +150,8 @@ async fn run_in<G: Guest>(
         Ok(vm) => vm,
         Err(err) => return finish_failed(containers, &config, err.into(), outbox, writer).await,
     };
+    let jail = vm.jail();
+    containers.update(id, |state| state.jail = jail)?;
     let guest_pid = match create_and_start(&vm, &config).await {
         Ok(pid) => pid,
         Err(failure) => {
@@ -476,6 +478,13 @@ mod tests {
         async fn shutdown(&self) {
             *self.shutdowns.lock().unwrap() += 1;
         }
+
+        fn jail(&self) -> Option<crate::jail::JailInfo> {
+            Some(crate::jail::JailInfo {
+                uid: 200_007,
+                ..Default::default()
+            })
+        }
     }
 
     /// Runs container `config` (created in `containers`) in `guest`.
@@ -532,6 +541,11 @@ mod tests {
         let state = containers.load("c1").unwrap().state;
         assert_eq!(state.guest_pid, Some(7));
         assert!(state.started_at.is_some());
+        assert_eq!(
+            state.jail.map(|jail| jail.uid),
+            Some(200_007),
+            "the VMM's jail is recorded"
+        );
         assert_eq!(state.monitor, None);
         assert_eq!(state.vmm, None);
         let ended = exited(&containers, "c1");

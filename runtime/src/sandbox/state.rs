@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::jail::JailInfo;
 use thiserror::Error;
 
 use super::config::ContainerConfig;
@@ -151,6 +153,8 @@ pub struct ContainerState {
     pub guest_pid: Option<u32>,
     /// When the last run started (kept after it ended, as Docker keeps it).
     pub started_at: Option<String>,
+    /// The jail of the last run's VMM.
+    pub jail: Option<JailInfo>,
 }
 
 /// `state.json` as written since the first version: flat, so that an older rvm reads what this
@@ -167,6 +171,8 @@ struct Record {
     error: Option<String>,
     started_at: Option<String>,
     finished_at: Option<String>,
+    #[serde(default)]
+    jail: Option<JailInfo>,
 }
 
 impl From<Record> for ContainerState {
@@ -191,6 +197,7 @@ impl From<Record> for ContainerState {
             vmm: record.vmm,
             guest_pid: record.guest_pid,
             started_at: record.started_at,
+            jail: record.jail,
         }
     }
 }
@@ -209,6 +216,7 @@ impl From<ContainerState> for Record {
             error: ended.as_ref().and_then(|e| e.error.clone()),
             started_at: state.started_at,
             finished_at: ended.and_then(|e| e.finished_at),
+            jail: state.jail,
         }
     }
 }
@@ -234,6 +242,7 @@ impl ContainerState {
             vmm: None,
             guest_pid: None,
             started_at: None,
+            jail: None,
         }
     }
 

@@ -7,14 +7,15 @@
 //! booting a VM with other disks than asked for.
 
 use std::ffi::OsString;
-use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
-use rustix::process::Signal;
 use rvm_vmm::config::{Args as VmmArgs, DiskSpec, NetSpec, RenderError, RenderProblem, VsockSpec};
-use tokio::process::{Child, Command};
+
+use crate::jail::cgroup::VmCgroup;
+use crate::jail::spawn::{self, Spawned, Start};
+use crate::jail::VmmJail;
 
 use super::artifacts::GuestArtifacts;
 
@@ -112,7 +113,7 @@ pub enum SpawnError {
     #[error("cannot start {}: {source}", path.display())]
     Start {
         path: PathBuf,
-        source: std::io::Error,
+        source: crate::jail::spawn::SpawnError,
     },
     #[error("cannot open the network namespace {}: {source}", path.display())]
     Netns {
@@ -122,28 +123,40 @@ pub enum SpawnError {
     /// `reason` is no `source`: the message already quotes it.
     #[error("cannot start {}: {reason}", path.display())]
     Args { path: PathBuf, reason: RenderError },
+    #[error("cannot jail {}: {source}", path.display())]
+    Jail {
+        path: PathBuf,
+        source: crate::jail::JailError,
+    },
+    #[error("cannot watch rvm-vmm (pid {pid}), which was killed: {source}")]
+    Watch { pid: u32, source: std::io::Error },
 }
 
 impl VmmCommand {
-    /// Starts `rvm-vmm` with stdout and stderr to `log`. The VMM is killed when its parent dies
-    /// (so a crashed monitor or shim leaves no VM behind) and when the `Child` is dropped.
-    pub fn spawn(&self, log: &Path) -> Result<Child, SpawnError> {
-        let args = self.args().map_err(|reason| SpawnError::Args {
+    /// Starts `rvm-vmm` in `jail` with stdout and stderr to `log`: in new mount, PID, IPC and
+    /// UTS namespaces, in the jail's cgroup, holding the jail's ID lease, with `--jail` so that
+    /// it drops to the jail's user in an empty root before the guest runs. The VMM is killed
+    /// when its parent dies (so a crashed monitor or shim leaves no VM behind).
+    pub fn spawn(&self, log: &Path, jail: &VmmJail) -> Result<Spawned, SpawnError> {
+        let mut config = self.config().map_err(|reason| SpawnError::Args {
             path: self.vmm.clone(),
             reason,
         })?;
-        let log_err = |source| SpawnError::Log {
-            path: log.to_owned(),
-            source,
-        };
-        let log_file = File::create(log).map_err(log_err)?;
-        let log_copy = log_file.try_clone().map_err(log_err)?;
-        let mut cmd = Command::new(&self.vmm);
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log_copy))
-            .stderr(Stdio::from(log_file))
-            .kill_on_drop(true);
+        config.jail = Some(jail.spec());
+        let args = config.to_args().map_err(|reason| SpawnError::Args {
+            path: self.vmm.clone(),
+            reason,
+        })?;
+        let log_file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(log)
+            .map_err(|source| SpawnError::Log {
+                path: log.to_owned(),
+                source,
+            })?;
         // Opened here and kept open until the child has exec'd: the child joins it by fd.
         let netns = match &self.netns {
             Some(path) => Some(File::open(path).map_err(|source| SpawnError::Netns {
@@ -152,39 +165,21 @@ impl VmmCommand {
             })?),
             None => None,
         };
-        let netns_fd = netns.as_ref().map(|file| file.as_raw_fd());
-        // SAFETY: the closure runs in the forked child before exec and only makes the prctl and
-        // setns system calls, which are async-signal-safe; it reads only the copied fd number,
-        // whose file the parent keeps open until spawn returns.
-        unsafe {
-            cmd.pre_exec(move || {
-                rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
-                    .map_err(std::io::Error::from)?;
-                match netns_fd {
-                    Some(fd) => join_network_namespace(fd),
-                    None => Ok(()),
-                }
-            });
-        }
         tracing::info!(vmm = %self.vmm.display(), args = ?args, netns = ?self.netns, "starting VMM");
-        let child = cmd.spawn().map_err(|source| SpawnError::Start {
+        let start = Start {
+            program: &self.vmm,
+            args: &args,
+            env: std::env::vars_os().collect(),
+            output: &log_file,
+            netns: netns.as_ref(),
+            cgroup: jail.cgroup().map(VmCgroup::handle),
+            keep: Some(jail.lease_file()),
+        };
+        spawn::spawn(&start).map_err(|source| SpawnError::Start {
             path: self.vmm.clone(),
             source,
-        });
-        drop(netns);
-        child
+        })
     }
-}
-
-/// Moves the calling thread into the network namespace open as `fd` (async-signal-safe: one
-/// system call, no allocation).
-fn join_network_namespace(fd: std::os::fd::RawFd) -> std::io::Result<()> {
-    // SAFETY: setns only reads its two integer arguments; an fd that is not a network
-    // namespace makes it fail with EINVAL, which is returned, not undefined behaviour.
-    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -318,20 +313,13 @@ mod tests {
 
     #[test]
     fn a_value_the_vmm_would_misread_is_refused_before_anything_starts() {
-        let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(Some("/r".into()));
         let mut command = command_of(&layout, &config(), guest());
         command.disks[1].path = "/c/scratch,ro.ext4".into();
-        let log = dir.path().join("vmm.log");
-        let err = command.spawn(&log).unwrap_err();
+        let err = command.args().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "cannot start /bin/rvm-vmm: --disk \"/c/scratch,ro.ext4\": contains ',', which \
-             separates this flag's options"
-        );
-        assert!(
-            !log.exists(),
-            "nothing is created for a command that cannot start"
+            "--disk \"/c/scratch,ro.ext4\": contains ',', which separates this flag's options"
         );
 
         let mut command = command_of(&layout, &config(), guest());

@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 
 use super::stdio::{self, OutputSink};
 use super::{NewContainer, ProcessEnd, Vm, VmError};
+use crate::jail::JailInfo;
 use crate::sandbox::agent::Started;
 use crate::sandbox::log::Stream;
 
@@ -37,6 +38,9 @@ pub trait Guest {
 
     /// Ends the VM.
     fn shutdown(&self) -> impl Future<Output = ()>;
+
+    /// The VMM's jail, when there is a VMM.
+    fn jail(&self) -> Option<JailInfo>;
 }
 
 impl Guest for Vm {
@@ -71,5 +75,9 @@ impl Guest for Vm {
 
     fn shutdown(&self) -> impl Future<Output = ()> {
         Vm::shutdown(self)
+    }
+
+    fn jail(&self) -> Option<JailInfo> {
+        Some(Vm::jail(self).clone())
     }
 }

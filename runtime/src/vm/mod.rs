@@ -24,6 +24,7 @@ use std::time::Duration;
 use rvm_protocol::agent::ReturnedFile;
 use thiserror::Error;
 
+use crate::jail::{JailInfo, VmmJail};
 use crate::network::podnet::PodNetError;
 use crate::network::NetworkError;
 use rvm_protocol::exit::RUNTIME_ERROR;
@@ -217,7 +218,16 @@ impl Vm {
             netns: network.netns.clone(),
         };
         let _ = std::fs::remove_file(&command.vsock);
-        let vmm = match VmmProcess::start(&command, layout.container_dir(id).join("vmm.log")) {
+        let jail_root = layout.run_dir(id).join("jail");
+        let started_vmm = VmmJail::prepare(&jail_root, id, spec.size.memory_mib, spec.size.vcpus)
+            .map_err(|source| SpawnError::Jail {
+                path: command.vmm.clone(),
+                source,
+            })
+            .and_then(|jail| {
+                VmmProcess::start(&command, layout.container_dir(id).join("vmm.log"), jail)
+            });
+        let vmm = match started_vmm {
             Ok(vmm) => vmm,
             Err(err) => {
                 network.unwire().await;
@@ -263,6 +273,11 @@ impl Vm {
     /// The host pid of `rvm-vmm`.
     pub fn pid(&self) -> u32 {
         self.vmm.pid()
+    }
+
+    /// The VMM's jail: its user, root, seccomp mode and cgroup.
+    pub fn jail(&self) -> &JailInfo {
+        self.vmm.jail()
     }
 
     /// The VM's memory and vCPUs.

@@ -8,11 +8,19 @@ use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::process::{pidfd_send_signal, waitid, Signal, WaitId, WaitIdOptions};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::{watch, Notify};
 
+use crate::jail::spawn::Spawned;
+use crate::jail::{JailInfo, VmmJail};
 use crate::sandbox::state::UNKNOWN_EXIT;
 use crate::sandbox::vmm::{SpawnError, VmmCommand};
 
@@ -32,27 +40,38 @@ pub struct VmEnd {
 #[derive(Debug)]
 pub(super) struct VmmProcess {
     pid: u32,
+    jail: JailInfo,
     ended: watch::Receiver<Option<VmEnd>>,
     kill: Arc<Notify>,
 }
 
 impl VmmProcess {
-    /// Starts the VMM with its output to `log` and hands it to a watcher task.
-    pub(super) fn start(command: &VmmCommand, log: PathBuf) -> Result<Self, SpawnError> {
-        let mut child = command.spawn(&log)?;
-        let pid = child.id().unwrap_or_default();
+    /// Starts the VMM in `jail` with its output to `log` and hands it to a watcher task, which
+    /// reaps it, then removes what the jail left on the host (its cgroup, its ID lease).
+    pub(super) fn start(
+        command: &VmmCommand,
+        log: PathBuf,
+        jail: VmmJail,
+    ) -> Result<Self, SpawnError> {
+        let spawned = command.spawn(&log, &jail)?;
+        let pid = spawned.pid;
+        let info = jail.info();
+        tracing::info!(pid, uid = info.uid, root = %info.root.display(), seccomp = %info.seccomp,
+            cgroup = ?info.cgroup, limits = ?info.limits, "VMM started in its jail");
         let (ended_tx, ended) = watch::channel(None);
         let kill = Arc::new(Notify::new());
         let console = command.console_log.clone();
         let kill_requested = kill.clone();
+        let child = Reaper::new(spawned).map_err(|source| SpawnError::Watch { pid, source })?;
         tokio::spawn(async move {
             let status = tokio::select! {
                 status = child.wait() => status,
                 () = kill_requested.notified() => {
-                    let _ = child.start_kill();
+                    child.kill();
                     child.wait().await
                 }
             };
+            drop(jail);
             tracing::info!(?status, "VMM ended");
             let (code, reason) = vm_ended(status.ok());
             let reason = format!(
@@ -62,7 +81,17 @@ impl VmmProcess {
             );
             let _ = ended_tx.send(Some(VmEnd { code, reason }));
         });
-        Ok(Self { pid, ended, kill })
+        Ok(Self {
+            pid,
+            jail: info,
+            ended,
+            kill,
+        })
+    }
+
+    /// The VMM's jail.
+    pub(super) fn jail(&self) -> &JailInfo {
+        &self.jail
     }
 
     /// The host pid of `rvm-vmm`.
@@ -105,6 +134,76 @@ impl VmmProcess {
         self.kill.notify_one();
         let _ = tokio::time::timeout(REAP_TIMEOUT, self.ended()).await;
     }
+}
+
+/// The VMM's process, waited for through its pidfd; killed if dropped before it was reaped
+/// (the owner's runtime shutting down), as `kill_on_drop` would.
+struct Reaper {
+    pidfd: AsyncFd<OwnedFd>,
+    reaped: AtomicBool,
+}
+
+impl Reaper {
+    /// Watches `spawned`; kills it when it cannot be watched.
+    fn new(spawned: Spawned) -> std::io::Result<Self> {
+        // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the same for
+        // the AsyncFd's whole life, and an OwnedFd's as_raw_fd always returns it.
+        let registered =
+            unsafe { AsyncFd::register_with_interest(spawned.pidfd, Interest::READABLE) };
+        match registered {
+            Ok(pidfd) => Ok(Self {
+                pidfd,
+                reaped: AtomicBool::new(false),
+            }),
+            Err(failed) => {
+                let (pidfd, error) = failed.into_parts();
+                let _ = pidfd_send_signal(&pidfd, Signal::KILL);
+                Err(error)
+            }
+        }
+    }
+
+    /// Waits until the process has ended and reaps it.
+    async fn wait(&self) -> std::io::Result<ExitStatus> {
+        loop {
+            let mut ready = self.pidfd.readable().await?;
+            match waitid(
+                WaitId::PidFd(self.pidfd.get_ref().as_fd()),
+                WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+            ) {
+                Ok(Some(status)) => {
+                    self.reaped.store(true, Ordering::Release);
+                    return Ok(exit_status(&status));
+                }
+                Ok(None) => ready.clear_ready(),
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+    }
+
+    fn kill(&self) {
+        if let Err(err) = pidfd_send_signal(self.pidfd.get_ref(), Signal::KILL) {
+            tracing::warn!(%err, "cannot kill the VMM");
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if !self.reaped.load(Ordering::Acquire) {
+            self.kill();
+        }
+    }
+}
+
+/// The wait status `waitid` reported, as the standard library's type.
+fn exit_status(status: &rustix::process::WaitIdStatus) -> ExitStatus {
+    let raw = match (status.exit_status(), status.terminating_signal()) {
+        (_, Some(signal)) => signal,
+        (Some(code), None) => (code & 0xff) << 8,
+        (None, None) => 0xff << 8,
+    };
+    ExitStatus::from_raw(raw)
 }
 
 /// The exit code and reason when the VMM ended while a process ran in its guest.

@@ -20,4 +20,4 @@ pub mod protocol;
 mod server;
 
 pub use client::{Client, ClientError};
-pub use server::{Refusal, Server, ServerError, MAX_CLIENTS};
+pub use server::{BoundApi, Refusal, Server, ServerError, MAX_CLIENTS};

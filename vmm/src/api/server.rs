@@ -128,6 +128,12 @@ impl Server {
     /// Binds the socket at `path` (replacing a stale one) and starts serving requests for
     /// `slots`, numbered from 0 in order.
     pub fn start(path: &Path, slots: Vec<Arc<DiskSlot>>) -> Result<Server, ServerError> {
+        Self::bind(path)?.serve(slots)
+    }
+
+    /// Binds the socket at `path` (replacing a stale one) without serving yet: a jailed VMM
+    /// binds before its root is emptied and serves from a thread started afterwards.
+    pub fn bind(path: &Path) -> Result<BoundApi, ServerError> {
         let len = path.as_os_str().len();
         if len > MAX_SOCKET_PATH {
             return Err(ServerError::PathTooLong {
@@ -142,22 +148,39 @@ impl Server {
                 source,
             },
         })?;
-        match spawn(listener, slots) {
-            Ok((stop, thread)) => Ok(Server {
-                path: path.to_path_buf(),
-                stop,
-                thread: Some(thread),
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_file(path);
-                Err(ServerError::Start(e))
-            }
-        }
+        Ok(BoundApi {
+            path: path.to_path_buf(),
+            listener,
+        })
     }
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// The API socket, bound and not yet served.
+#[derive(Debug)]
+pub struct BoundApi {
+    path: PathBuf,
+    listener: UnixListener,
+}
+
+impl BoundApi {
+    /// Starts serving requests for `slots`, numbered from 0 in order, on a thread of its own.
+    pub fn serve(self, slots: Vec<Arc<DiskSlot>>) -> Result<Server, ServerError> {
+        match spawn(self.listener, slots) {
+            Ok((stop, thread)) => Ok(Server {
+                path: self.path,
+                stop,
+                thread: Some(thread),
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.path);
+                Err(ServerError::Start(e))
+            }
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
-use super::specs::{DiskSpec, NetSpec, RenderError, RenderProblem, VsockSpec};
+use super::specs::{DiskSpec, JailSpec, NetSpec, RenderError, RenderProblem, VsockSpec};
 use crate::seccomp::SeccompMode;
 
 /// Kernel command line used when none is given.
@@ -83,6 +83,11 @@ pub struct Args {
     /// `openat` under `enforce`).
     #[arg(long, value_name = "enforce|log|off", default_value = DEFAULT_SECCOMP)]
     pub seccomp: SeccompMode,
+    /// Once every file and socket is open and before the guest runs: pivot into an empty
+    /// read-only root at DIR (in the mount namespace the VMM was started in, which must be its
+    /// own), drop every capability and become UID:GID with `no_new_privs`. Needs root.
+    #[arg(long, value_name = "uid=N,gid=N,root=DIR")]
+    pub jail: Option<JailSpec>,
 }
 
 impl Args {
@@ -103,6 +108,7 @@ impl Args {
             console_log: None,
             no_pvh: false,
             seccomp: SeccompMode::Off,
+            jail: None,
         }
     }
 
@@ -149,6 +155,9 @@ impl Args {
         }
         argv.switch("--console", self.console);
         argv.switch("--no-pvh", self.no_pvh);
+        if let Some(jail) = &self.jail {
+            argv.value("--jail", jail.to_arg()?);
+        }
         let seccomp = seccomp_name(self.seccomp);
         if seccomp != DEFAULT_SECCOMP {
             argv.value("--seccomp", seccomp);
@@ -268,6 +277,11 @@ mod tests {
             console_log: Some("/r/containers/abc/console.log".into()),
             no_pvh: true,
             seccomp: SeccompMode::Enforce,
+            jail: Some(JailSpec {
+                uid: 200001,
+                gid: 200001,
+                root: "/r/run/abc/jail".into(),
+            }),
         }
     }
 
@@ -293,7 +307,8 @@ mod tests {
              --disk /v/plain.img --disk /v/ro.img,ro --disk-slots 8 \
              --api /r/run/abc/api.sock --vsock cid=3,uds=/r/run/abc/vsock \
              --net tap=rvmabcdef012345,mac=02:ab:cd:ef:01:23 \
-             --console-log /r/containers/abc/console.log --console --no-pvh --seccomp enforce"
+             --console-log /r/containers/abc/console.log --console --no-pvh \
+             --jail uid=200001,gid=200001,root=/r/run/abc/jail --seccomp enforce"
         );
     }
 
@@ -318,6 +333,7 @@ mod tests {
             |a| a.no_pvh = false,
             |a| a.seccomp = SeccompMode::Log,
             |a| a.seccomp = SeccompMode::Off,
+            |a| a.jail = None,
             |a| a.cmdline = DEFAULT_CMDLINE.into(),
             |a| a.cmdline = String::new(),
             |a| (a.memory, a.vcpus) = (u64::MAX, u32::MAX),

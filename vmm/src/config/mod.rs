@@ -6,7 +6,9 @@ mod args;
 mod specs;
 
 pub use args::{Args, DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS};
-pub use specs::{DiskSpec, NetSpec, RenderError, RenderProblem, VsockSpec, MAX_DISK_SERIAL};
+pub use specs::{
+    DiskSpec, JailSpec, NetSpec, RenderError, RenderProblem, VsockSpec, MAX_DISK_SERIAL,
+};
 
 use std::fs::File;
 use std::io::Read;

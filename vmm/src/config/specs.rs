@@ -244,6 +244,66 @@ impl VsockSpec {
     }
 }
 
+/// `--jail uid=N,gid=N,root=DIR`: the unprivileged identity the VMM takes and the empty
+/// directory it pivots into once its files are open (see `crate::jail`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JailSpec {
+    /// The VMM's user ID from then on; never 0.
+    pub uid: u32,
+    /// The VMM's group ID from then on; never 0.
+    pub gid: u32,
+    /// An existing directory; the VMM mounts an empty read-only tmpfs on it in its own mount
+    /// namespace and makes that its root.
+    pub root: PathBuf,
+}
+
+impl FromStr for JailSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut uid = None;
+        let mut gid = None;
+        let mut root = None;
+        for (key, value) in key_values(s)? {
+            match key {
+                "uid" => uid = Some(parse_id("uid", value)?),
+                "gid" => gid = Some(parse_id("gid", value)?),
+                "root" if value.starts_with('/') => root = Some(PathBuf::from(value)),
+                "root" => return Err(format!("root {value:?}: an absolute path is needed")),
+                _ => return Err(format!("unknown key {key:?} (uid, gid, root)")),
+            }
+        }
+        Ok(JailSpec {
+            uid: uid.ok_or("uid=N is required")?,
+            gid: gid.ok_or("gid=N is required")?,
+            root: root.ok_or("root=DIR is required")?,
+        })
+    }
+}
+
+/// A jail's user or group ID: a number, and never root's.
+fn parse_id(key: &str, value: &str) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(0) => Err(format!("{key} 0: the jail never runs as root")),
+        Ok(u32::MAX) => Err(format!("{key} {value}: -1 is no ID")),
+        Ok(id) => Ok(id),
+        Err(_) => Err(format!("{key} {value:?}: not a number")),
+    }
+}
+
+impl JailSpec {
+    /// The `--jail` value that parses back to `self`.
+    pub fn to_arg(&self) -> Result<String, RenderError> {
+        const FLAG: &str = "--jail";
+        let root = option_text(FLAG, &self.root)?;
+        parses_back(
+            FLAG,
+            format!("uid={},gid={},root={root}", self.uid, self.gid),
+            self,
+        )
+    }
+}
+
 /// `path` as the text of one comma-separated option: non-empty UTF-8 without a `,`.
 fn option_text<'a>(flag: &'static str, path: &'a Path) -> Result<&'a str, RenderError> {
     let text = path
@@ -425,5 +485,30 @@ mod tests {
             reserved.to_string(),
             "--vsock \"cid=2,uds=/v\": rvm-vmm would refuse it: cid 2: 0-2 are reserved, use 3 or more"
         );
+    }
+
+    #[test]
+    fn jail_round_trips_and_refuses_root() {
+        let spec: JailSpec = "uid=200001,gid=200002,root=/run/rvm/x/jail"
+            .parse()
+            .unwrap();
+        assert_eq!((spec.uid, spec.gid), (200001, 200002));
+        assert_eq!(spec.root, PathBuf::from("/run/rvm/x/jail"));
+        assert_eq!(spec.to_arg().unwrap().parse::<JailSpec>().unwrap(), spec);
+        for bad in [
+            "uid=0,gid=1,root=/j",
+            "uid=1,gid=0,root=/j",
+            "uid=1,gid=1,root=j",
+            "uid=1,root=/j",
+            "uid=x,gid=1,root=/j",
+            "uid=1,gid=1,root=/j,extra=1",
+        ] {
+            assert!(bad.parse::<JailSpec>().is_err(), "{bad}");
+        }
+        let comma = JailSpec {
+            root: "/a,b".into(),
+            ..spec
+        };
+        assert_eq!(comma.to_arg().unwrap_err().problem, RenderProblem::Comma);
     }
 }

@@ -2,6 +2,9 @@
 
 #[path = "../../../tests/fixtures/prerequisite.rs"]
 mod prerequisite;
+// Not every test binary that includes this module asks for a prerequisite of its own.
+#[allow(unused_imports)]
+pub use prerequisite::prerequisite;
 
 /// Whether `/dev/kvm` can be opened. When it cannot, the test fails under CI and is skipped,
 /// with the reason, elsewhere (see `tests/fixtures/prerequisite.rs`).
