@@ -5,12 +5,30 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use thiserror::Error;
+
 use crate::host::private;
 
 /// The default state root.
 pub const DEFAULT_ROOT: &str = "/var/lib/rvm";
 /// The default runtime directory.
 pub const DEFAULT_RUN: &str = "/run/rvm";
+
+/// A directory or file of the layout that could not be created private.
+#[derive(Debug, Error)]
+#[error("cannot create {} private: {source}", path.display())]
+pub struct CreateError {
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+/// Creates directory `path` (and parents) private, naming it on failure.
+fn private_dir(path: &Path) -> Result<(), CreateError> {
+    private::create_dir_all(path).map_err(|source| CreateError {
+        path: path.to_owned(),
+        source,
+    })
+}
 
 /// The directories of one rvm installation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,17 +90,17 @@ impl Layout {
     }
 
     /// Creates the state root and `<root>/containers` as 0700 (narrowing them if they exist).
-    pub fn create_root(&self) -> io::Result<()> {
-        private::create_dir_all(&self.root)?;
-        private::create_dir_all(&self.containers_dir())
+    pub fn create_root(&self) -> Result<(), CreateError> {
+        private_dir(&self.root)?;
+        private_dir(&self.containers_dir())
     }
 
     /// Creates the runtime directory and the container's run directory as 0700 (narrowing them
     /// if they exist): the VMM's sockets inside are then reachable by root alone.
-    pub fn create_run_dir(&self, id: &str) -> io::Result<PathBuf> {
-        private::create_dir_all(&self.run)?;
+    pub fn create_run_dir(&self, id: &str) -> Result<PathBuf, CreateError> {
+        private_dir(&self.run)?;
         let dir = self.run_dir(id);
-        private::create_dir_all(&dir)?;
+        private_dir(&dir)?;
         Ok(dir)
     }
 
@@ -129,16 +147,17 @@ impl Layout {
     /// Before a VM boots: its container and run directories as 0700 (with the root's), and its
     /// console and VMM logs as empty 0600 files, so that whoever opens them later (the VMM, the
     /// VMM's spawner) keeps them private. Existing directories are narrowed, existing logs kept.
-    pub fn create_vm_files(&self, id: &str) -> io::Result<()> {
+    pub fn create_vm_files(&self, id: &str) -> Result<(), CreateError> {
         self.create_root()?;
-        private::create_dir_all(&self.container_dir(id))?;
+        private_dir(&self.container_dir(id))?;
         self.create_run_dir(id)?;
         for log in [self.console_path(id), self.vmm_log_path(id)] {
             private::file_options()
                 .append(true)
                 .create(true)
-                .open(&log)?;
-            private::restrict(&log, private::FILE_MODE)?;
+                .open(&log)
+                .and_then(|_| private::restrict(&log, private::FILE_MODE))
+                .map_err(|source| CreateError { path: log, source })?;
         }
         Ok(())
     }
