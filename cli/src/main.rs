@@ -101,6 +101,9 @@ enum SystemCommand {
 }
 
 fn main() -> ExitCode {
+    // Whatever rvm creates without a mode of its own (a container's files hold its `-e`
+    // values) is its owner's, root's, alone.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {

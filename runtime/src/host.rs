@@ -1,4 +1,9 @@
-//! What this host's `/dev/kvm` can run: hardware virtualization, KVM-PVM, or nothing.
+//! What this host's `/dev/kvm` can run: hardware virtualization, KVM-PVM, or nothing. Its
+//! submodules own rvm's other dealings with the host's kernel: private file modes and long Unix
+//! socket paths.
+
+pub mod private;
+pub mod unix_path;
 
 use std::fs;
 use std::path::Path;

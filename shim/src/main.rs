@@ -24,6 +24,9 @@ pub const RUNTIME_ID: &str = "io.containerd.rvm.v1";
 
 #[tokio::main]
 async fn main() {
+    // Whatever the shim creates without a mode of its own is root's alone (containerd's files,
+    // in the bundle and its own state, are containerd's business).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let config = containerd_shim::Config {
         // Logging goes through tracing (see logging.rs) to containerd's log FIFO.
         no_setup_logger: true,

@@ -70,8 +70,10 @@ pub struct VmRequest<'a> {
 async fn boot(layout: &Layout, request: VmRequest<'_>) -> Result<Vm, TaskVmError> {
     let id = request.id;
     let scratch = layout.scratch_path(id);
-    let dir = layout.container_dir(id);
-    std::fs::create_dir_all(&dir).map_err(|source| TaskVmError::Dir { path: dir, source })?;
+    layout.create_vm_files(id).map_err(|e| TaskVmError::Dir {
+        path: e.path,
+        source: e.source,
+    })?;
     let _ = std::fs::remove_file(&scratch);
     disks::create_ext4(&scratch, SCRATCH_SIZE)?;
     let network = match request.netns {
@@ -266,7 +268,7 @@ impl Launcher for HostLauncher {
             .map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
         let cache = self.layer_cache.clone();
         let private = self.layout.container_dir(&request.id).join("rootfs.erofs");
-        let _ = std::fs::create_dir_all(self.layout.container_dir(&request.id));
+        let _ = self.layout.create_vm_files(&request.id);
         let build_cache = cache.clone();
         let disks = tokio::task::spawn_blocking(move || {
             layers::ensure_disks(&source, &build_cache, &private)

@@ -124,7 +124,7 @@ check "logs x shows the trap ran" eval '[[ "$out" == *"got TERM"* ]]'
 r rm x
 check "rm x" test "$status" -eq 0
 check "rm x leaves no container directory" test ! -e "$root/containers/$id"
-check "rm x leaves no sockets" test ! -e "$root/run/${id:0:12}"
+check "rm x leaves no sockets" test ! -e "$root/run/$id"
 gone=true
 for pid in $vmm_pid $monitor_pid; do
     if [ -e "/proc/$pid" ] && ! grep -q '^[^)]*) Z' "/proc/$pid/stat" 2>/dev/null; then gone=false; fi

@@ -3,11 +3,13 @@
 
 use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use rvm_runtime::host::private;
 use rvm_runtime::sandbox::agent::AgentSession;
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::state::{Container, Containers, Ended, Lifecycle, Status};
@@ -36,7 +38,9 @@ pub fn spawn_monitor(containers: &Containers, id: &str, attach: Option<UnixStrea
     let log = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(private::FILE_MODE)
         .open(&log_path)
+        .and_then(|log| private::restrict(&log_path, private::FILE_MODE).map(|()| log))
         .with_context(|| format!("cannot open {}", log_path.display()))?;
     let mut command = Command::new(&exe);
     if *layout != Layout::new(None) {

@@ -69,6 +69,11 @@ impl DiskError {
                 status,
                 stderr,
             },
+            LayerCacheError::Mkfs(MkfsError::Create { image, source }) => Self::Io {
+                action: "create",
+                path: image,
+                source,
+            },
             LayerCacheError::Io {
                 action,
                 path,

@@ -1,11 +1,12 @@
 //! Crash-safe file writing shared by the image modules: unique temporary names, fsync, rename.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::host::private;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -70,12 +71,11 @@ fn temp_owner(name: &str) -> Option<u32> {
     name.strip_prefix(".tmp-")?.split('-').next()?.parse().ok()
 }
 
-/// Creates a new file that must not exist yet, readable by everyone.
+/// Creates a new file that must not exist yet, readable by its owner (root) alone.
 pub(crate) fn create_new(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    private::file_options()
         .write(true)
         .create_new(true)
-        .mode(0o644)
         .open(path)
 }
 
@@ -120,7 +120,7 @@ impl TempDir {
     /// Creates a fresh directory `<parent>/.tmp-...<suffix>`.
     pub(crate) fn new_in(parent: &Path, suffix: &str) -> io::Result<Self> {
         let path = parent.join(temp_name(suffix));
-        fs::create_dir(&path)?;
+        private::create_dir(&path)?;
         Ok(Self { path })
     }
 

@@ -313,8 +313,12 @@ impl Unpacker {
                 Err(Errno::NOENT) if create => {
                     rustix::fs::mkdirat(&dir, *component, Mode::from_bits_truncate(0o755))
                         .map_err(|err| io_error(meta, "create parent directory")(err.into()))?;
-                    open_child_dir(&dir, component)
-                        .map_err(|err| io_error(meta, "open parent directory")(err.into()))?
+                    let child = open_child_dir(&dir, component)
+                        .map_err(|err| io_error(meta, "open parent directory")(err.into()))?;
+                    // 0755 whatever the umask (rvm's is 077): the guest sees this directory.
+                    rustix::fs::fchmod(&child, Mode::from_bits_truncate(0o755))
+                        .map_err(|err| io_error(meta, "set parent directory mode")(err.into()))?;
+                    child
                 }
                 Err(Errno::NOTDIR | Errno::LOOP | Errno::NOENT) => return Err(not_a_dir()),
                 Err(err) => return Err(io_error(meta, "open parent directory")(err.into())),

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::digest::{Digest, Hasher, HashingReader};
 use super::fsutil::{self, TempDir};
 use super::reference::Reference;
+use crate::host::private;
 
 /// Manifests, indexes and configs are read into memory; anything larger is refused.
 pub const MAX_METADATA_SIZE: u64 = 16 << 20;
@@ -69,8 +70,17 @@ impl Store {
     /// Opens the store under `root`, creating its directories when missing.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let store = Self { root: root.into() };
-        for dir in [store.blobs_dir(), store.tmp_dir(), store.layers_dir()] {
-            fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        let images = store.root.join("images");
+        // Each level named, so that one an older version made readable is narrowed too.
+        for dir in [
+            store.root.clone(),
+            images.clone(),
+            images.join("blobs"),
+            store.blobs_dir(),
+            store.tmp_dir(),
+            store.layers_dir(),
+        ] {
+            private::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         }
         Ok(store)
     }
@@ -260,7 +270,7 @@ impl Store {
 
     fn lock(&self, operation: FlockOperation) -> Result<StoreLock> {
         let path = self.root.join("images").join("gc.lock");
-        let file = File::options()
+        let file = private::file_options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -317,7 +327,7 @@ impl Store {
     /// Read-modify-write of the index under an exclusive lock, replaced atomically.
     fn update_index(&self, change: impl FnOnce(&mut RepositoriesFile)) -> Result<()> {
         let lock_path = self.root.join("images").join("repositories.lock");
-        let lock = File::options()
+        let lock = private::file_options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -494,6 +504,24 @@ mod tests {
             Err(StoreError::DigestMismatch { .. })
         ));
         assert!(store.verify_blob(&digest).is_err());
+    }
+
+    #[test]
+    fn the_store_is_private() {
+        use crate::host::private::tests::mode_of;
+        let (dir, store) = store();
+        let digest = store.put_bytes(b"secret layer").unwrap();
+        assert_eq!(mode_of(&store.blob_path(&digest)), 0o600);
+        for sub in [
+            "",
+            "images",
+            "images/blobs",
+            "images/blobs/sha256",
+            "images/tmp",
+            "layers",
+        ] {
+            assert_eq!(mode_of(&dir.path().join(sub)), 0o700, "{sub}");
+        }
     }
 
     #[test]

@@ -79,6 +79,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use crate::host::private;
+
 /// A temporary file of a process that no longer exists is removed once it has not been written
 /// for this long.
 pub const STALE_TEMP: Duration = Duration::from_secs(10 * 60);
@@ -207,7 +209,7 @@ impl<S: Source> LayerCache<S> {
     /// first, then the disk, each through a temporary file, fsync and rename.
     pub fn build(&self, source: &S, dir: &Path) -> Result<CachedDisk> {
         let key = source.key();
-        fs::create_dir_all(&self.dir).map_err(io_err("create layer cache", &self.dir))?;
+        private::create_dir_all(&self.dir).map_err(io_err("create layer cache", &self.dir))?;
         self.record_or_warn(source, &key);
         let path = self.disk_path_of(&key);
         let temp = self.temp_path(&key);
@@ -412,7 +414,11 @@ fn sync_file(path: &Path) -> Result<()> {
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    File::create(path)
+    private::file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
         .and_then(|mut file| {
             file.write_all(bytes)?;
             file.sync_all()

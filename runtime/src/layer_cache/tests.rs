@@ -82,6 +82,11 @@ fn disks_are_built_once_per_source_with_their_record() {
     let record = fs::read(cache.dir().join(format!("{}.source", first.key))).unwrap();
     assert_eq!(SnapshotDir::parse_record(&record).unwrap(), source);
     assert_eq!(names(cache.dir()), files_of(&first.key));
+    use crate::host::private::tests::mode_of;
+    assert_eq!(mode_of(cache.dir()), 0o700);
+    assert_eq!(mode_of(&first.path), 0o600);
+    let record = cache.dir().join(format!("{}.source", first.key));
+    assert_eq!(mode_of(&record), 0o600);
 }
 
 #[test]

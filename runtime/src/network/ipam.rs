@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use super::ports::PortMapping;
 use super::{GATEWAY, PREFIX};
+use crate::host::private;
 use crate::sandbox::files::{write_atomic, Lock};
 
 #[derive(Debug, Error)]
@@ -70,7 +71,7 @@ impl Ipam {
         &self,
         change: impl FnOnce(&mut Table) -> Result<(T, bool), IpamError>,
     ) -> Result<T, IpamError> {
-        fs::create_dir_all(&self.dir).map_err(|source| IpamError::Io {
+        private::create_dir_all(&self.dir).map_err(|source| IpamError::Io {
             action: "create",
             path: self.dir.clone(),
             source,

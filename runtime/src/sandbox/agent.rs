@@ -22,6 +22,7 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use super::log::Stream;
+use crate::host::unix_path::SocketPath;
 
 /// Timeout of ordinary (not long-poll) calls.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -163,6 +164,15 @@ fn started_from(pid: u32, response: &impl rvm_protocol::protobuf::Message) -> St
     Started { pid, failure }
 }
 
+/// Connects to the agent behind `uds`, however long its path: the connection is made through
+/// the run directory's descriptor, held open for the call (see [`crate::host::unix_path`]).
+async fn connect_short(uds: &Path) -> std::result::Result<AgentClient, String> {
+    let short = SocketPath::new(uds).map_err(|err| format!("{}: {err}", uds.display()))?;
+    connect_agent(short.as_path(), ATTEMPT_TIMEOUT)
+        .await
+        .map_err(|err| err.to_string())
+}
+
 /// A connected, version-checked agent.
 #[derive(Clone)]
 pub struct AgentSession {
@@ -197,7 +207,7 @@ impl AgentSession {
             if let Some(reason) = vm_ended() {
                 return Err(AgentError::VmEnded(reason));
             }
-            let last = match connect_agent(uds, ATTEMPT_TIMEOUT).await {
+            let last = match connect_short(uds).await {
                 Ok(client) => {
                     match handshake(&client, env!("CARGO_PKG_VERSION"), ATTEMPT_TIMEOUT).await {
                         Ok(version) => {

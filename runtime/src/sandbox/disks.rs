@@ -3,13 +3,14 @@
 
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use thiserror::Error;
 
 use super::id;
+use crate::host::private;
 
 /// The tool that formats the disks (e2fsprogs).
 const MKFS_EXT4: &str = "mkfs.ext4";
@@ -100,6 +101,17 @@ fn create_ext4_from(path: &Path, size: u64, content: Option<&Path>) -> Result<()
     result
 }
 
+/// Creates `content/_data`, both 0755 whatever the umask (rvm's is 077): the file system made
+/// from them gives the container these modes, Docker's for a new volume.
+fn volume_content_dirs(content: &Path) -> io::Result<()> {
+    let data = content.join(VOLUME_DATA_DIR);
+    fs::create_dir_all(&data)?;
+    for dir in [content, data.as_path()] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
 /// The image of named volume `name`, created on first use with an empty `_data` directory.
 pub fn ensure_volume(volumes_dir: &Path, name: &str) -> Result<PathBuf, DiskError> {
     Ok(ensure_volume_new(volumes_dir, name)?.0)
@@ -110,7 +122,7 @@ pub fn ensure_volume_new(volumes_dir: &Path, name: &str) -> Result<(PathBuf, boo
     if id::check_name(name).is_err() {
         return Err(DiskError::BadVolumeName(name.to_owned()));
     }
-    fs::create_dir_all(volumes_dir).map_err(|source| DiskError::Io {
+    private::create_dir_all(volumes_dir).map_err(|source| DiskError::Io {
         action: "create directory for",
         path: volumes_dir.to_owned(),
         source,
@@ -124,7 +136,7 @@ pub fn ensure_volume_new(volumes_dir: &Path, name: &str) -> Result<(PathBuf, boo
     let content = volumes_dir.join(format!(".{name}.content.tmp-{}", std::process::id()));
     let _ = fs::remove_file(&temp);
     let _ = fs::remove_dir_all(&content);
-    let made = fs::create_dir_all(content.join(VOLUME_DATA_DIR))
+    let made = volume_content_dirs(&content)
         .map_err(|source| DiskError::Io {
             action: "prepare the content of",
             path: path.clone(),

@@ -1,5 +1,6 @@
 //! Crash-safe writes of the container files: a temporary file, fsync, rename, fsync of the
-//! directory; and an exclusive `flock` for read-modify-write cycles.
+//! directory; and an exclusive `flock` for read-modify-write cycles. The files are 0600: the
+//! configuration holds `-e` values.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -35,7 +36,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(0o600)
         .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()

@@ -4,11 +4,13 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::time;
+use crate::host::private;
 
 /// A partial line longer than this is written as an entry of its own, as Docker does at 16 KiB.
 pub const MAX_PARTIAL: usize = 16 << 10;
@@ -39,7 +41,12 @@ pub struct LogWriter {
 impl LogWriter {
     /// Opens (creating or appending to) the log at `path`.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(private::FILE_MODE)
+            .open(path)?;
+        private::restrict(path, private::FILE_MODE)?;
         Ok(Self {
             file,
             pending: [Vec::new(), Vec::new()],

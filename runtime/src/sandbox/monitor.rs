@@ -110,6 +110,10 @@ pub async fn run(
     attach: Option<UnixStream>,
 ) -> Result<i32, MonitorError> {
     let boot = async |layout: &Layout, spec: VmSpec, started: &dyn Fn(u32)| {
+        layout.create_vm_files(&spec.id).map_err(|e| VmError::Dir {
+            path: e.path,
+            source: e.source,
+        })?;
         Vm::boot(layout, spec, started).await
     };
     run_in(containers, id, attach, boot).await

@@ -1,15 +1,13 @@
 //! Creating a container: resolving its image, building the layer disks, checking `-v` volume
 //! specs, building the spec, recording the container and making its sparse scratch disk.
 
-use std::path::PathBuf;
-
 use rvm_protocol::serial::{layer_serial, volume_serial};
 use thiserror::Error;
 
 use super::config::{ContainerConfig, LayerDiskRef, NetworkMode, VmSize, VolumeRef};
 use super::disks::{self, DiskError, SCRATCH_SIZE};
 use super::id::{self, IdError};
-use super::layout::{Layout, MAX_SOCKET_PATH};
+use super::layout::Layout;
 use super::spec::{self, RunSpec, SpecError};
 use super::state::{Containers, StateError};
 use super::time;
@@ -58,8 +56,6 @@ pub enum PrepareError {
     Network(#[from] NetworkError),
     #[error("-p {0}: publishing ports needs bridge networking (--network bridge)")]
     PortsWithoutNetwork(String),
-    #[error("the container's socket path {} is longer than {MAX_SOCKET_PATH} bytes; use a shorter --root", .0.display())]
-    SocketPathTooLong(PathBuf),
 }
 
 /// A `-v NAME:/path[:ro]` request.
@@ -174,10 +170,6 @@ pub fn create_container(
         other => other?,
     };
     let id = id::new_id()?;
-    let vsock = layout.vsock_path(&id);
-    if vsock.as_os_str().len() > MAX_SOCKET_PATH {
-        return Err(PrepareError::SocketPathTooLong(vsock));
-    }
     let mut run = options.run.clone();
     if run.hostname.is_empty() {
         run.hostname = id::short(&id).to_owned();

@@ -32,6 +32,7 @@ use super::layout::Layout;
 use super::process::ProcessId;
 use super::time;
 use super::wait::{self, DirWatch};
+use crate::host::private;
 
 /// The exit code recorded when a container ended without its exit status being known.
 pub const UNKNOWN_EXIT: i32 = 255;
@@ -348,8 +349,9 @@ pub struct Containers {
 impl Containers {
     /// Opens the store, creating `<root>/containers` when missing.
     pub fn open(layout: &Layout) -> Result<Self> {
-        let dir = layout.containers_dir();
-        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        layout
+            .create_root()
+            .map_err(|e| io_err("create", &e.path)(e.source))?;
         Ok(Self {
             layout: layout.clone(),
         })
@@ -390,7 +392,7 @@ impl Containers {
             });
         }
         let dir = self.layout.container_dir(&config.id);
-        fs::create_dir(&dir).map_err(io_err("create", &dir))?;
+        private::create_dir(&dir).map_err(io_err("create", &dir))?;
         let result = self
             .write_json(&self.layout.config_path(&config.id), &config)
             .and_then(|()| {
@@ -744,6 +746,24 @@ mod tests {
         let child = Command::new("cat").stdin(Stdio::piped()).spawn().unwrap();
         let id = ProcessId::of(child.id()).unwrap();
         (child, id)
+    }
+
+    #[test]
+    fn a_containers_files_are_private() {
+        use crate::host::private::tests::mode_of;
+        let (_dir, containers) = store();
+        containers.create(config("p1")).unwrap();
+        containers
+            .set_intent("p1", |intent| intent.paused = true)
+            .unwrap();
+        let layout = containers.layout();
+        assert_eq!(mode_of(layout.root()), 0o700);
+        assert_eq!(mode_of(&layout.containers_dir()), 0o700);
+        assert_eq!(mode_of(&layout.container_dir("p1")), 0o700);
+        for file in ["config.json", "state.json", "intent.json"] {
+            let path = layout.container_dir("p1").join(file);
+            assert_eq!(mode_of(&path), 0o600, "{file}");
+        }
     }
 
     #[test]
