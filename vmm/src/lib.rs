@@ -18,7 +18,7 @@ pub mod event_loop;
 pub mod loader;
 pub mod machine;
 pub mod seccomp;
-mod uds;
+pub mod uds;
 pub mod vstate;
 
 pub use error::Error;
