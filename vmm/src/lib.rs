@@ -19,7 +19,7 @@ pub mod jail;
 pub mod loader;
 pub mod machine;
 pub mod seccomp;
-mod uds;
+pub mod uds;
 pub mod vstate;
 
 pub use error::Error;

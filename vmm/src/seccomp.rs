@@ -1,23 +1,40 @@
 //! The VMM's own seccomp filter: once the VM is built and before the guest runs, every thread of
-//! the process may make only the system calls that running a VM needs. Opening files, executing
-//! programs, creating non-Unix sockets, mounting, tracing and the rest kill the process.
+//! the process may make only the system calls that running a VM needs. Everything else kills
+//! the process (SIGSYS, after the handler here names the call): opening files, executing
+//! programs, creating sockets or connecting them, removing files, mounting, tracing, forking.
 //!
-//! The filter is one allowlist for the whole process, installed with TSYNC so that it covers the
-//! threads that exist and every thread started later (vCPUs, device workers). `ioctl` is allowed
-//! only for the requests the running VM makes (KVM_RUN, the TAP's offloads, FIONBIO on the
-//! vsock's sockets), `socket` only for Unix sockets (vsock connections to the host),
-//! `prctl` only for naming threads.
+//! It is enforced by default (`--seccomp off` and `log` are for debugging). Two filters are
+//! installed, both with TSYNC so that they cover the threads that exist and every thread
+//! started later (vCPUs, device workers, the API thread):
+//!
+//! - the allowlist ([`rules`]): memory, threads, signals, time, I/O on descriptors opened
+//!   before the filter (console, disks, TAP, eventfds, epoll, the listening sockets and the
+//!   connections accepted on them, images received over the API), timerfds, getrandom. Some
+//!   calls only with given arguments:
+//!   - `clone` only with the flags glibc's `pthread_create` passes (a thread, never a process);
+//!   - `tgkill` only to this process (the vCPU kick, `raise`);
+//!   - `ioctl` only the requests made after the filter is installed ([`allowed_ioctls`]);
+//!   - `prctl` only PR_SET_NAME (naming threads).
+//!
+//!   No `socket`, `connect`, `unlink` or `unlinkat`: every socket is made before the filter,
+//!   the vsock refuses guest-initiated connections instead of connecting for them, and the
+//!   socket files stay when the VMM ends (the runtime removes their directory).
+//! - a second, small one that makes `clone3` fail with ENOSYS, so that glibc falls back to
+//!   `clone`, whose flags the allowlist can inspect (`clone3` passes them behind a pointer).
+//!   The allowlist allows `clone3`: of two filters' verdicts the stricter wins, and ERRNO is
+//!   stricter than ALLOW but not than TRAP.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use kvm_bindings::{kvm_regs, kvm_sregs};
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
 };
-use vmm_sys_util::ioctl_io_nr;
 use vmm_sys_util::signal::register_signal_handler;
+use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr};
 
 /// What to do about the filter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,8 +82,8 @@ pub enum SeccompError {
 const SI_SYSCALL_OFFSET: usize = 24;
 
 /// SIGSYS handler of [`SeccompMode::Enforce`]: writes which system call the filter blocked to
-/// stderr, then lets SIGSYS kill the process. Uses only calls the filter allows (write,
-/// rt_sigaction, rt_sigprocmask, getpid, gettid, tgkill) and no allocation or lock.
+/// stderr, then makes the filter kill the process with SIGSYS. Uses only calls the filter allows
+/// (write, rt_sigaction) besides that last one, and no allocation or lock.
 extern "C" fn report_blocked_call(
     _: libc::c_int,
     info: *mut libc::siginfo_t,
@@ -103,17 +120,19 @@ extern "C" fn report_blocked_call(
     }
     // SAFETY: restoring SIGSYS's default action is async-signal-safe and affects no memory.
     unsafe { libc::signal(libc::SIGSYS, libc::SIG_DFL) };
-    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigemptyset initialises the sigset_t that `set` provides room for.
-    unsafe { libc::sigemptyset(set.as_mut_ptr()) };
-    // SAFETY: `set` was initialised just above; adding a valid signal number to it.
-    unsafe { libc::sigaddset(set.as_mut_ptr(), libc::SIGSYS) };
-    // SAFETY: unblocking SIGSYS on this thread with an initialised set; no old set is wanted.
-    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, set.as_ptr(), std::ptr::null_mut()) };
-    // SAFETY: raising SIGSYS, now unblocked and with its default action, ends the process as a
-    // killing filter would.
-    unsafe { libc::raise(libc::SIGSYS) };
+    // Not raise(SIGSYS): a jailed VMM is PID 1 of its PID namespace, and the kernel drops a
+    // default-action signal that PID 1 sends itself. A call the filter traps makes the kernel
+    // force SIGSYS, blocked or not, with its default action, which kills even PID 1.
+    // SAFETY: a system call without arguments that the allowlist leaves out; the filter stops
+    // it before it runs.
+    unsafe { libc::syscall(DEATH_CALL) };
+    // Unreachable under the filter; a plain exit if the handler were ever called without it.
+    // SAFETY: _exit ends the process at once.
+    unsafe { libc::_exit(128 + libc::SIGSYS) };
 }
+
+/// The system call the SIGSYS handler makes to die of the filter: never in the allowlist.
+const DEATH_CALL: libc::c_long = libc::SYS_getppid;
 
 /// Set from `RVM_VMM_SECCOMP_TRACE` when the filter is installed: the SIGSYS handler then also
 /// writes the blocked call's instruction pointer and the stack words that look like return
@@ -208,7 +227,8 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_mremap,
     libc::SYS_madvise,
     // Threads: vCPUs, device workers started when the guest's driver activates a device.
-    libc::SYS_clone,
+    // `clone` is filtered (thread flags only) in `rules`; `clone3` is allowed here so that the
+    // clone3 filter's ENOSYS wins over this filter's verdict.
     libc::SYS_clone3,
     libc::SYS_set_robust_list,
     libc::SYS_rseq,
@@ -217,7 +237,6 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_sched_getaffinity,
     libc::SYS_gettid,
     libc::SYS_getpid,
-    libc::SYS_tgkill,
     libc::SYS_exit,
     libc::SYS_exit_group,
     // Signals: the vCPU kick, stop signals through a signalfd.
@@ -261,9 +280,9 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_timerfd_create,
     libc::SYS_timerfd_settime,
     libc::SYS_timerfd_gettime,
-    // Unix sockets of the hybrid vsock (socket itself is filtered below) and of the host API
-    // (`--api`: accept4, recvmsg taking the images' descriptors as SCM_RIGHTS, write).
-    libc::SYS_connect,
+    // Connections accepted on the Unix sockets bound before the filter: the hybrid vsock's and
+    // the host API's (`--api`: recvmsg takes the images' descriptors as SCM_RIGHTS);
+    // getsockopt reads their peer's credentials (SO_PEERCRED).
     libc::SYS_accept4,
     libc::SYS_sendto,
     libc::SYS_recvfrom,
@@ -272,26 +291,54 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_shutdown,
     libc::SYS_getsockopt,
     libc::SYS_setsockopt,
-    // The vsock's and the API's listening socket files are removed when the VMM ends.
-    libc::SYS_unlink,
-    libc::SYS_unlinkat,
-    // virtio-rng.
+    // virtio-rng; the standard library's hash map keys on new threads.
     libc::SYS_getrandom,
 ];
 
 /// KVM's ioctl type.
 const KVMIO: libc::c_uint = 0xAE;
 ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
+ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
+ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
 
-/// `ioctl` requests the running VM makes: vCPUs entering the guest, the TAP taking the
-/// offloads the guest's driver accepted when it activates virtio-net, and the vsock's Unix
-/// sockets made non-blocking (the standard library does that with FIONBIO).
-fn allowed_ioctls() -> [u64; 3] {
-    [KVM_RUN(), libc::TUNSETOFFLOAD, libc::FIONBIO]
+/// The `clone` flags of glibc's `pthread_create` (`create_thread` in
+/// `sysdeps/unix/sysv/linux/createthread.c`): a thread sharing everything, never a process.
+const THREAD_CLONE_FLAGS: libc::c_int = libc::CLONE_VM
+    | libc::CLONE_FS
+    | libc::CLONE_FILES
+    | libc::CLONE_SIGHAND
+    | libc::CLONE_THREAD
+    | libc::CLONE_SYSVSEM
+    | libc::CLONE_SETTLS
+    | libc::CLONE_PARENT_SETTID
+    | libc::CLONE_CHILD_CLEARTID;
+
+/// Every `ioctl` request made once the filter is installed (`Machine::run` installs it after
+/// the vCPUs are created and configured, the devices registered with KVM, the TAP opened and
+/// its vnet header size set):
+/// - KVM_RUN: the vCPU run loop (`vstate/vcpu.rs`, `Vcpu::run_loop`);
+/// - KVM_GET_REGS, KVM_GET_SREGS: the registers logged on a triple fault
+///   (`vstate/vcpu.rs`, `Vcpu::log_triple_fault`);
+/// - TUNSETOFFLOAD: virtio-net's activation by the guest's driver, giving the TAP the offloads
+///   the driver accepted (`devices/virtio/net/tap.rs`, `Tap::set_offload`);
+/// - FIONBIO: connections accepted on the vsock's and the API's sockets made non-blocking
+///   (the standard library's `set_nonblocking`, in `devices/virtio/vsock/muxer.rs` and
+///   `api/server.rs`).
+///
+/// Not here: KVM_IRQFD and KVM_IOEVENTFD, made when a device is added (`Machine::
+/// add_virtio_device`), before the filter; device activation and reset make no KVM ioctl.
+fn allowed_ioctls() -> [u64; 5] {
+    [
+        KVM_RUN(),
+        KVM_GET_REGS(),
+        KVM_GET_SREGS(),
+        libc::TUNSETOFFLOAD,
+        libc::FIONBIO,
+    ]
 }
 
-/// The allowlist as seccompiler rules.
-fn rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> {
+/// The allowlist as seccompiler rules, for the process whose pid is `pid`.
+fn rules(pid: u32) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         ALLOWED.iter().map(|&nr| (nr, Vec::new())).collect();
     let ioctls = allowed_ioctls()
@@ -299,7 +346,12 @@ fn rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> {
         .map(|request| arg_equals(1, request))
         .collect::<Result<Vec<_>, _>>()?;
     rules.insert(libc::SYS_ioctl, ioctls);
-    rules.insert(libc::SYS_socket, vec![arg_equals(0, libc::AF_UNIX as u64)?]);
+    rules.insert(
+        libc::SYS_clone,
+        vec![arg_equals(0, THREAD_CLONE_FLAGS as u32 as u64)?],
+    );
+    // Signals to a thread of this process only: tgkill's first argument is the thread group.
+    rules.insert(libc::SYS_tgkill, vec![arg_equals(0, u64::from(pid))?]);
     rules.insert(
         libc::SYS_prctl,
         vec![arg_equals(0, libc::PR_SET_NAME as u64)?],
@@ -313,7 +365,7 @@ fn arg_equals(index: u8, value: u64) -> Result<SeccompRule, SeccompError> {
     Ok(SeccompRule::new(vec![condition])?)
 }
 
-/// The filter for `mode` as a BPF program (`None` for [`SeccompMode::Off`]).
+/// The allowlist for `mode` as a BPF program (`None` for [`SeccompMode::Off`]).
 pub fn program(mode: SeccompMode) -> Result<Option<BpfProgram>, SeccompError> {
     let mismatch = match mode {
         // Trap, not kill: the SIGSYS handler names the call, then the process dies of SIGSYS.
@@ -321,25 +373,48 @@ pub fn program(mode: SeccompMode) -> Result<Option<BpfProgram>, SeccompError> {
         SeccompMode::Log => SeccompAction::Log,
         SeccompMode::Off => return Ok(None),
     };
-    let filter = SeccompFilter::new(rules()?, mismatch, SeccompAction::Allow, TargetArch::x86_64)?;
+    let filter = SeccompFilter::new(
+        rules(std::process::id())?,
+        mismatch,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )?;
     Ok(Some(BpfProgram::try_from(filter)?))
 }
 
-/// Installs the filter for `mode` on every thread of the process (and so on every thread
+/// The filter that makes `clone3` fail with ENOSYS and allows everything else (the allowlist
+/// decides): glibc then creates threads with `clone`.
+pub fn clone3_program() -> Result<BpfProgram, SeccompError> {
+    let rules = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        TargetArch::x86_64,
+    )?;
+    Ok(BpfProgram::try_from(filter)?)
+}
+
+/// Installs the filters for `mode` on every thread of the process (and so on every thread
 /// started later).
 pub fn install(mode: SeccompMode) -> Result<(), SeccompError> {
-    if let Some(program) = program(mode)? {
-        if mode == SeccompMode::Enforce {
-            TRACE_CALLER.store(
-                std::env::var_os("RVM_VMM_SECCOMP_TRACE").is_some(),
-                Ordering::Relaxed,
-            );
-            register_signal_handler(libc::SIGSYS, report_blocked_call)
-                .map_err(SeccompError::SigsysHandler)?;
-        }
-        seccompiler::apply_filter_all_threads(&program)?;
-        tracing::debug!("seccomp filter installed ({mode:?})");
+    let Some(allowlist) = program(mode)? else {
+        return Ok(());
+    };
+    let clone3 = clone3_program()?;
+    if mode == SeccompMode::Enforce {
+        TRACE_CALLER.store(
+            std::env::var_os("RVM_VMM_SECCOMP_TRACE").is_some(),
+            Ordering::Relaxed,
+        );
+        register_signal_handler(libc::SIGSYS, report_blocked_call)
+            .map_err(SeccompError::SigsysHandler)?;
     }
+    // The clone3 filter first: installing a filter takes prctl(PR_SET_NO_NEW_PRIVS) and
+    // seccomp(2), which the allowlist forbids once it is in place.
+    seccompiler::apply_filter_all_threads(&clone3)?;
+    seccompiler::apply_filter_all_threads(&allowlist)?;
+    tracing::debug!("seccomp filter installed ({mode:?})");
     Ok(())
 }
 
@@ -369,6 +444,12 @@ mod tests {
 
     /// [`child_opening_a_file`] with extra environment variables.
     fn child_opening_a_file_with(mode: &str, env: &[(&str, &str)]) -> std::process::Output {
+        child_doing(mode, "open", env)
+    }
+
+    /// Runs this test binary again as a child that installs the filter in `mode` and then does
+    /// `action` (see [`child`]); returns how the child ended.
+    fn child_doing(mode: &str, action: &str, env: &[(&str, &str)]) -> std::process::Output {
         Command::new(std::env::current_exe().unwrap())
             .envs(env.iter().copied())
             .args([
@@ -378,22 +459,156 @@ mod tests {
                 "--test-threads=1",
             ])
             .env("RVM_SECCOMP_CHILD", mode)
+            .env("RVM_SECCOMP_CHILD_ACTION", action)
+            .env("RUST_BACKTRACE", "0")
             .output()
             .unwrap()
     }
 
-    /// The child's side of [`child_opening_a_file`]; does nothing in a normal test run.
+    /// The child's side of [`child_doing`]; does nothing in a normal test run.
     #[test]
     fn child() {
         let Ok(mode) = std::env::var("RVM_SECCOMP_CHILD") else {
             return;
         };
+        let action = std::env::var("RVM_SECCOMP_CHILD_ACTION").unwrap();
         install(mode.parse().unwrap()).unwrap();
-        // Allowed calls keep working under the filter.
-        let thread = std::thread::spawn(std::time::Instant::now);
+        // Allowed calls keep working under the filter: threads (that start threads), joined.
+        let thread = std::thread::spawn(|| {
+            let inner = std::thread::Builder::new()
+                .name("inner".into())
+                .spawn(std::time::Instant::now)
+                .unwrap();
+            inner.join().unwrap()
+        });
         thread.join().unwrap();
-        // Opening a file is not something a running VMM does.
-        std::fs::File::open("/proc/self/status").unwrap();
+        match action.as_str() {
+            // Opening a file is not something a running VMM does.
+            "open" => drop(std::fs::File::open("/proc/self/status").unwrap()),
+            "threads" => {
+                let threads: Vec<_> = (0..8).map(|i| std::thread::spawn(move || i * 2)).collect();
+                let sum: i32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+                assert_eq!(sum, 56);
+                // clone3 is answered ENOSYS (glibc's cue to use clone) by the second filter,
+                // before the kernel would look at the (null) argument.
+                // SAFETY: clone3 with a null `struct clone_args` makes no process: the filter
+                // fails it with ENOSYS, and without the filter the kernel fails it with EFAULT.
+                let rc = unsafe { libc::syscall(libc::SYS_clone3, 0usize, 0usize) };
+                let errno = std::io::Error::last_os_error().raw_os_error();
+                eprintln!("CLONE3 {rc} {errno:?}");
+            }
+            "fork" => {
+                // SAFETY: a raw clone with SIGCHLD alone is fork(2). In the child (rc 0) only
+                // _exit runs, which is async-signal-safe; the parent goes on.
+                let rc = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) };
+                if rc == 0 {
+                    // SAFETY: ends the forked child at once, without running anything else.
+                    unsafe { libc::_exit(0) };
+                }
+                eprintln!("FORKED {rc}");
+            }
+            "tgkill-other" => {
+                // Signal 0 to pid 1: checks permission only, delivers nothing.
+                // SAFETY: tgkill takes integers only; signal 0 sends no signal.
+                let rc = unsafe { libc::syscall(libc::SYS_tgkill, 1, 1, 0) };
+                eprintln!("TGKILL {rc}");
+            }
+            "socket" => {
+                let socket = std::os::unix::net::UnixStream::pair();
+                eprintln!("SOCKETPAIR {}", socket.is_ok());
+                let socket = std::os::unix::net::UnixDatagram::unbound();
+                eprintln!("SOCKET {}", socket.is_ok());
+            }
+            "connect" => {
+                // SAFETY: connect on descriptor -1 fails with EBADF before the kernel reads
+                // the (null, empty) address.
+                let rc = unsafe { libc::connect(-1, std::ptr::null(), 0) };
+                eprintln!("CONNECT {rc}");
+            }
+            "socket-connect" => {
+                let _ = std::os::unix::net::UnixStream::connect("/nonexistent");
+                eprintln!("CONNECTED");
+            }
+            "unlink" => {
+                let _ = std::fs::remove_file("/nonexistent/file");
+                eprintln!("UNLINKED");
+            }
+            other => panic!("unknown action {other}"),
+        }
+    }
+
+    /// Runs `action` in an enforcing child: how it ended and its stderr.
+    fn enforcing(action: &str) -> (std::process::ExitStatus, String) {
+        let output = child_doing("enforce", action, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status, stderr)
+    }
+
+    #[test]
+    fn threads_start_under_enforce_and_clone3_is_enosys() {
+        let (status, stderr) = enforcing("threads");
+        assert!(status.success(), "{status:?} {stderr}");
+        assert!(
+            stderr.contains(&format!("CLONE3 -1 Some({})", libc::ENOSYS)),
+            "{stderr}"
+        );
+    }
+
+    #[test]
+    fn enforce_forbids_fork_signals_to_others_sockets_and_unlink() {
+        // System call numbers on x86_64: clone 56, tgkill 234, socket 41, connect 42,
+        // unlink 87.
+        for (action, call) in [
+            ("fork", 56),
+            ("tgkill-other", 234),
+            ("socket-connect", 41),
+            ("connect", 42),
+            ("unlink", 87),
+        ] {
+            let (status, stderr) = enforcing(action);
+            assert_eq!(status.signal(), Some(libc::SIGSYS), "{action}: {stderr}");
+            assert!(
+                stderr.contains(&format!("system call {call} is not in the VMM's allowlist")),
+                "{action}: {stderr}"
+            );
+        }
+        // socketpair (53) is not allowed either.
+        let (status, stderr) = enforcing("socket");
+        assert_eq!(status.signal(), Some(libc::SIGSYS), "{stderr}");
+        assert!(stderr.contains("system call 53 "), "{stderr}");
+    }
+
+    #[test]
+    fn the_allowlist_names_what_it_constrains() {
+        let rules = rules(42).unwrap();
+        for nr in [
+            libc::SYS_connect,
+            libc::SYS_socket,
+            libc::SYS_socketpair,
+            libc::SYS_unlink,
+            libc::SYS_unlinkat,
+            libc::SYS_openat,
+            libc::SYS_execve,
+            libc::SYS_fork,
+            libc::SYS_vfork,
+        ] {
+            assert!(!rules.contains_key(&nr), "{nr} is allowed");
+        }
+        for nr in [
+            libc::SYS_clone,
+            libc::SYS_tgkill,
+            libc::SYS_ioctl,
+            libc::SYS_prctl,
+        ] {
+            assert!(
+                rules.get(&nr).is_some_and(|r| !r.is_empty()),
+                "{nr} is not conditioned"
+            );
+        }
+        assert_eq!(THREAD_CLONE_FLAGS, 0x003d_0f00);
+        assert_eq!(KVM_RUN(), 0xae80);
+        assert_eq!(KVM_GET_REGS(), 0x8090_ae81);
+        assert_eq!(KVM_GET_SREGS(), 0x8138_ae83);
     }
 
     #[test]
@@ -434,13 +649,21 @@ mod tests {
 
     #[test]
     fn log_and_off_allow_it() {
-        assert!(child_opening_a_file("log").status.success());
-        assert!(child_opening_a_file("off").status.success());
+        for mode in ["log", "off"] {
+            let output = child_opening_a_file(mode);
+            assert!(output.status.success(), "{mode}: {output:?}");
+        }
     }
 
     #[test]
     fn the_filter_compiles() {
         assert!(program(SeccompMode::Enforce).unwrap().is_some());
         assert!(program(SeccompMode::Off).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_handler_dies_by_a_call_the_filter_traps() {
+        let rules = rules(std::process::id()).unwrap();
+        assert!(!rules.contains_key(&DEATH_CALL));
     }
 }

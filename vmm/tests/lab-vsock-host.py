@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """vmm/tests/lab-vsock-host.py UDS: the host side of lab-vsock.sh.
 
-Serves guest-initiated connections on UDS_5000 (reads to EOF, then echoes everything back and
-closes), waits for the guest's echo server on port 1024 through the hybrid socket, then runs
+Listens on UDS_5000, where an older VMM connected guest-initiated connections (reads to EOF,
+echoes everything back, prints HOST-SERVED: the VMM must no longer come), waits for the guest's echo server on port 1024 through the hybrid socket, then runs
 the host-initiated checks and prints one "HOST-... ok|FAIL ..." line each. Finally connects to
 guest port 1099, which tells the guest to finish. Exits 1 if any check failed.
 """

@@ -51,9 +51,10 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the socket at `socket`.
+    /// Connects to the socket at `socket` (a path longer than `sun_path` is reached through
+    /// its directory).
     pub fn connect(socket: &Path) -> Result<Client, ClientError> {
-        let stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        let stream = crate::uds::connect(socket).map_err(|source| ClientError::Connect {
             path: socket.to_path_buf(),
             source,
         })?;

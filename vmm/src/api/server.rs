@@ -1,8 +1,9 @@
 //! The API server: a Unix socket listened on by its own thread (`vmm-api`), which serves any
 //! number of clients one line at a time and swaps the disk slots they name. It runs apart from
 //! the vCPUs and the device workers: a slow, silent or hostile client only ever holds up other
-//! API clients, never the guest. Dropping the [`Server`] stops the thread and removes the
-//! socket file.
+//! API clients, never the guest. Only root and the VMM's own user may connect (SO_PEERCRED);
+//! other clients are dropped. Dropping the [`Server`] stops the thread; the socket file stays
+//! (the seccomp filter forbids `unlink`: the runtime removes the directory it lives in).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -20,7 +21,7 @@ use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 use super::lines::{Line, LineReader};
 use super::protocol::{self, ProtocolError, Request};
 use crate::devices::virtio::block::{Backing, DiskSlot, ImageError, SlotError};
-use crate::uds::{self, BindError, MAX_SOCKET_PATH};
+use crate::uds::{self, AllowedPeers, BindError};
 
 /// Token of the stop eventfd.
 const STOP: u64 = 0;
@@ -43,14 +44,6 @@ const READS_PER_WAKEUP: usize = 16;
 /// Why the API server could not start (all but [`ServerError::Start`] are bad input).
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The path does not fit a Unix socket address.
-    #[error("--api {path}: {len} bytes, at most {MAX_SOCKET_PATH} fit a Unix socket address")]
-    PathTooLong {
-        /// The path.
-        path: PathBuf,
-        /// Its length.
-        len: usize,
-    },
     /// Something else than a stale socket is in the way.
     #[error("--api {0}: exists and is in use or not a socket")]
     InUse(PathBuf),
@@ -125,22 +118,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the socket at `path` (replacing a stale one) and starts serving requests for
-    /// `slots`, numbered from 0 in order.
+    /// Binds the socket at `path` and starts serving requests for `slots`, numbered from 0 in
+    /// order.
     pub fn start(path: &Path, slots: Vec<Arc<DiskSlot>>) -> Result<Server, ServerError> {
         Self::bind(path)?.serve(slots)
     }
 
-    /// Binds the socket at `path` (replacing a stale one) without serving yet: a jailed VMM
+    /// Binds the socket at `path` (replacing a stale one; a path longer than `sun_path` is
+    /// bound through its directory) without serving yet: a jailed VMM
     /// binds before its root is emptied and serves from a thread started afterwards.
     pub fn bind(path: &Path) -> Result<BoundApi, ServerError> {
-        let len = path.as_os_str().len();
-        if len > MAX_SOCKET_PATH {
-            return Err(ServerError::PathTooLong {
-                path: path.to_path_buf(),
-                len,
-            });
-        }
         let listener = uds::bind(path).map_err(|e| match e {
             BindError::InUse => ServerError::InUse(path.to_path_buf()),
             BindError::Io(source) => ServerError::Bind {
@@ -196,7 +183,6 @@ impl Drop for Server {
                 Err(e) => tracing::error!("cannot stop the API thread: {e}"),
             }
         }
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -212,6 +198,7 @@ fn spawn(
     let serve = Serve {
         epoll,
         listener,
+        peers: AllowedPeers::of_this_process(),
         slots,
         clients: HashMap::new(),
         next_token: FIRST_CLIENT,
@@ -234,6 +221,8 @@ fn watch(epoll: &Epoll, fd: i32, token: u64) -> std::io::Result<()> {
 struct Serve {
     epoll: Epoll,
     listener: UnixListener,
+    /// Who may be served, read before the thread starts (and so before the seccomp filter).
+    peers: AllowedPeers,
     slots: Vec<Arc<DiskSlot>>,
     clients: HashMap<u64, Client>,
     next_token: u64,
@@ -280,6 +269,9 @@ impl Serve {
     }
 
     fn add_client(&mut self, stream: UnixStream) -> std::io::Result<()> {
+        if !self.peers.allows(&stream, "API") {
+            return Ok(());
+        }
         if self.clients.len() >= MAX_CLIENTS {
             let reason = format!("too many clients (at most {MAX_CLIENTS} at once)");
             // Best effort: the client is dropped either way.
@@ -560,7 +552,7 @@ mod tests {
         let long = dir.path().join("x".repeat(120));
         let err = Server::start(&long, Vec::new()).unwrap_err().to_string();
         assert!(
-            err.starts_with("--api ") && err.contains("at most 107"),
+            err.starts_with("--api ") && err.contains("file name is longer than"),
             "{err}"
         );
         let file = dir.path().join("file");

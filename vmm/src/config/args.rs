@@ -23,9 +23,9 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
 /// vCPUs when `--vcpus` is not given.
 pub const DEFAULT_VCPUS: u32 = 1;
-/// `--seccomp` when not given: off until the allowlist covers the vsock device (in the lab its
-/// path still makes one `openat` under `enforce`).
-const DEFAULT_SECCOMP: &str = "off";
+/// `--seccomp` when not given: the filter is enforced unless asked otherwise (`off` and `log`
+/// are for debugging).
+const DEFAULT_SECCOMP: &str = "enforce";
 
 /// The command line of `rvm-vmm`.
 #[derive(Clone, Debug, PartialEq, Eq, Parser)]
@@ -78,9 +78,8 @@ pub struct Args {
     #[arg(long)]
     pub no_pvh: bool,
     /// The VMM's own seccomp filter, installed before the guest runs: `enforce` (a system call
-    /// outside it kills the VMM), `log` (allowed and logged by the kernel) or `off`. Off by
-    /// default until the allowlist covers the vsock device (in the lab its path still makes one
-    /// `openat` under `enforce`).
+    /// outside it kills the VMM, the default), `log` (allowed and logged by the kernel) or `off`.
+    /// `log` and `off` are for debugging only.
     #[arg(long, value_name = "enforce|log|off", default_value = DEFAULT_SECCOMP)]
     pub seccomp: SeccompMode,
     /// Once every file and socket is open and before the guest runs: pivot into an empty
@@ -107,7 +106,7 @@ impl Args {
             console: false,
             console_log: None,
             no_pvh: false,
-            seccomp: SeccompMode::Off,
+            seccomp: SeccompMode::Enforce,
             jail: None,
         }
     }
@@ -276,7 +275,7 @@ mod tests {
             console: true,
             console_log: Some("/r/containers/abc/console.log".into()),
             no_pvh: true,
-            seccomp: SeccompMode::Enforce,
+            seccomp: SeccompMode::Off,
             jail: Some(JailSpec {
                 uid: 200001,
                 gid: 200001,
@@ -296,6 +295,17 @@ mod tests {
     }
 
     #[test]
+    fn seccomp_is_rendered_only_when_not_enforced() {
+        let mut args = Args::new("/k".into());
+        assert_eq!(args.seccomp, SeccompMode::Enforce);
+        assert!(!text(&round_trip(&args)).contains("--seccomp"));
+        args.seccomp = SeccompMode::Off;
+        assert!(text(&round_trip(&args)).ends_with(" --seccomp off"));
+        args.seccomp = SeccompMode::Log;
+        assert!(text(&round_trip(&args)).ends_with(" --seccomp log"));
+    }
+
+    #[test]
     fn every_field_round_trips() {
         let args = everything();
         let argv = round_trip(&args);
@@ -308,7 +318,7 @@ mod tests {
              --api /r/run/abc/api.sock --vsock cid=3,uds=/r/run/abc/vsock \
              --net tap=rvmabcdef012345,mac=02:ab:cd:ef:01:23 \
              --console-log /r/containers/abc/console.log --console --no-pvh \
-             --jail uid=200001,gid=200001,root=/r/run/abc/jail --seccomp enforce"
+             --jail uid=200001,gid=200001,root=/r/run/abc/jail --seccomp off"
         );
     }
 
@@ -332,7 +342,7 @@ mod tests {
             |a| a.console_log = None,
             |a| a.no_pvh = false,
             |a| a.seccomp = SeccompMode::Log,
-            |a| a.seccomp = SeccompMode::Off,
+            |a| a.seccomp = SeccompMode::Enforce,
             |a| a.jail = None,
             |a| a.cmdline = DEFAULT_CMDLINE.into(),
             |a| a.cmdline = String::new(),

@@ -19,7 +19,7 @@ use linux_loader::cmdline::Cmdline;
 use crate::arch::x86_64::layout::{CMDLINE_MAX_SIZE, MMIO_MAX_DEVICES};
 use crate::devices::virtio::block::{DiskError, DiskImage};
 use crate::seccomp::SeccompMode;
-use crate::uds::MAX_SOCKET_PATH;
+use crate::uds::{self, MAX_SOCKET_NAME};
 
 /// Fewest MiB of guest RAM we boot.
 pub const MIN_MEMORY_MIB: u64 = 32;
@@ -306,33 +306,32 @@ fn check_devices(args: &Args) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Longest `--vsock uds=` path: `sockaddr_un` holds 107 bytes, and guest connects append
-/// `_<port>` (up to 11 bytes).
-pub const MAX_VSOCK_PATH: usize = 96;
-
-/// Checks that the vsock socket can be created: short enough, in an existing directory. The
-/// device binds it (replacing a stale socket) when it is created.
+/// Checks that the vsock socket can be created: its address fits (see [`check_socket_path`]),
+/// in an existing directory. The device binds it (replacing a stale socket) when it is created.
 fn check_vsock_path(path: &Path) -> Result<(), ConfigError> {
-    let bad = |reason| ConfigError::VsockPath {
+    check_socket_path(path).map_err(|reason| ConfigError::VsockPath {
         path: path.to_path_buf(),
         reason,
-    };
-    if path.as_os_str().len() > MAX_VSOCK_PATH {
-        return Err(bad("longer than 96 bytes (Unix socket address limit)"));
-    }
-    check_socket_directory(path).map_err(bad)
+    })
 }
 
-/// Checks that the API socket can be created: short enough, in an existing directory.
+/// Checks that the API socket can be created: its address fits, in an existing directory.
 fn check_api_path(path: &Path) -> Result<(), ConfigError> {
-    let bad = |reason| ConfigError::ApiPath {
+    check_socket_path(path).map_err(|reason| ConfigError::ApiPath {
         path: path.to_path_buf(),
         reason,
-    };
-    if path.as_os_str().len() > MAX_SOCKET_PATH {
-        return Err(bad("longer than 107 bytes (Unix socket address limit)"));
+    })
+}
+
+/// What is wrong with a socket path, if anything. Any path length is fine (a path longer than
+/// `sun_path` is bound through its directory), but then its file name must fit after
+/// `/proc/self/fd/<N>/`.
+fn check_socket_path(path: &Path) -> Result<(), &'static str> {
+    const _: () = assert!(MAX_SOCKET_NAME == 82);
+    if !uds::fits(path) {
+        return Err("a socket path longer than 107 bytes needs a file name of at most 82 bytes");
     }
-    check_socket_directory(path).map_err(bad)
+    check_socket_directory(path)
 }
 
 /// What is wrong with the directory a socket is to be bound in, if anything.
@@ -452,7 +451,20 @@ mod tests {
         let err = check_devices(&args(&["--api", &long]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("longer than 107 bytes"), "{err}");
+        assert!(err.contains("file name of at most 82 bytes"), "{err}");
+        // A long path is fine when its file name is short enough.
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("d".repeat(100));
+        std::fs::create_dir(&deep).unwrap();
+        for flag in ["--api", "--vsock"] {
+            let sock = deep.join("s.sock");
+            let value = if flag == "--api" {
+                sock.display().to_string()
+            } else {
+                format!("cid=3,uds={}", sock.display())
+            };
+            assert!(check_devices(&args(&[flag, &value])).is_ok(), "{flag}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One vsock stream connection between a guest port and a host Unix stream: its state machine
 //! (connecting, established, closing), the bytes it relays both ways under credit-based flow
-//! control, and the control packets it owes the guest.
+//! control, and the control packets it owes the guest. Every connection is host-initiated: the
+//! host side never listens for the guest.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -72,7 +73,6 @@ pub struct Connection {
     /// SHUTDOWN flags we owe the guest.
     shutdown_to_send: u32,
     send_request: bool,
-    send_response: bool,
     send_credit_update: bool,
     /// We asked the guest for credit and it has not given any yet.
     credit_requested: bool,
@@ -98,7 +98,6 @@ impl Connection {
             peer_shutdown: 0,
             shutdown_to_send: 0,
             send_request: false,
-            send_response: false,
             send_credit_update: false,
             credit_requested: false,
             readable: false,
@@ -113,14 +112,6 @@ impl Connection {
         let mut conn = Connection::with(stream, key, State::Connecting, Credit::new(0, 0));
         conn.send_request = true;
         conn.deadline = Some(deadline);
-        conn
-    }
-
-    /// The guest's REQUEST `header` reached a host listener over `stream`: we owe it a RESPONSE.
-    pub fn guest_initiated(stream: UnixStream, key: ConnKey, header: &Header) -> Connection {
-        let credit = Credit::new(header.buf_alloc, header.fwd_cnt);
-        let mut conn = Connection::with(stream, key, State::Established, credit);
-        conn.send_response = true;
         conn
     }
 
@@ -176,7 +167,6 @@ impl Connection {
     /// Whether the connection has a packet for the guest.
     pub fn has_rx_work(&self) -> bool {
         self.send_request
-            || self.send_response
             || self.shutdown_to_send != 0
             || self.send_credit_update
             || (self.can_send_data() && (self.credit.peer_free() > 0 || !self.credit_requested))
@@ -326,11 +316,6 @@ impl Connection {
         if self.send_request {
             self.send_request = false;
             let header = self.header(guest_cid, op::REQUEST);
-            return emit(writer, header, &[]).map(Some);
-        }
-        if self.send_response {
-            self.send_response = false;
-            let header = self.header(guest_cid, op::RESPONSE);
             return emit(writer, header, &[]).map(Some);
         }
         if self.can_send_data() {

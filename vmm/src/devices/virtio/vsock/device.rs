@@ -1,5 +1,7 @@
 //! The virtio-vsock device: its configuration space (the guest's CID), its three queues (RX,
 //! TX, event), the Unix socket it is reached through, and the queue processing on its worker.
+//! The socket file stays when the device is dropped (the seccomp filter forbids `unlink`; the
+//! runtime removes its directory).
 
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -15,7 +17,7 @@ use crate::devices::virtio::{
     ActivateError, ActiveQueues, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1,
     VIRTIO_RING_F_EVENT_IDX,
 };
-use crate::uds::{BindError, MAX_SOCKET_PATH};
+use crate::uds::{AllowedPeers, BindError};
 
 /// Virtio device ID of a socket device.
 const VIRTIO_ID_VSOCK: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
@@ -24,22 +26,10 @@ const QUEUE_SIZE: u16 = 256;
 const RX: usize = 0;
 const TX: usize = 1;
 const EVENT: usize = 2;
-/// Room kept for the `_<port>` suffix of guest-initiated connections.
-const PORT_SUFFIX: usize = 11;
 
 /// Why the device could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum VsockError {
-    /// The socket path is too long for a Unix socket address.
-    #[error("--vsock uds={path}: {len} bytes, at most {max} fit a Unix socket address with a _PORT suffix")]
-    PathTooLong {
-        /// The path.
-        path: PathBuf,
-        /// Its length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
     /// Something else than a stale socket is in the way.
     #[error("--vsock uds={0}: exists and is in use or not a socket")]
     InUse(PathBuf),
@@ -59,34 +49,35 @@ pub struct Vsock {
     cid: u64,
     uds: PathBuf,
     listener: UnixListener,
+    /// Who may connect, read when the device is made (before the seccomp filter).
+    peers: AllowedPeers,
     worker: Option<Worker>,
 }
 
 impl Vsock {
     /// A device for guest `cid` that host processes reach through a Unix socket bound at `uds`
-    /// now (a stale socket there nobody listens on is replaced).
+    /// now (a stale socket there nobody listens on is replaced). Only root and the VMM's own
+    /// user may connect to it.
     pub fn new(cid: u64, uds: &Path) -> Result<Vsock, VsockError> {
+        Self::with_peers(cid, uds, AllowedPeers::of_this_process())
+    }
+
+    /// [`Vsock::new`] accepting host clients of `peers` only.
+    pub fn with_peers(cid: u64, uds: &Path, peers: AllowedPeers) -> Result<Vsock, VsockError> {
         let listener = bind(uds)?;
         Ok(Vsock {
             cid,
             uds: uds.to_path_buf(),
             listener,
+            peers,
             worker: None,
         })
     }
 }
 
-/// Checks the path and binds a non-blocking listener there.
+/// Binds a non-blocking listener at `uds` (through its directory if the path is longer than
+/// `sun_path`).
 pub fn bind(uds: &Path) -> Result<UnixListener, VsockError> {
-    let len = uds.as_os_str().len();
-    let max = MAX_SOCKET_PATH - PORT_SUFFIX;
-    if len > max {
-        return Err(VsockError::PathTooLong {
-            path: uds.to_path_buf(),
-            len,
-            max,
-        });
-    }
     crate::uds::bind(uds).map_err(|e| match e {
         BindError::InUse => VsockError::InUse(uds.to_path_buf()),
         BindError::Io(source) => VsockError::Bind {
@@ -99,7 +90,6 @@ pub fn bind(uds: &Path) -> Result<UnixListener, VsockError> {
 impl Drop for Vsock {
     fn drop(&mut self) {
         self.worker = None;
-        let _ = std::fs::remove_file(&self.uds);
     }
 }
 
@@ -153,7 +143,7 @@ impl VirtioDevice for Vsock {
             source,
         };
         let listener = self.listener.try_clone().map_err(worker_error)?;
-        let muxer = Muxer::new(self.cid, &self.uds, listener).map_err(worker_error)?;
+        let muxer = Muxer::new(self.cid, &self.uds, listener, self.peers).map_err(worker_error)?;
         let handler = VsockHandler {
             mem,
             rx,
@@ -502,38 +492,172 @@ mod tests {
         assert!(rest.is_empty());
         assert!(!interrupt.is_broken());
 
-        // Guest-initiated: host port 5000 is the listener at <uds>_5000.
-        let listener =
-            std::os::unix::net::UnixListener::bind(dir.path().join("v.sock_5000")).unwrap();
-        guest.send_ports(2000, 5000, op::REQUEST, 0, &[]);
-        let (response, _) = guest.wait_rx();
-        assert_eq!(
-            (response.op, response.src_port, response.dst_port),
-            (op::RESPONSE, 5000, 2000)
-        );
-        let (mut server, _) = listener.accept().unwrap();
-        server
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        guest.send_ports(2000, 5000, op::RW, 0, b"to host");
-        guest.send_ports(2000, 5000, op::SHUTDOWN, 2, &[]);
-        let mut got = Vec::new();
-        server.read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"to host");
-        server.write_all(b"back").unwrap();
-        drop(server);
-        let (data, payload) = guest.wait_rx();
-        assert_eq!((data.op, payload.as_slice()), (op::RW, &b"back"[..]));
-        let (shutdown, _) = guest.wait_rx();
-        assert_eq!((shutdown.op, shutdown.flags), (op::SHUTDOWN, 2));
-        // No listener on 5001: refused.
-        guest.send_ports(2001, 5001, op::REQUEST, 0, &[]);
-        let (rst, _) = guest.wait_rx();
-        assert_eq!((rst.op, rst.dst_port), (op::RST, 2001));
-
         vsock.reset();
         drop(vsock);
-        assert!(!uds.exists(), "the socket is removed with the device");
+        assert!(
+            uds.exists(),
+            "the VMM never removes its socket (no unlink under seccomp)"
+        );
+    }
+
+    /// A guest connecting to a host port gets a reset, whatever the port and whether or not
+    /// a socket `<uds>_<port>` exists, and no socket is made: the device runs in a child
+    /// process under the enforced seccomp filter (installed before activation, as in the VMM),
+    /// where making or connecting a socket would kill it. Host-initiated connections still
+    /// work there.
+    #[test]
+    fn guest_initiated_connections_are_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "devices::virtio::vsock::device::tests::enforcing_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("RVM_VSOCK_CHILD_DIR", dir.path())
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{:?}: {stderr}", output.status);
+        assert!(stderr.contains("VSOCK-CHILD-DONE"), "{stderr}");
+    }
+
+    /// The child's side of [`guest_initiated_connections_are_reset`]; does nothing in a normal
+    /// test run.
+    #[test]
+    fn enforcing_child() {
+        let Some(dir) = std::env::var_os("RVM_VSOCK_CHILD_DIR") else {
+            return;
+        };
+        let dir = PathBuf::from(dir);
+        let uds = dir.join("v.sock");
+        let mut vsock = Vsock::new(3, &uds).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
+        // What the VMM once connected guest connections to.
+        let old_listener = UnixListener::bind(dir.join("v.sock_5000")).unwrap();
+        old_listener.set_nonblocking(true).unwrap();
+        // A host client, connected before the filter (the test cannot connect after it).
+        let mut client = UnixStream::connect(&uds).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        crate::seccomp::install(crate::seccomp::SeccompMode::Enforce).unwrap();
+
+        let (mut guest, interrupt, _rx_kick) = activate(&mut vsock, &mem, 16, false);
+        for (src, dst) in [(2000, 5000), (2001, 5001), (2002, 1024)] {
+            guest.send_ports(src, dst, op::REQUEST, 0, &[]);
+            let (rst, payload) = guest.wait_rx();
+            assert_eq!(
+                (rst.op, rst.src_port, rst.dst_port, rst.src_cid, rst.dst_cid),
+                (op::RST, dst, src, HOST_CID, 3)
+            );
+            assert!(payload.is_empty());
+        }
+        assert!(
+            matches!(old_listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "nothing connected to <uds>_5000"
+        );
+        // Data for the refused connection is answered with a reset too.
+        guest.send_ports(2000, 5000, op::RW, 0, b"data");
+        let (rst, _) = guest.wait_rx();
+        assert_eq!((rst.op, rst.dst_port), (op::RST, 2000));
+
+        // The host client is accepted (peer credentials read) and relayed under the filter.
+        client.write_all(b"CONNECT 1024\n").unwrap();
+        let (request, _) = guest.wait_rx();
+        assert_eq!((request.op, request.dst_port), (op::REQUEST, 1024));
+        guest.send(op::RESPONSE, 0, &[]);
+        let mut reply = [0u8; 14];
+        client.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"OK 1073741824\n");
+        client.write_all(b"ping").unwrap();
+        let (data, payload) = guest.wait_rx();
+        assert_eq!((data.op, payload.as_slice()), (op::RW, &b"ping"[..]));
+        assert!(!interrupt.is_broken());
+        vsock.reset();
+        drop(vsock);
+        eprintln!("VSOCK-CHILD-DONE");
+    }
+
+    /// Host clients of users other than root and the VMM's own are dropped when accepted,
+    /// before their CONNECT line is read: the guest never hears of them. Run as root (which is
+    /// always allowed), the client is this test binary again as `nobody`.
+    #[test]
+    fn host_clients_of_other_users_are_dropped() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let uds = dir.path().join("v.sock");
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        let peers = AllowedPeers::with_own_uid(if euid == 0 { 0 } else { euid + 1 });
+        let mut vsock = Vsock::with_peers(3, &uds, peers).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
+        let (guest, interrupt, _rx_kick) = activate(&mut vsock, &mem, 16, false);
+        let read = if euid == 0 {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(&uds, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let output = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "devices::virtio::vsock::device::tests::foreign_client",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("RVM_VSOCK_FOREIGN", &uds)
+                .uid(65534)
+                .gid(65534)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            assert!(output.status.success(), "{stderr}");
+            stderr
+                .lines()
+                .find_map(|l| l.strip_prefix("FOREIGN-READ "))
+                .unwrap_or_else(|| panic!("{stderr}"))
+                .to_owned()
+        } else {
+            foreign_connect(&uds).to_string()
+        };
+        assert_eq!(read, "0", "the client got nothing but EOF");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            mem.read_obj::<u16>(GuestAddress(RX_USED + 2)).unwrap(),
+            guest.rx_seen,
+            "the guest was sent nothing"
+        );
+        assert!(!interrupt.is_broken());
+        vsock.reset();
+    }
+
+    /// Connects to `uds`, asks for guest port 1024 and reads until EOF (or a reset: the
+    /// VMM closed the connection without reading the line); the bytes read, `usize::MAX` if
+    /// the read failed otherwise (a timeout: the connection was kept).
+    fn foreign_connect(uds: &Path) -> usize {
+        let mut client = UnixStream::connect(uds).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = client.write_all(b"CONNECT 1024\n");
+        let mut rest = Vec::new();
+        match client.read_to_end(&mut rest) {
+            Ok(_) => rest.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => rest.len(),
+            Err(_) => usize::MAX,
+        }
+    }
+
+    /// The other user's client of [`host_clients_of_other_users_are_dropped`]; does nothing in
+    /// a normal test run.
+    #[test]
+    fn foreign_client() {
+        let Some(uds) = std::env::var_os("RVM_VSOCK_FOREIGN") else {
+            return;
+        };
+        eprintln!("FOREIGN-READ {}", foreign_connect(Path::new(&uds)));
     }
 
     /// With EVENT_IDX the guest kicks only when the device asked: after the TX queue is
@@ -616,8 +740,16 @@ mod tests {
     #[test]
     fn socket_path_is_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let long = dir.path().join("x".repeat(100));
-        assert!(matches!(bind(&long), Err(VsockError::PathTooLong { .. })));
+        // A path longer than sun_path is bound through its directory.
+        let deep = dir.path().join("d".repeat(100));
+        std::fs::create_dir(&deep).unwrap();
+        let long = deep.join("v.sock");
+        let _long = bind(&long).unwrap();
+        assert!(
+            UnixStream::connect(&long).is_err(),
+            "too long for a plain connect"
+        );
+        assert!(crate::uds::connect(&long).is_ok());
         let file = dir.path().join("file");
         std::fs::write(&file, b"").unwrap();
         let err = bind(&file).unwrap_err().to_string();

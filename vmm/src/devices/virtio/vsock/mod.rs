@@ -1,6 +1,7 @@
 //! virtio-vsock with a hybrid vsock host side: host processes reach guest ports through one
-//! Unix socket (`CONNECT <port>\n` → `OK <host port>\n`), and guest connects to host port P
-//! reach the Unix listener at `<uds>_P`. Credit-based flow control on every connection.
+//! Unix socket (`CONNECT <port>\n` → `OK <host port>\n`). The host side never listens for the
+//! guest: a guest-initiated connection is refused with a reset. Credit-based flow control on
+//! every connection.
 //!
 //! [`packet`] parses descriptor chains, [`credit`] and [`connection`] keep per-connection
 //! state, [`hybrid`] is the host handshake, [`muxer`] the host side, [`device`] the device.

@@ -1,10 +1,14 @@
 //! The host side of the device: the hybrid Unix socket listener, the CONNECT handshake of host
-//! clients, guest connects to `<uds>_<port>`, and the table of live connections, all driven by
-//! the worker's epoll set. Packets for the guest are queued here until the driver gives RX
-//! buffers: control resets first, then connections in turn.
+//! clients, and the table of live connections, all driven by the worker's epoll set. Packets
+//! for the guest are queued here until the driver gives RX buffers: control resets first, then
+//! connections in turn.
+//!
+//! Only host processes of root or of the VMM's own user are served (SO_PEERCRED); others are
+//! dropped when accepted. The host side never listens for the guest: a guest-initiated
+//! connection is refused with a reset, without any socket call (the VMM makes no socket and
+//! connects nowhere once the guest runs; its seccomp filter forbids both).
 
 use std::collections::{HashMap, VecDeque};
-use std::ffi::OsString;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -20,6 +24,7 @@ use super::hybrid::ConnectLine;
 use super::packet::{op, Header, HEADER_LEN, HOST_CID, TYPE_STREAM};
 use super::payload::Payload;
 use crate::devices::virtio::worker::{Poller, FIRST_BACKEND_TOKEN};
+use crate::uds::AllowedPeers;
 
 /// Most connections (and host clients still in their handshake) at once; more are refused.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -61,6 +66,7 @@ pub struct Muxer {
     guest_cid: u64,
     uds: PathBuf,
     listener: UnixListener,
+    peers: AllowedPeers,
     timer: TimerFd,
     timer_armed: bool,
     pending: HashMap<u64, Pending>,
@@ -73,13 +79,19 @@ pub struct Muxer {
 }
 
 impl Muxer {
-    /// A muxer for the guest `guest_cid`, accepting host clients on `listener` (non-blocking,
-    /// bound at `uds`).
-    pub fn new(guest_cid: u64, uds: &Path, listener: UnixListener) -> std::io::Result<Muxer> {
+    /// A muxer for the guest `guest_cid`, accepting host clients of `peers` on `listener`
+    /// (non-blocking, bound at `uds`).
+    pub fn new(
+        guest_cid: u64,
+        uds: &Path,
+        listener: UnixListener,
+        peers: AllowedPeers,
+    ) -> std::io::Result<Muxer> {
         Ok(Muxer {
             guest_cid,
             uds: uds.to_path_buf(),
             listener,
+            peers,
             timer: TimerFd::new()?,
             timer_armed: false,
             pending: HashMap::new(),
@@ -127,7 +139,7 @@ impl Muxer {
         };
         let Some(entry) = self.conns.get_mut(&key) else {
             match header.op {
-                op::REQUEST => self.guest_connect(poller, header, key),
+                op::REQUEST => self.refuse_guest_connect(header),
                 op::RST => {}
                 _ => self.push_rst(header.rst_reply(self.guest_cid)),
             }
@@ -229,6 +241,9 @@ impl Muxer {
                     return;
                 }
             };
+            if !self.peers.allows(&stream, "vsock") {
+                continue;
+            }
             if self.at_limit() {
                 tracing::warn!(
                     "vsock: {MAX_CONNECTIONS} connections already, refusing a host client"
@@ -320,30 +335,15 @@ impl Muxer {
         self.arm_timer();
     }
 
-    fn guest_connect(&mut self, poller: &Poller, header: &Header, key: ConnKey) {
-        if self.at_limit() {
-            tracing::warn!("vsock: {MAX_CONNECTIONS} connections already, refusing the guest");
-            self.push_rst(header.rst_reply(self.guest_cid));
-            return;
-        }
-        let path = port_path(&self.uds, header.dst_port);
-        match connect_nonblocking(&path) {
-            Ok(stream) => {
-                let token = self.next_token();
-                self.insert(
-                    poller,
-                    token,
-                    Connection::guest_initiated(stream, key, header),
-                );
-            }
-            Err(e) => {
-                tracing::debug!(
-                    "vsock: guest connect to {}: {e}",
-                    Path::new(&path).display()
-                );
-                self.push_rst(header.rst_reply(self.guest_cid));
-            }
-        }
+    /// The guest asked to connect to a host port: nothing on the host listens for the guest,
+    /// so the answer is a reset.
+    fn refuse_guest_connect(&mut self, header: &Header) {
+        tracing::debug!(
+            "vsock: refusing the guest's connection from port {} to host port {}",
+            header.src_port,
+            header.dst_port
+        );
+        self.push_rst(header.rst_reply(self.guest_cid));
     }
 
     fn insert(&mut self, poller: &Poller, token: u64, conn: Connection) {
@@ -356,7 +356,7 @@ impl Muxer {
             queued: false,
         };
         if let Some(old) = self.conns.insert(key, entry) {
-            // A guest REQUEST cannot reach here for a live key; keep the table consistent anyway.
+            // Host ports are allocated free; keep the table consistent anyway.
             self.tokens.remove(&old.token);
             if !old.registered.is_empty() {
                 let _ = poller.remove(old.conn.stream().as_raw_fd());
@@ -475,19 +475,4 @@ impl Muxer {
             });
         }
     }
-}
-
-/// `<uds>_<port>`: where a guest connect to host port `port` goes.
-pub fn port_path(uds: &Path, port: u32) -> PathBuf {
-    let mut path = OsString::from(uds.as_os_str());
-    path.push(format!("_{port}"));
-    PathBuf::from(path)
-}
-
-/// Connects to a Unix listener without ever blocking: a full backlog is a failure.
-fn connect_nonblocking(path: &Path) -> std::io::Result<UnixStream> {
-    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
-    socket.set_nonblocking(true)?;
-    socket.connect(&socket2::SockAddr::unix(path)?)?;
-    Ok(socket.into())
 }
