@@ -62,6 +62,12 @@ def where():
     return f"{socket.gethostname()} ({kvm_kind()})"
 
 
+# Issue 21: the jail and filter add at most this to the p50 start-up; the VMM without guest RAM
+# stays within this.
+GOAL_JAIL_COST_MS = 2.0
+GOAL_JAILED_RSS_MIB = 3.0
+
+
 class Vmm:
     """A running rvm-vmm whose stderr is a pipe we read, started at `start_ns` (CLOCK_MONOTONIC,
     taken in the child just before exec)."""
@@ -259,10 +265,11 @@ def dumps(result):
     return "{\n" + ",\n".join(lines) + "\n}"
 
 
-def start_run(vmm, kernel, memory_mib, vcpus):
-    """One rvm-vmm run without initrd: (start-up ms, main thread CPU ms, memory dict)."""
+def start_run(vmm, kernel, memory_mib, vcpus, extra=()):
+    """One rvm-vmm run without initrd: (start-up ms, main thread CPU ms, memory dict). `extra`:
+    more flags (the jail, the seccomp mode)."""
     proc = Vmm([vmm, "--kernel", kernel, "--memory", str(memory_mib), "--vcpus", str(vcpus),
-                "--cmdline", "console=ttyS0 reboot=k panic=-1"])
+                "--cmdline", "console=ttyS0 reboot=k panic=-1", *extra])
     try:
         first_run = proc.first_run_ns()
         time.sleep(SETTLE_S)
@@ -280,13 +287,13 @@ def start_run(vmm, kernel, memory_mib, vcpus):
     return (first_run - proc.start_ns) / 1e6, cpu_ns / 1e6, memory
 
 
-def measure_start(runs, memory_mib=128, vcpus=1):
+def measure_start(runs, memory_mib=128, vcpus=1, extra=()):
     """Start-up latency and memory overhead over `runs` runs after a warm-up, as a JSON object."""
     vmm, kernel = find_vmm(), find_kernel()
-    start_run(vmm, kernel, memory_mib, vcpus)  # warm-up
+    start_run(vmm, kernel, memory_mib, vcpus, extra)  # warm-up
     start_ms, cpu_ms, rss, pss, guest = [], [], [], [], []
     for _ in range(runs):
-        ms, cpu, memory = start_run(vmm, kernel, memory_mib, vcpus)
+        ms, cpu, memory = start_run(vmm, kernel, memory_mib, vcpus, extra)
         start_ms.append(ms)
         cpu_ms.append(cpu)
         rss.append(memory["rss"] / MIB)
@@ -296,6 +303,7 @@ def measure_start(runs, memory_mib=128, vcpus=1):
         "benchmark": "vmm-start", "where": where(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "vmm": vmm, "kernel": kernel, "memory_mib": memory_mib, "vcpus": vcpus, "runs": runs,
+        "flags": list(extra),
         "start_to_first_kvm_run_ms": summary(start_ms, 2),
         "main_thread_cpu_ms": summary(cpu_ms, 2),
         "rss_without_guest_mib": summary(rss, 2),
@@ -303,3 +311,43 @@ def measure_start(runs, memory_mib=128, vcpus=1):
         "guest_rss_mib": summary(guest, 1),
         "goals": {"start_ms": GOAL_START_MS, "rss_mib": GOAL_RSS_MIB},
     }
+
+
+# The uid and gid of the jailed runs of bench/vmm-start --compare-jail: outside rvm's own range.
+BENCH_JAIL_ID = 299_998
+
+
+def measure_jail_cost(runs, memory_mib=128, vcpus=1):
+    """bench/vmm-start --compare-jail: the same start-up measured with the jail and the seccomp
+    filter (the default) and without either (`--seccomp off`, no `--jail`), the two kinds of runs
+    interleaved so that the host's load weighs on both alike. Needs root (the jail does)."""
+    import tempfile
+    vmm, kernel = find_vmm(), find_kernel()
+    with tempfile.TemporaryDirectory(prefix="vmm-start-jail.") as root:
+        jailed = ("--jail", f"uid={BENCH_JAIL_ID},gid={BENCH_JAIL_ID},root={root}")
+        bare = ("--seccomp", "off")
+        kinds = {"jailed": jailed, "bare": bare}
+        for extra in kinds.values():
+            start_run(vmm, kernel, memory_mib, vcpus, extra)  # warm-up
+        samples = {name: {"start": [], "rss": []} for name in kinds}
+        for _ in range(runs):
+            for name, extra in kinds.items():
+                ms, _cpu, memory = start_run(vmm, kernel, memory_mib, vcpus, extra)
+                samples[name]["start"].append(ms)
+                samples[name]["rss"].append(memory["rss"] / MIB)
+    result = {
+        "benchmark": "vmm-start --compare-jail", "where": where(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "vmm": vmm, "kernel": kernel, "memory_mib": memory_mib, "vcpus": vcpus, "runs": runs,
+    }
+    for name, extra in kinds.items():
+        result[name] = {
+            "flags": list(extra),
+            "start_to_first_kvm_run_ms": summary(samples[name]["start"], 2),
+            "rss_without_guest_mib": summary(samples[name]["rss"], 2),
+        }
+    result["jail_cost_p50_ms"] = round(
+        result["jailed"]["start_to_first_kvm_run_ms"]["p50"]
+        - result["bare"]["start_to_first_kvm_run_ms"]["p50"], 2)
+    result["goals"] = {"jail_cost_p50_ms": GOAL_JAIL_COST_MS, "rss_mib": GOAL_JAILED_RSS_MIB}
+    return result

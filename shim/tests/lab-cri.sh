@@ -56,6 +56,8 @@ set -uo pipefail
 e2e_name=lab-cri
 # shellcheck source-path=SCRIPTDIR source=../../tests/e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../../tests/e2e/lib.sh" || exit 1
+# shellcheck source-path=SCRIPTDIR source=../../tests/security/jail-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../tests/security/jail-lib.sh" || exit 1
 handler=${CRI_HANDLER:-rvm}
 image=docker.io/library/busybox:latest
 pause_image=docker.io/rvm/pause:1
@@ -337,6 +339,12 @@ pod_ip=$(field network.ip)
 netns=$(field netns)
 need "the pod is SANDBOX_READY" test "$(field state)" = SANDBOX_READY
 check "the pod's runtime handler is $handler" test "$(field runtime_handler)" = "$handler"
+if [ "$handler" = rvm ]; then
+    # The pod's VM, started by the shim, is jailed as `rvm run`'s are (issue 21).
+    pod_vmm=$(pgrep -f "rvm-vmm .*$pod" | head -n 1)
+    need "the pod's rvm-vmm runs (pid ${pod_vmm:-none})" test -n "$pod_vmm"
+    jail_check_vmm "$pod_vmm" "pod"
+fi
 check "the pod's IP ($pod_ip) is in $subnet" in_subnet "$pod_ip"
 for pair in memory:$pod_memory cpu-quota:$pod_cpu_quota cpu-period:$pod_cpu_period; do
     key=io.kubernetes.cri.sandbox-${pair%%:*}

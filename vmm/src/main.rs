@@ -17,6 +17,7 @@ use rvm_vmm::loader::BootFiles;
 use rvm_vmm::machine::{self, ExitReason, Machine, RunOutcome, StopSources};
 
 fn main() -> ExitCode {
+    rvm_vmm::seccomp::single_malloc_arena();
     init_logging();
     let args = Args::parse();
     match run(&args) {

@@ -395,6 +395,22 @@ pub fn clone3_program() -> Result<BpfProgram, SeccompError> {
     Ok(BpfProgram::try_from(filter)?)
 }
 
+/// Makes every thread allocate from glibc's main arena. A thread arena's heap, when a free
+/// leaves enough room at its top, is shrunk, and the first shrink reads
+/// `/proc/sys/vm/overcommit_memory` (glibc's `check_may_shrink_heap`): an `openat` under the
+/// filter, seen killing the VMM when the vsock's many connections freed their buffers. The main
+/// arena grows and shrinks with brk and reads no file. To be called first thing in `main`,
+/// before any thread (and so any thread arena) exists.
+pub fn single_malloc_arena() {
+    // SAFETY: mallopt only sets an allocator tunable; M_ARENA_MAX takes any positive count.
+    let set = unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    if set != 1 {
+        tracing::warn!(
+            "mallopt(M_ARENA_MAX, 1) failed: a heap shrink may open a file under the filter"
+        );
+    }
+}
+
 /// Installs the filters for `mode` on every thread of the process (and so on every thread
 /// started later).
 pub fn install(mode: SeccompMode) -> Result<(), SeccompError> {
@@ -472,6 +488,9 @@ mod tests {
             return;
         };
         let action = std::env::var("RVM_SECCOMP_CHILD_ACTION").unwrap();
+        if std::env::var_os("RVM_SECCOMP_CHILD_ONE_ARENA").is_some() {
+            single_malloc_arena();
+        }
         install(mode.parse().unwrap()).unwrap();
         // Allowed calls keep working under the filter: threads (that start threads), joined.
         let thread = std::thread::spawn(|| {
@@ -532,6 +551,17 @@ mod tests {
             "unlink" => {
                 let _ = std::fs::remove_file("/nonexistent/file");
                 eprintln!("UNLINKED");
+            }
+            "thread-heap" => {
+                // What the vsock's connection workers do: a thread fills its heap with buffers
+                // below the mmap threshold, then frees them, which shrinks a thread arena.
+                let worker = std::thread::spawn(|| {
+                    let buffers: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 64 << 10]).collect();
+                    let total: usize = buffers.iter().map(Vec::len).sum();
+                    drop(buffers);
+                    total
+                });
+                eprintln!("HEAP {}", worker.join().unwrap());
             }
             other => panic!("unknown action {other}"),
         }
@@ -665,5 +695,17 @@ mod tests {
     fn the_handler_dies_by_a_call_the_filter_traps() {
         let rules = rules(std::process::id()).unwrap();
         assert!(!rules.contains_key(&DEATH_CALL));
+    }
+
+    #[test]
+    fn a_thread_freeing_its_heap_survives_the_filter_with_one_arena() {
+        let output = child_doing(
+            "enforce",
+            "thread-heap",
+            &[("RVM_SECCOMP_CHILD_ONE_ARENA", "1")],
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert!(stderr.contains("HEAP 4194304"), "{stderr}");
     }
 }

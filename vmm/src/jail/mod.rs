@@ -1,7 +1,8 @@
 //! The VMM's jail, entered once every file and socket the VM needs is open and before the guest
-//! runs: an empty read-only root, no capabilities, an unprivileged user and group, and
-//! `no_new_privs`. What the process holds from then on is its open descriptors; nothing of the
-//! host's filesystem is visible and no privilege can be regained.
+//! runs: an empty read-only root, no capabilities, an unprivileged user and group,
+//! `no_new_privs`, and lower resource limits (descriptors, tasks, no core dumps). What the
+//! process holds from then on is its open descriptors; nothing of the host's filesystem is
+//! visible and no privilege can be regained.
 //!
 //! The namespaces are mostly the starter's part: the runtime starts `rvm-vmm` in new mount, PID,
 //! IPC and UTS namespaces (and the VM's network namespace) and in the VM's own cgroup. [`enter`]
@@ -60,6 +61,7 @@ pub fn enter(spec: &JailSpec) -> Result<(), JailError> {
     }
     pivot_into_empty_root(&spec.root)?;
     drop_privileges(spec.uid, spec.gid)?;
+    limit_resources()?;
     check_unprivileged()?;
     tracing::info!(
         uid = spec.uid,
@@ -183,6 +185,37 @@ fn drop_privileges(uid: u32, gid: u32) -> Result<(), JailError> {
         "set the parent-death signal again",
         rustix::process::set_parent_process_death_signal(Some(Signal::KILL)),
     )?;
+    Ok(())
+}
+
+/// Open descriptors a jailed VMM may hold: its disks, TAP, eventfds and the host's vsock and API
+/// connections, with room to spare.
+pub const MAX_OPEN_FILES: u64 = 4096;
+/// Tasks (threads) the VMM's user may run: its own user, so this bounds the VMM alone: up to 32
+/// vCPUs, device workers, the API thread.
+pub const MAX_TASKS: u64 = 256;
+
+/// Lowers the VMM's resource limits, soft and hard: descriptors, tasks, and no core dump (a
+/// core would hold guest memory).
+fn limit_resources() -> Result<(), JailError> {
+    for (name, resource, limit) in [
+        (
+            "open files",
+            rustix::process::Resource::Nofile,
+            MAX_OPEN_FILES,
+        ),
+        ("tasks", rustix::process::Resource::Nproc, MAX_TASKS),
+        ("core dumps", rustix::process::Resource::Core, 0),
+    ] {
+        let rlimit = rustix::process::Rlimit {
+            current: Some(limit),
+            maximum: Some(limit),
+        };
+        step(
+            format!("limit {name} to {limit}"),
+            rustix::process::setrlimit(resource, rlimit),
+        )?;
+    }
     Ok(())
 }
 
