@@ -310,6 +310,7 @@ fn content_text(content: &HostContent, destination: &str) -> Option<String> {
 
 /// Removes the VM's directories (after the VMM has ended, or for a shim that died).
 pub fn remove_files(layout: &Layout, id: &str) {
+    rvm_runtime::jail::cgroup::remove_leftover(id);
     for dir in [layout.run_dir(id), layout.container_dir(id)] {
         remove_dir(&dir);
     }

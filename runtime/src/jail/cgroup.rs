@@ -109,6 +109,37 @@ impl Drop for VmCgroup {
     }
 }
 
+/// How long [`remove_leftover`] waits for a killed VMM to leave its cgroup.
+const LEFTOVER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Removes the cgroup of VM `id` if its owner could not (a monitor or shim killed with its VMM
+/// takes its cleanup with it): waits a little for a VMM still exiting, as its cgroup cannot go
+/// while it holds a task.
+pub fn remove_leftover(id: &str) {
+    let Some(mount) = cgroup2_mount() else {
+        return;
+    };
+    let dir = mount.join(PARENT).join(id);
+    let deadline = std::time::Instant::now() + LEFTOVER_GRACE;
+    loop {
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => return,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return,
+            Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
+                if std::time::Instant::now() >= deadline {
+                    tracing::warn!(dir = %dir.display(), "the VMM's cgroup still has tasks; left in place");
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(err) => {
+                tracing::warn!(dir = %dir.display(), %err, "cannot remove the VMM's cgroup");
+                return;
+            }
+        }
+    }
+}
+
 fn make_dir(path: &Path) -> Result<(), CgroupError> {
     match std::fs::DirBuilder::new().mode(0o755).create(path) {
         Ok(()) => Ok(()),

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use rvm_vmm::config::JailSpec;
 use serde::{Deserialize, Serialize};
 
-use cgroup::{CgroupError, VmCgroup};
+use cgroup::VmCgroup;
 use ids::{IdError, IdRange, Lease};
 
 /// A failure to prepare a VMM's jail.
@@ -23,8 +23,6 @@ use ids::{IdError, IdRange, Lease};
 pub enum JailError {
     #[error(transparent)]
     Id(#[from] IdError),
-    #[error(transparent)]
-    Cgroup(#[from] CgroupError),
     #[error("cannot create the jail directory {}: {source}", path.display())]
     Dir {
         path: PathBuf,
@@ -69,8 +67,16 @@ impl VmmJail {
                 path: root.to_owned(),
                 source,
             })?;
+        // A host without a usable cgroup v2 still runs VMs, jailed the same way, but without
+        // resource limits: said here, and `"Cgroup": null` in `rvm inspect`.
         let cgroup = match cgroup::cgroup2_mount() {
-            Some(mount) => Some(VmCgroup::create(&mount, id, memory_mib, vcpus)?),
+            Some(mount) => match VmCgroup::create(&mount, id, memory_mib, vcpus) {
+                Ok(cgroup) => Some(cgroup),
+                Err(err) => {
+                    tracing::warn!(%err, "the VMM runs without a cgroup of its own");
+                    None
+                }
+            },
             None => {
                 tracing::warn!(
                     "no cgroup v2 on this host: the VMM runs without a cgroup of its own"

@@ -677,6 +677,7 @@ impl Containers {
                 }
             }
         }
+        crate::jail::cgroup::remove_leftover(id);
         for dir in [self.layout.run_dir(id), self.layout.container_dir(id)] {
             match fs::remove_dir_all(&dir) {
                 Err(err) if err.kind() != io::ErrorKind::NotFound => {
