@@ -403,3 +403,26 @@ fn later_entries_replace_earlier_ones() {
         "file now"
     );
 }
+
+#[test]
+fn a_fifo_replacing_a_symlink_gets_its_mode_and_the_symlink_target_is_untouched() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let sandbox = Sandbox::new();
+    let secret = sandbox.outside.join("secret");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    // A symlink at the FIFO's name first: the FIFO replaces it, and its mode (0644 in the
+    // header) is set on the FIFO, never through the link on the file outside.
+    let tar = RawTar::default()
+        .symlink("pipe", "../secret")
+        .entry(EntryType::Fifo, "pipe", "", b"")
+        .finish();
+    sandbox.unpack(tar).unwrap();
+    let pipe = fs::symlink_metadata(sandbox.target.join("pipe")).unwrap();
+    assert!(pipe.file_type().is_fifo());
+    assert_eq!(pipe.permissions().mode() & 0o7777, 0o644);
+    assert_eq!(
+        fs::metadata(&secret).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
+    sandbox.assert_nothing_outside();
+}

@@ -479,6 +479,9 @@ impl Unpacker {
             .map_err(|err| io_error(meta, "create hard link")(err.into()))
     }
 
+    /// A FIFO, made with a private mode, then given its owner, mode and times through a
+    /// descriptor opened without following symlinks (a FIFO opens at once read-only with
+    /// O_NONBLOCK): nothing is ever changed through a path that a symlink could redirect.
     fn make_fifo(&self, meta: &Meta, dir: &OwnedFd, name: &OsStr) -> Result<()> {
         remove_existing(meta, dir, name)?;
         rustix::fs::mknodat(
@@ -489,14 +492,21 @@ impl Unpacker {
             Dev::default(),
         )
         .map_err(|err| io_error(meta, "create fifo")(err.into()))?;
-        self.set_owner(meta, dir, name, "set fifo owner")?;
-        rustix::fs::chmodat(
+        let fifo = rustix::fs::openat(
             dir,
             name,
-            Mode::from_bits_truncate(meta.mode),
-            AtFlags::empty(),
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
         )
-        .map_err(|err| io_error(meta, "set fifo mode")(err.into()))
+        .map_err(|err| io_error(meta, "open fifo")(err.into()))?;
+        let stat =
+            rustix::fs::fstat(&fifo).map_err(|err| io_error(meta, "stat fifo")(err.into()))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::Fifo {
+            return Err(io_error(meta, "open fifo")(io::Error::other(
+                "not the fifo just made",
+            )));
+        }
+        self.set_attributes(meta, &fifo)
     }
 
     /// Owner, mode, xattrs and mtime of a file or directory, through its descriptor. The owner
