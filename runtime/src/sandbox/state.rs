@@ -172,7 +172,8 @@ struct Record {
     error: Option<String>,
     started_at: Option<String>,
     finished_at: Option<String>,
-    #[serde(default)]
+    /// Written only when known, so that a state without one keeps the first version's shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     jail: Option<JailInfo>,
 }
 
