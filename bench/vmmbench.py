@@ -329,12 +329,13 @@ def measure_jail_cost(runs, memory_mib=128, vcpus=1):
         kinds = {"jailed": jailed, "bare": bare}
         for extra in kinds.values():
             start_run(vmm, kernel, memory_mib, vcpus, extra)  # warm-up
-        samples = {name: {"start": [], "rss": []} for name in kinds}
+        samples = {name: {"start": [], "rss": [], "pss": []} for name in kinds}
         for _ in range(runs):
             for name, extra in kinds.items():
                 ms, _cpu, memory = start_run(vmm, kernel, memory_mib, vcpus, extra)
                 samples[name]["start"].append(ms)
                 samples[name]["rss"].append(memory["rss"] / MIB)
+                samples[name]["pss"].append(memory["pss"] / MIB)
     result = {
         "benchmark": "vmm-start --compare-jail", "where": where(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -345,6 +346,7 @@ def measure_jail_cost(runs, memory_mib=128, vcpus=1):
             "flags": list(extra),
             "start_to_first_kvm_run_ms": summary(samples[name]["start"], 2),
             "rss_without_guest_mib": summary(samples[name]["rss"], 2),
+            "pss_without_guest_mib": summary(samples[name]["pss"], 2),
         }
     result["jail_cost_p50_ms"] = round(
         result["jailed"]["start_to_first_kvm_run_ms"]["p50"]
