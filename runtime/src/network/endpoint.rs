@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use super::bridge::{self, BridgeError};
 use super::dns;
+use super::forward::MetadataPolicy;
 use super::guard;
 use super::ipam::{Ipam, IpamError};
 use super::nat::{self, NatError};
@@ -120,7 +121,7 @@ async fn attach_inner(root: &Path, id: &str, endpoint: &Endpoint) -> Result<(), 
     {
         let _lock = Lock::exclusive(Path::new(HOST_LOCK)).map_err(NetworkError::Lock)?;
         let bridge_index = bridge::ensure_bridge(&handle).await?;
-        nat::ensure_table()?;
+        nat::ensure_table(MetadataPolicy::from_env().map_err(NatError::from)?)?;
         guard::ensure_table()?;
         // Before the TAP exists: its first frame is already judged.
         guard::allow(&endpoint.tap, &endpoint.mac, endpoint.ip)?;

@@ -9,6 +9,7 @@
 pub mod bridge;
 pub mod dns;
 pub mod endpoint;
+pub mod forward;
 pub mod guard;
 pub mod ipam;
 pub mod nat;

@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 
 use thiserror::Error;
 
+use super::forward::{self, MetadataPolicy, PolicyError};
 use super::ports::PortMapping;
 use super::{subnet, BRIDGE};
 
@@ -31,16 +32,19 @@ pub enum NatError {
     Spawn(std::io::Error),
     #[error("nft refused {what}: {message}")]
     Refused { what: String, message: String },
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
 /// The table: DNAT of published ports in prerouting (from outside) and output (from the host
 /// itself, 127.0.0.1 included), masquerade of the subnet towards the uplink and of loopback
-/// sources towards the bridge (which has `route_localnet` for that).
-pub fn table_script() -> String {
+/// sources towards the bridge (which has `route_localnet` for that); the loopback and metadata
+/// guard and the forward policy of [`forward`].
+pub fn table_script(policy: MetadataPolicy) -> String {
     let dnat = "fib daddr type local meta l4proto { tcp, udp } dnat ip to";
     format!(
         "table ip {TABLE} {{
-{guard}    map fwd_any {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}
+{metadata}{guard}{forward}    map fwd_any {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}
     map fwd_ip {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}
     chain prerouting {{
         type nat hook prerouting priority dstnat; policy accept;
@@ -60,11 +64,14 @@ pub fn table_script() -> String {
 }}
 ",
         subnet = subnet(),
+        metadata = forward::metadata_set(policy),
         guard = guard_chain(),
+        forward = forward::forward_chain(),
     )
 }
 
-/// The chain that keeps guests off the host's loopback (see the module's doc).
+/// The chain that keeps guests off the host's loopback (see the module's doc) and, through the
+/// set of [`forward`], off the cloud metadata service.
 const GUARD: &str = "guard";
 
 fn guard_chain() -> String {
@@ -73,36 +80,85 @@ fn guard_chain() -> String {
         type filter hook prerouting priority -300; policy accept;
         iifname \"{BRIDGE}\" ip daddr 127.0.0.0/8 drop
         iifname \"{BRIDGE}\" ip saddr 127.0.0.0/8 drop
+        {metadata}
     }}
-"
+",
+        metadata = forward::metadata_rule()
     )
 }
 
-/// Creates the table unless it exists. The caller holds the host-wide network lock, so two
-/// containers starting at once do not both add the chains.
-/// A table made by an older rvm, without the guard chain, gets it.
-pub fn ensure_table() -> Result<(), NatError> {
-    if !exists(&["table", "ip", TABLE])? {
-        return apply(&table_script(), "the rvm nftables table");
+/// Creates the table unless it exists, and brings an existing one to what this version wants:
+/// a table made by an older rvm gets the chains and set it lacks, and the metadata set gets
+/// the content `policy` asks for. One `nft list` when nothing is to be done. The caller holds
+/// the host-wide network lock, so two containers starting at once do not both add the chains.
+pub fn ensure_table(policy: MetadataPolicy) -> Result<(), NatError> {
+    let Some(listing) = list(&["table", "ip", TABLE])? else {
+        return apply(&table_script(policy), "the rvm nftables table");
+    };
+    let script = upgrade_script(&listing, policy);
+    if script.is_empty() {
+        return Ok(());
     }
-    if !exists(&["chain", "ip", TABLE, GUARD])? {
-        let script = format!("table ip {TABLE} {{\n{}}}\n", guard_chain());
-        return apply(&script, "the loopback guard of the rvm nftables table");
+    apply(&script, "the update of the rvm nftables table")
+}
+
+/// What must be added to an existing table, given its `nft list` text, so that it has the
+/// guard and forward chains, the metadata set and rule, and the set's content `policy` asks
+/// for. Empty when the table is as wanted.
+pub fn upgrade_script(listing: &str, policy: MetadataPolicy) -> String {
+    let has = |text: &str| listing.contains(text);
+    let mut body = String::new();
+    let mut after = String::new();
+    if !has(&format!("set {} ", forward::METADATA_SET)) {
+        body.push_str(&forward::metadata_set(MetadataPolicy::Allow));
     }
-    Ok(())
+    if !has(&format!("chain {GUARD} ")) {
+        body.push_str(&guard_chain());
+    } else if !has(&format!("@{}", forward::METADATA_SET)) {
+        after.push_str(&format!(
+            "add rule ip {TABLE} {GUARD} {}\n",
+            forward::metadata_rule()
+        ));
+    }
+    if !has(&format!("chain {} ", forward::FORWARD)) {
+        body.push_str(&forward::forward_chain());
+    }
+    let blocked = has(forward::METADATA_MARK);
+    match policy {
+        MetadataPolicy::Block if !blocked => after.push_str(&format!(
+            "add element ip {TABLE} {} {{ {} }}\n",
+            forward::METADATA_SET,
+            forward::METADATA_ADDRESSES
+        )),
+        MetadataPolicy::Allow if blocked => {
+            after.push_str(&format!("flush set ip {TABLE} {}\n", forward::METADATA_SET))
+        }
+        _ => {}
+    }
+    if body.is_empty() {
+        return after;
+    }
+    format!("table ip {TABLE} {{\n{body}}}\n{after}")
 }
 
 /// Whether `nft list OBJECT...` finds the object.
 pub(super) fn exists(object: &[&str]) -> Result<bool, NatError> {
-    let status = Command::new("nft")
+    Ok(list(object)?.is_some())
+}
+
+/// What `nft list OBJECT...` prints, or None when there is no such object.
+fn list(object: &[&str]) -> Result<Option<String>, NatError> {
+    let output = Command::new("nft")
         .arg("list")
         .args(object)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
+        .output()
         .map_err(NatError::Spawn)?;
-    Ok(status.success())
+    Ok(output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned()))
 }
 
 /// The map element of a published port: its map, key and value.
@@ -233,12 +289,13 @@ mod tests {
 
     #[test]
     fn table_masquerades_the_subnet() {
-        assert!(table_script().contains("ip saddr 10.88.0.0/16 oifname != \"rvm0\" masquerade"));
+        assert!(table_script(MetadataPolicy::Block)
+            .contains("ip saddr 10.88.0.0/16 oifname != \"rvm0\" masquerade"));
     }
 
     #[test]
     fn table_drops_loopback_from_the_bridge_before_routing() {
-        let script = table_script();
+        let script = table_script(MetadataPolicy::Block);
         assert!(script.contains("type filter hook prerouting priority -300;"));
         assert!(script.contains("iifname \"rvm0\" ip daddr 127.0.0.0/8 drop"));
         assert!(script.contains("iifname \"rvm0\" ip saddr 127.0.0.0/8 drop"));
@@ -247,6 +304,59 @@ mod tests {
     /// nft itself judges the script (`--check` changes nothing on the host).
     #[test]
     fn nft_accepts_the_table() {
-        nft_check(&table_script());
+        nft_check(&table_script(MetadataPolicy::Block));
+        nft_check(&table_script(MetadataPolicy::Allow));
+    }
+
+    #[test]
+    fn a_current_table_needs_nothing() {
+        for policy in [MetadataPolicy::Block, MetadataPolicy::Allow] {
+            assert_eq!(upgrade_script(&table_script(policy), policy), "");
+        }
+    }
+
+    #[test]
+    fn the_policy_fills_or_empties_the_metadata_set() {
+        let blocked = table_script(MetadataPolicy::Block);
+        assert!(blocked.contains("iifname \"rvm0\" ip daddr @cloud_metadata drop"));
+        assert_eq!(
+            upgrade_script(&blocked, MetadataPolicy::Allow),
+            "flush set ip rvm cloud_metadata\n"
+        );
+        let allowed = table_script(MetadataPolicy::Allow);
+        assert_eq!(
+            upgrade_script(&allowed, MetadataPolicy::Block),
+            "add element ip rvm cloud_metadata { 100.100.100.200, 169.254.0.0/16 }\n"
+        );
+    }
+
+    /// Tables of older versions (before the guard chain; with it but before the forward chain
+    /// and the metadata set) get what they lack, and nft accepts each upgrade on top of them.
+    #[test]
+    fn older_tables_get_what_they_lack() {
+        let current = table_script(MetadataPolicy::Block);
+        let before_forward = current
+            .replace(&forward::forward_chain(), "")
+            .replace(&forward::metadata_set(MetadataPolicy::Block), "")
+            .replace(&format!("        {}\n", forward::metadata_rule()), "");
+        let before_guard = before_forward.replace(&guard_chain_without_metadata(), "");
+        assert!(!before_forward.contains("cloud_metadata") && !before_guard.contains("guard"));
+        for old in [before_forward, before_guard] {
+            let upgrade = upgrade_script(&old, MetadataPolicy::Block);
+            assert!(upgrade.contains("chain forward {"), "{upgrade}");
+            assert!(
+                upgrade.contains("ip daddr @cloud_metadata drop"),
+                "{upgrade}"
+            );
+            assert!(
+                upgrade.contains("add element ip rvm cloud_metadata"),
+                "{upgrade}"
+            );
+            nft_check(&format!("{old}{upgrade}"));
+        }
+    }
+
+    fn guard_chain_without_metadata() -> String {
+        guard_chain().replace(&format!("        {}\n", forward::metadata_rule()), "")
     }
 }
