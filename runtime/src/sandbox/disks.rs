@@ -50,7 +50,11 @@ pub fn create_ext4(path: &Path, size: u64) -> Result<(), DiskError> {
 }
 
 /// As [`create_ext4`], with the file system's root filled from directory `content`.
-fn create_ext4_from(path: &Path, size: u64, content: Option<&Path>) -> Result<(), DiskError> {
+pub(crate) fn create_ext4_from(
+    path: &Path,
+    size: u64,
+    content: Option<&Path>,
+) -> Result<(), DiskError> {
     let io_err = |action| {
         move |source| DiskError::Io {
             action,

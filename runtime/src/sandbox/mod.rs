@@ -21,6 +21,7 @@ pub mod state;
 pub mod time;
 pub mod units;
 pub mod vmm;
+pub mod volume_check;
 pub mod volumes;
 pub mod wait;
 

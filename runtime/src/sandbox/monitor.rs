@@ -32,6 +32,7 @@ use super::process::ProcessId;
 use super::state::{Containers, Ended, Lifecycle, StateError};
 use super::time;
 use super::vmm::DiskArg;
+use super::volume_check;
 use crate::vm::create::{layer_disk, volume_disk};
 use crate::vm::guest::Guest;
 use crate::vm::stdio::OutputSink;
@@ -150,6 +151,14 @@ async fn run_in<G: Guest>(
     let recorded_vmm = |pid| {
         let _ = containers.update(id, |state| state.vmm = ProcessId::of(pid));
     };
+    // Before any VM of this container parses a volume another container's VM wrote.
+    if let Err(err) = volume_check::prepare(&config.volumes, &config.id) {
+        let failure = StartFailure {
+            code: 125,
+            message: err.to_string(),
+        };
+        return finish_failed(containers, &config, failure, outbox, writer).await;
+    }
     let vm = match boot(&layout, vm_spec(&config), &recorded_vmm).await {
         Ok(vm) => vm,
         Err(err) => return finish_failed(containers, &config, err.into(), outbox, writer).await,

@@ -11,6 +11,7 @@ use thiserror::Error;
 use super::disks::{self, DiskError};
 use super::id;
 use super::layout::Layout;
+use super::volume_check;
 use rustix::fs::{flock, FlockOperation};
 
 use super::state::{Containers, StateError, Status};
@@ -195,9 +196,11 @@ impl Volumes {
         }
         fs::remove_file(&volume.path).map_err(|source| VolumeError::Io {
             action: "remove",
-            path: volume.path,
+            path: volume.path.clone(),
             source,
-        })
+        })?;
+        let _ = fs::remove_file(volume_check::record_path(&volume.path));
+        Ok(())
     }
 }
 
