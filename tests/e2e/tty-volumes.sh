@@ -9,7 +9,8 @@
 #   - volumes: a file written to `-v data:/data` in one run is read by the next VM; `:ro` refuses
 #     writes; a new volume mounted over an image directory (/etc) is filled from the image
 #     (copy-up) and keeps its own content afterwards; `rvm volume ls/inspect/rm`, rm refused
-#     while a container refers to the volume; a volume written by a running VM is refused to a
+#     while a container refers to the volume; a damaged volume another VM wrote is refused
+#     before a VM mounts it; a volume written by a running VM is refused to a
 #     second one (exit 125, one line naming the holder);
 #   - bad input: a duplicate --name is refused with Docker's "Conflict." line, exit 125;
 #   - terminals, driven through tmux: `run -it busybox sh` shows a prompt, runs
@@ -155,6 +156,14 @@ check "exit 7 ends rvm exec -it with 7 and restores the terminal" test "$out" = 
 # --- volumes after their container is gone --------------------------------------------------------
 r rm -f holder
 check "rm -f holder" test "$status" -eq 0
+# holder's VM wrote etcvol last (and data was checked with e2fsck before holder read it, as the
+# first container wrote it). Garbage where a guest with the raw disk could put it, over the
+# group descriptors: the next container is refused before any VM parses the image.
+check "the last writer of a volume is recorded" test "$(cat "$root/volumes/etcvol.writer")" = "$holder"
+head -c 4096 /dev/zero | tr '\0' '\245' | dd of="$root/volumes/etcvol.ext4" bs=4096 seek=1 conv=notrunc status=none
+r run --rm -v etcvol:/etc busybox true
+check "a damaged volume another VM wrote is refused before a VM mounts it (125, names it and its writer)" \
+    eval '[ "$status" -eq 125 ] && [[ "$err" == *"volume \"etcvol\" was last written by container $holder"* ]]'
 r volume rm data
 check "volume rm once no container refers to it" test "$status" -eq 0 -a "$out" = data
 check "volume rm deletes the disk" test ! -e "$root/volumes/data.ext4"
