@@ -533,6 +533,29 @@ check "the host reaches the pod's IP $pod_ip (ping over $bridge)" ping_ok "$pod_
 cri exec "$c2" -- ping -c 3 -W 5 "$gateway"
 check "the pod reaches its gateway $gateway (ping from c2)" test "$status" -eq 0
 
+# A pod container that controls the VM's network stack (NET_ADMIN) forges its source: another
+# address of the pod's subnet, then another MAC. With rvm the filters on the pod's TAP let only
+# the pod's own MAC and address out (issue 22); with runc on the same CNI bridge the forged
+# address gets through, which shows the attack is real.
+cri create --pod "$pod" --name spoofer --image "$image" --cap-add NET_ADMIN -- sh -c \
+    'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done'
+spoofer=$out
+check "create spoofer (NET_ADMIN)" test "$status" -eq 0 -a -n "$spoofer"
+cri start "$spoofer"
+check "start spoofer" test "$status" -eq 0
+forged_ip=${subnet%.0/24}.250
+cri exec "$spoofer" -- sh -c "ip addr add $forged_ip/24 dev eth0 && ping -c 2 -W 3 -I $forged_ip $gateway; s=\$?; ip addr del $forged_ip/24 dev eth0; exit \$s"
+forged=$status
+if [ "$handler" = rvm ]; then
+    check "a forged source address ($forged_ip) gets nothing through the pod's TAP" test "$forged" -ne 0
+    cri exec "$spoofer" -- sh -c "m=\$(cat /sys/class/net/eth0/address); ip link set eth0 address 02:de:ad:be:ef:01 && ping -c 2 -W 3 $gateway; s=\$?; ip link set eth0 address \$m; exit \$s"
+    check "a forged MAC gets nothing through the pod's TAP" test "$status" -ne 0
+else
+    check "with $handler the forged source address ($forged_ip) reaches the gateway (the attack is real)" test "$forged" -eq 0
+fi
+cri exec "$spoofer" -- ping -c 3 -W 5 "$gateway"
+check "the pod's own address and MAC still reach the gateway" test "$status" -eq 0
+
 check "c1's stdout is in the pod's log directory (c1.log)" within 30 grep -q c1-ready "$logdir/c1.log"
 
 if [ "$handler" = rvm ]; then

@@ -13,6 +13,7 @@ pub mod forward;
 pub mod guard;
 pub mod ipam;
 pub mod nat;
+pub mod podguard;
 pub mod podnet;
 pub mod ports;
 pub mod tap;

@@ -1,8 +1,9 @@
 //! A pod's network namespace, as CNI left it, joined to the pod's VM: the pod's interface
 //! (normally `eth0` of a veth pair) with its MAC, MTU, addresses and routes is read; a TAP is
-//! created beside it; and tc redirects every frame between the two (an ingress qdisc on each,
-//! a match-all u32 filter with a mirred egress redirect), as Kata's "tcfilter" model does. The
-//! VMM, started inside the namespace, opens the TAP; the guest's eth0 takes the interface's
+//! created beside it; and tc redirects frames between the two (an ingress qdisc on each: on the
+//! interface a match-all u32 filter with a mirred egress redirect to the TAP, on the TAP the
+//! anti-spoofing filters of [`super::podguard`], which redirect only the pod's own frames), as
+//! Kata's "tcfilter" model does. The VMM, started inside the namespace, opens the TAP; the guest's eth0 takes the interface's
 //! MAC, addresses, routes and MTU, so the pod's address answers from inside the VM.
 //!
 //! All of it runs on a short-lived thread that joins the namespace (setns affects only the
@@ -24,6 +25,7 @@ use thiserror::Error;
 use rvm_protocol::agent::{ConfigureNetworkRequest, Dns, HostEntry, Interface, Route};
 
 use super::dns::ResolvConf;
+use super::podguard::{self, PodGuardError};
 use super::tap::{self, TapError};
 
 /// The TAP's name inside the pod's namespace (each pod has its own namespace).
@@ -60,6 +62,8 @@ pub enum PodNetError {
     NoInterface { path: PathBuf },
     #[error(transparent)]
     Tap(#[from] TapError),
+    #[error(transparent)]
+    Guard(#[from] PodGuardError),
     #[error("the thread working in network namespace {} panicked", path.display())]
     Thread { path: PathBuf },
 }
@@ -167,7 +171,8 @@ pub fn connect(netns: &Path) -> Result<PodInterface, PodNetError> {
             .await
             .map_err(netlink(format!("bring up {POD_TAP}")))?;
         redirect(&handle, index, tap, &read.name).await?;
-        redirect(&handle, tap, index, POD_TAP).await?;
+        // The way out of the VM: only what carries the pod's own MAC and addresses.
+        podguard::apply(POD_TAP, &read.name, &read.mac, &read.addresses)?;
         tracing::info!(interface = %read.name, mac = %read.mac, addresses = ?read.addresses, "pod network joined to {POD_TAP}");
         Ok(read)
     })

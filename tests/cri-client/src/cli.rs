@@ -160,6 +160,9 @@ pub struct Create {
     /// passes its volumes.
     #[arg(long = "mount", value_parser = parse_mount)]
     pub mounts: Vec<MountArg>,
+    /// A capability added to the runtime's default set, e.g. NET_ADMIN (repeatable).
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
     /// The command and its arguments (the image's entrypoint and Cmd when none).
     #[arg(last = true)]
     pub command: Vec<String>,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use k8s_cri::v1::{
-    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerStatusRequest,
+    Capability, ContainerConfig, ContainerFilter, ContainerMetadata, ContainerStatusRequest,
     CreateContainerRequest, ExecSyncRequest, ImageSpec, KeyValue, LinuxContainerConfig,
     LinuxContainerSecurityContext, ListContainersRequest, ListPodSandboxRequest, Mount,
     PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
@@ -171,6 +171,10 @@ async fn create(c: &mut Client, deadline: Duration, args: Create) -> Result<Stri
         linux: Some(LinuxContainerConfig {
             security_context: Some(LinuxContainerSecurityContext {
                 namespace_options: Some(namespace_options),
+                capabilities: (!args.cap_add.is_empty()).then(|| Capability {
+                    add_capabilities: args.cap_add,
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
