@@ -27,8 +27,10 @@
 //! (empty, `…/pods/<pod uid>/containers/<container name>/<id>`) writable at the container's
 //! `terminationMessagePath` (`/dev/termination-log` by default) and reads its last 4096 bytes
 //! once the container has exited. The rule: a *writable* bind of a regular host file whose
-//! destination is `/dev/termination-log` or whose host path has kubelet's layout above comes
-//! back. The agent returns its last [`MAX_RETURNED_FILE_BYTES`] with the init's exit, and the
+//! host path has kubelet's layout above (whatever its destination, as the path is the
+//! container's choice), with the container's own name as `<container name>` when containerd
+//! names it (`io.kubernetes.cri.container-name`), comes back. Any other file, a hostPath file
+//! bound writable at `/dev/termination-log` among them, stays in the guest like every write. The agent returns its last [`MAX_RETURNED_FILE_BYTES`] with the init's exit, and the
 //! shim writes them into that host file before it reports the exit, so kubelet finds the
 //! message when it learns of the exit. The guest chooses only those bytes: the host file is the
 //! one the spec bound (never created, opened without following a symlink, and only if it is
@@ -51,9 +53,6 @@ use rvm_protocol::limits::{MAX_FILE_BYTES, MAX_HOST_CONTENT_BYTES, MAX_RETURNED_
 use sha2::{Digest, Sha256};
 
 use read::{Budget, HostPath};
-
-/// kubelet's default `terminationMessagePath`.
-const TERMINATION_LOG: &str = "/dev/termination-log";
 
 /// The options of a container's /dev/shm bind, as Docker's.
 const SHM_OPTIONS: [&str; 3] = ["nosuid", "noexec", "nodev"];
@@ -108,6 +107,11 @@ pub fn translate(spec: &mut Spec) -> Result<HostContent, String> {
     let Some(mounts) = spec.mounts().clone() else {
         return Ok(HostContent::default());
     };
+    let container_name = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::pod::CONTAINER_NAME))
+        .cloned();
     let mut content = HostContent::default();
     let mut budget = Budget::of_task();
     let mut translated = Vec::with_capacity(mounts.len());
@@ -130,7 +134,7 @@ pub fn translate(spec: &mut Spec) -> Result<HostContent, String> {
             budget
                 .take(file.content.len(), &source)
                 .map_err(|e| in_name(e.to_string()))?;
-            if !is_read_only(&mount) && is_termination_message(&source, &destination) {
+            if !is_read_only(&mount) && is_termination_message(&source, container_name.as_deref()) {
                 file.return_max_bytes = MAX_RETURNED_FILE_BYTES as u32;
                 content.returned.push(ReturnedBind {
                     destination: file.destination.clone(),
@@ -216,19 +220,19 @@ fn is_read_only(mount: &Mount) -> bool {
         .is_some_and(|options| options.iter().any(|o| o == "ro"))
 }
 
-/// Whether a file bind is kubelet's termination message file: at kubelet's default path, or
-/// a host file in kubelet's layout `…/pods/<pod uid>/containers/<container name>/<id>` (a
-/// custom `terminationMessagePath`).
-fn is_termination_message(source: &Path, destination: &Path) -> bool {
-    if destination == Path::new(TERMINATION_LOG) {
-        return true;
-    }
+/// Whether a file bind is the termination message file kubelet made for this container: a
+/// host file in kubelet's layout `…/pods/<pod uid>/containers/<container name>/<id>`, with
+/// `container` as `<container name>` when it is known.
+fn is_termination_message(source: &Path, container: Option<&str>) -> bool {
     let name = |path: Option<&Path>| path.and_then(Path::file_name).map(|n| n.to_owned());
     let container_dir = source.parent();
     let containers = container_dir.and_then(Path::parent);
     let pod_dir = containers.and_then(Path::parent);
     let pods = pod_dir.and_then(Path::parent);
-    name(containers).is_some_and(|n| n == "containers") && name(pods).is_some_and(|n| n == "pods")
+    let named = container.is_none_or(|c| name(container_dir).is_some_and(|n| n == c));
+    named
+        && name(containers).is_some_and(|n| n == "containers")
+        && name(pods).is_some_and(|n| n == "pods")
 }
 
 /// Writes what the container left in a termination message file (its last
@@ -679,29 +683,49 @@ mod tests {
         assert_eq!(back[0].destination, "/dev/termination-log");
         // A custom terminationMessagePath: kubelet's host path tells.
         assert_eq!(returned(bind(&log, "/tmp/why", false)).len(), 1);
-        // Any writable file at kubelet's default path.
-        assert_eq!(
-            returned(bind(&hosts, "/dev/termination-log", false)).len(),
-            1
-        );
-        // Read-only, or another writable file (containerd's /etc/hosts): stays in the guest.
+        // Read-only, or another writable file (containerd's /etc/hosts, a hostPath file even at
+        // kubelet's default path): stays in the guest.
         assert!(returned(bind(&log, "/dev/termination-log", true)).is_empty());
         assert!(returned(bind(&hosts, "/etc/hosts", false)).is_empty());
+        assert!(returned(bind(&hosts, "/dev/termination-log", false)).is_empty());
+        // Another container's file of kubelet's (a hostPath into kubelet's directory): not
+        // this container's when containerd names it.
+        let named = |name: &str| {
+            let mut spec = spec_with(vec![bind(&log, "/dev/termination-log", false)]);
+            spec.set_annotations(Some(
+                [(crate::pod::CONTAINER_NAME.to_owned(), name.to_owned())].into(),
+            ));
+            translate(&mut spec).unwrap().returned
+        };
+        assert_eq!(named("app").len(), 1);
+        assert!(named("other").is_empty());
         assert!(!is_termination_message(
             Path::new("/pods/u/containers/c"),
-            Path::new("/x")
+            None
         ));
         assert!(!is_termination_message(
             Path::new("/pods/u/other/c/1"),
-            Path::new("/x")
+            None
         ));
+        assert!(is_termination_message(
+            Path::new("/var/lib/kubelet/pods/u/containers/c/1"),
+            Some("c")
+        ));
+    }
+
+    /// An empty termination message file where kubelet makes it, with `content`.
+    fn kubelet_file(root: &Path, content: &str) -> PathBuf {
+        let dir = root.join("pods/uid-1/containers/app");
+        fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("0a1b2c3d");
+        fs::write(&log, content).unwrap();
+        log
     }
 
     #[test]
     fn a_termination_message_is_written_back_capped_and_only_to_the_bound_file() {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("0a1b2c3d");
-        fs::write(&log, "old content, longer than the message").unwrap();
+        let log = kubelet_file(dir.path(), "old content, longer than the message");
         let content = translate(&mut spec_with(vec![bind(
             &log,
             "/dev/termination-log",
@@ -804,8 +828,7 @@ mod tests {
             "{err}"
         );
         // Put where a termination message file was.
-        let log = dir.path().join("log");
-        fs::write(&log, "").unwrap();
+        let log = kubelet_file(dir.path(), "");
         let content = translate(&mut spec_with(vec![bind(
             &log,
             "/dev/termination-log",
