@@ -34,8 +34,14 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ReadError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
+    #[error("{path} is a {kind}, not a {wanted}")]
+    WrongKind {
+        path: PathBuf,
+        kind: &'static str,
+        wanted: &'static str,
+    },
     #[error("{path} holds more than the {limit} bytes a file sent by content may")]
     TooLarge { path: PathBuf, limit: usize },
     #[error("{path} is neither a file, a directory nor a symlink (a {kind})")]
@@ -53,7 +59,7 @@ pub enum ReadError {
 fn io_error(path: &Path) -> impl FnOnce(rustix::io::Errno) -> ReadError + '_ {
     move |errno| ReadError::Io {
         path: path.to_owned(),
-        source: errno.into(),
+        cause: errno.into(),
     }
 }
 
@@ -191,10 +197,10 @@ impl HostPath {
             kind,
             FileType::RegularFile | FileType::Directory | FileType::Symlink
         ) {
-            let source = io::Error::other(format!("it is a {}", kind_name(kind)));
-            return Err(ReadError::Io {
+            return Err(ReadError::WrongKind {
                 path: self.path.clone(),
-                source,
+                kind: kind_name(kind),
+                wanted: kind_name(wanted),
             });
         }
         Err(ReadError::Special {
@@ -224,9 +230,9 @@ pub fn read_bounded(reader: impl Read, limit: usize, path: &Path) -> Result<Vec<
     reader
         .take(most)
         .read_to_end(&mut content)
-        .map_err(|source| ReadError::Io {
+        .map_err(|cause| ReadError::Io {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
     if content.len() > limit {
         return Err(ReadError::TooLarge {
@@ -477,14 +483,14 @@ mod tests {
         let fd = dir_fd(&tree);
         let err = open_file_at(fd.as_fd(), c"file", &tree.join("file")).unwrap_err();
         assert!(
-            matches!(&err, ReadError::Io { source, .. } if source.raw_os_error() == Some(libc_eloop())),
+            matches!(&err, ReadError::Io { cause, .. } if cause.raw_os_error() == Some(eloop())),
             "{err}"
         );
         let opened = rustix::fs::openat(fd.as_fd(), c"dir", dir_flags(), Mode::empty());
         assert!(opened.is_err(), "a directory's symlink is not opened");
     }
 
-    fn libc_eloop() -> i32 {
+    fn eloop() -> i32 {
         rustix::io::Errno::LOOP.raw_os_error()
     }
 
