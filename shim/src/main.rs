@@ -12,6 +12,7 @@ mod logging;
 mod metrics;
 mod pod;
 mod process;
+mod seccomp;
 mod service;
 mod shim;
 mod sizing;

@@ -15,6 +15,9 @@ pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 /// `sandbox` on the pod's sandbox (pause) container, `container` on the others.
 pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 
+/// The container's name in its pod (kubelet's `container.Name`), on every container of a pod.
+pub const CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
+
 /// What a task is to its shim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {

@@ -2,7 +2,8 @@
 //! secret, downwardAPI and projected volumes: `host_files::WatchedDirectory`). Every
 //! [`POLL_INTERVAL`] it reads each volume's `..data` link; when kubelet has moved it to a new
 //! generation, the agent gets the new tree (`UpdateDirectory`) and swaps it in the way kubelet
-//! does. kubelet rewrites a volume at its pod sync, about once a minute, so the poll adds
+//! does. The link and the tree are read through one descriptor of the volume's directory, as
+//! `host_files` reads everything it sends (symlinks sent as links, sizes bounded). kubelet rewrites a volume at its pod sync, about once a minute, so the poll adds
 //! seconds at most. It ends with the container.
 
 use std::path::PathBuf;

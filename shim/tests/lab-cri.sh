@@ -26,11 +26,15 @@
 #     (read-only, with kubelet's ..data symlinks) in c1 and c2, the configMap then updated the
 #     way kubelet's atomic writer does and the new value seen in both, an emptyDir that both write and
 #     read each other's files in, /dev/shm and the IPC namespace shared by the pod's containers, a Memory emptyDir (host tmpfs of 8 MiB) that c1 sees as a tmpfs
-#     of 8 MiB; a subPath of the emptyDir (kubelet's volume-subpaths bind) that a third
+#     of 8 MiB; a symlink in the token volume to a host file outside it stays a symlink
+#     whose target the pod cannot read; a subPath of the emptyDir (kubelet's volume-subpaths bind) that a third
 #     container writes in and reads c1's files from, seeing only that directory; rvm only: a
 #     subPath whose directory a container replaced by a symlink to / is refused at start, and a
 #     writable host directory is refused (at StartContainer, when the shim sees the task),
 #     naming the mount;
+#   - rvm only: c1 (no seccompProfile) runs under the runtime's default seccomp filter, and so
+#     does c2, whose annotation org.rvm.seccomp=unconfined containerd passes into its spec
+#     (container_annotations) and the shim removes, logging it;
 #   - rvm only: one rvm-vmm and one shim process serve the pod (both containers in its VM), and
 #     the VM is the pod's size: c1's nproc is 2 (fewer if the host has fewer CPUs: the shim caps
 #     vCPUs at those), and the guest's MemTotal is above the pod's 256 MiB (the kernel's
@@ -141,6 +145,8 @@ state = "$tmp/state"
         Root = "$tmp/runc"
     [$cri_plugin.containerd.runtimes.rvm]
       runtime_type = "io.containerd.rvm.v1"
+      # As a careless operator might: containers' rvm annotations reach the spec (c2's).
+      container_annotations = ["org.rvm.*"]
   [$cri_plugin.cni]
     bin_dir = "$cni_bin"
     conf_dir = "$tmp/cni"
@@ -369,6 +375,9 @@ atomic_volume() { # DIR FILE=CONTENT...: kubelet's atomic-writer layout of the f
 atomic_volume "$volumes/kubernetes.io~configmap/config" game.properties=lives=3
 atomic_volume "$volumes/kubernetes.io~projected/kube-api-access-lab" \
     token=eyJhbGciOiJSUzI1NiJ9.lab-cri-token namespace=default ca.crt=lab-ca
+# A symlink in a volume to a host file outside it: it travels as a link, never followed.
+printf 'host-secret-%s' "$$" >"$tmp/host-secret"
+ln -s "$tmp/host-secret" "$volumes/kubernetes.io~projected/kube-api-access-lab/leak"
 mkdir -p "$volumes/kubernetes.io~empty-dir/cache" "$volumes/kubernetes.io~empty-dir/mem" \
     "$tmp/hostdata"
 mount -t tmpfs -o size=8m tmpfs "$volumes/kubernetes.io~empty-dir/mem" \
@@ -384,7 +393,8 @@ cri create --pod "$pod" --name c1 --image "$image" "${pod_mounts[@]}" \
      trap "exit 0" TERM; httpd -f -p 127.0.0.1:8080 -h /www & wait $!'
 c1=$out
 need "create c1 (httpd on 127.0.0.1:8080)" test "$status" -eq 0 -a -n "$c1"
-cri create --pod "$pod" --name c2 --image "$image" "${pod_mounts[@]}" -- sh -c \
+cri create --pod "$pod" --name c2 --image "$image" "${pod_mounts[@]}" \
+    --annotation org.rvm.seccomp=unconfined -- sh -c \
     'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done'
 c2=$out
 need "create c2 (sleeps)" test "$status" -eq 0 -a -n "$c2"
@@ -433,6 +443,25 @@ cri exec "$c2" -- cat "$token_dir/token"
 check "c2 reads the service-account token (got '$out')" test "$out" = eyJhbGciOiJSUzI1NiJ9.lab-cri-token
 cri exec "$c2" -- cat "$token_dir/namespace"
 check "c2 reads the service-account namespace" test "$out" = default
+cri exec "$c2" -- readlink "$token_dir/leak"
+check "a volume's symlink to a host file outside it stays a symlink (got '$out')" \
+    test "$out" = "$tmp/host-secret"
+cri exec "$c2" -- cat "$token_dir/leak"
+check "the host file it points at is not in the pod (got '$out')" \
+    eval '[[ $status -ne 0 && "$out" != *host-secret* ]]'
+if [ "$handler" = rvm ]; then
+    # No seccompProfile: the shim's default, Docker's profile (RVM_SECCOMP_DEFAULT). c2 carries
+    # org.rvm.seccomp=unconfined (passed by containerd, see container_annotations): the shim
+    # removes it and says so, and c2 is filtered all the same (issue 22).
+    cri exec "$c1" -- awk '/^Seccomp:/ { print $2 }' /proc/self/status
+    check "c1 (no seccompProfile) runs under the runtime's default filter (Seccomp: $out)" \
+        test "$out" = 2
+    check "the shim removed c2's annotation org.rvm.seccomp and logged it" \
+        grep -q 'annotations reserved to rvm removed' "$tmp/containerd.log"
+    cri exec "$c2" -- awk '/^Seccomp:/ { print $2 }' /proc/self/status
+    check "c2's annotation org.rvm.seccomp=unconfined does not switch its filter off (Seccomp: $out)" \
+        test "$out" = 2
+fi
 cri exec "$c1" -- sh -c 'echo written-by-c1 >/cache/from-c1'
 check "c1 writes into the emptyDir" test "$status" -eq 0
 cri exec "$c2" -- cat /cache/from-c1

@@ -37,6 +37,7 @@ use crate::layers::SnapshotCache;
 use crate::metrics;
 use crate::pod::{self, Role};
 use crate::process::{timestamp, ExecId, Process, Status};
+use crate::seccomp::{self, Unprofiled};
 use crate::sizing::{self, HostLimits};
 use crate::stdio::StdioPaths;
 use crate::vm::{self, HostLauncher, VmRequest, EXIT_UNKNOWN};
@@ -121,6 +122,9 @@ pub struct Service {
     exit: Arc<ExitSignal>,
     layout: Layout,
     launcher: Arc<dyn Launcher>,
+    /// What a container whose spec has no seccomp profile gets; a bad configuration fails
+    /// every create, naming it.
+    unprofiled: Result<Unprofiled, seccomp::ConfigError>,
 }
 
 impl std::fmt::Debug for Service {
@@ -143,7 +147,22 @@ impl Service {
             layout: layout.clone(),
             layer_cache,
         };
-        Self::with_parts(Arc::new(events), exit, layout, Arc::new(launcher))
+        let unprofiled = Unprofiled::from_env();
+        match &unprofiled {
+            Ok(unprofiled) => {
+                tracing::info!(?unprofiled, "seccomp of containers without a profile")
+            }
+            Err(err) => {
+                tracing::error!(%err, "bad seccomp configuration: every task will fail to create")
+            }
+        }
+        Self::with_parts(
+            Arc::new(events),
+            exit,
+            layout,
+            Arc::new(launcher),
+            unprofiled,
+        )
     }
 
     fn with_parts(
@@ -151,6 +170,7 @@ impl Service {
         exit: Arc<ExitSignal>,
         layout: Layout,
         launcher: Arc<dyn Launcher>,
+        unprofiled: Result<Unprofiled, seccomp::ConfigError>,
     ) -> Self {
         Self {
             containers: Mutex::new(HashMap::new()),
@@ -158,6 +178,7 @@ impl Service {
             exit,
             layout,
             launcher,
+            unprofiled,
         }
     }
 
@@ -246,6 +267,7 @@ impl Service {
     ) -> TtrpcResult<(Arc<dyn GuestAgent>, bool, Kept)> {
         let role = pod::role(spec.annotations().as_ref());
         tracing::info!(id = %request.id, ?role, "task role");
+        self.settle_seccomp(&request.id, &mut spec)?;
         let content = host_files::translate(&mut spec)
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("task {}: {e}", request.id)))?;
         let kept = Kept {
@@ -270,6 +292,21 @@ impl Service {
                 Err(err)
             }
         }
+    }
+
+    /// Settles the container's seccomp filter in `spec` (see `seccomp`), logging what it got
+    /// and any rvm annotation that was in the spec.
+    fn settle_seccomp(&self, id: &str, spec: &mut Spec) -> TtrpcResult<()> {
+        let unprofiled = self
+            .unprofiled
+            .clone()
+            .map_err(|e| status(Code::FAILED_PRECONDITION, format!("task {id}: {e}")))?;
+        let (filter, removed) = seccomp::settle(spec, unprofiled);
+        if !removed.is_empty() {
+            tracing::warn!(%id, ?removed, "annotations reserved to rvm removed from the task's spec");
+        }
+        tracing::info!(%id, ?filter, "seccomp filter");
+        Ok(())
     }
 
     /// Copies the process's stdio and, when it exits, records the status and publishes TaskExit.

@@ -21,7 +21,8 @@ use rvm_runtime::sandbox::agent::{AgentError, ExecFailure, Started};
 use crate::metrics;
 use crate::pod;
 use crate::process::ExecId;
-use fakes::{code_of, ctx, harness, is_ready_now, status_of, DEADLINE, VMM_PID};
+use crate::seccomp::Unprofiled;
+use fakes::{code_of, ctx, harness, harness_with, is_ready_now, status_of, DEADLINE, VMM_PID};
 
 #[tokio::test]
 async fn create_reports_the_vmm_pid_and_publishes_task_create() {
@@ -632,4 +633,61 @@ async fn connect_reports_the_shim_and_the_tasks_vmm() {
         h.service.connect(&ctx(), unknown).await.unwrap().task_pid,
         0
     );
+}
+
+#[tokio::test]
+async fn an_rvm_annotation_in_a_tasks_spec_never_reaches_the_agent() {
+    let h = harness();
+    let unconfined = (rvm_protocol::annotations::SECCOMP, "unconfined");
+    h.create_with("t1", &[unconfined]).await.unwrap();
+    let sandbox = [
+        (pod::SANDBOX_ID, "s1"),
+        (pod::CONTAINER_TYPE, "sandbox"),
+        unconfined,
+    ];
+    h.create_with("s1", &sandbox).await.unwrap();
+    assert_eq!(*h.launcher.seccomp.lock().unwrap(), [None, None]);
+    let member = [
+        (pod::SANDBOX_ID, "s1"),
+        (pod::CONTAINER_TYPE, "container"),
+        unconfined,
+    ];
+    h.create_with("c1", &member).await.unwrap();
+    assert!(h.guest.called("create_in_pod c1 seccomp=None"));
+}
+
+#[tokio::test]
+async fn a_spec_without_a_profile_runs_unconfined_only_when_the_shim_is_configured_so() {
+    let h = harness_with(Ok(Unprofiled::Unconfined));
+    h.create_with(
+        "s1",
+        &[(pod::SANDBOX_ID, "s1"), (pod::CONTAINER_TYPE, "sandbox")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        *h.launcher.seccomp.lock().unwrap(),
+        [Some("unconfined".to_owned())]
+    );
+    h.create_with(
+        "c1",
+        &[(pod::SANDBOX_ID, "s1"), (pod::CONTAINER_TYPE, "container")],
+    )
+    .await
+    .unwrap();
+    assert!(h
+        .guest
+        .called(r#"create_in_pod c1 seccomp=Some("unconfined")"#));
+}
+
+#[tokio::test]
+async fn a_bad_seccomp_configuration_fails_create_naming_it_without_booting() {
+    let h = harness_with(Unprofiled::parse(Some("off")));
+    let (code, message) = code_of(h.create("t1").await.unwrap_err());
+    assert_eq!(code, Code::FAILED_PRECONDITION);
+    assert!(
+        message.contains("RVM_SECCOMP_DEFAULT") && message.contains("off"),
+        "{message}"
+    );
+    assert!(h.launcher.boots.lock().unwrap().is_empty());
 }

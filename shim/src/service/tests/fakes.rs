@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use crate::guest::{GuestAgent, Launcher, PodContainer};
 use crate::host_files::WatchedDirectory;
 use crate::process::ExecId;
+use crate::seccomp::{self, Unprofiled};
 use crate::service::{EventSink, Service};
 use crate::stdio::StdioPaths;
 use crate::vm::{TaskVmError, VmRequest};
@@ -268,7 +269,11 @@ impl GuestAgent for FakeGuest {
     }
 
     async fn create_in_pod(&self, container: PodContainer<'_>) -> Result<(), VmError> {
-        self.record(format!("create_in_pod {}", container.id));
+        let seccomp = seccomp_annotation(container.spec);
+        self.record(format!(
+            "create_in_pod {} seccomp={seccomp:?}",
+            container.id
+        ));
         Ok(())
     }
 
@@ -286,7 +291,16 @@ impl GuestAgent for FakeGuest {
 pub(super) struct FakeLauncher {
     guest: Arc<FakeGuest>,
     pub(super) boots: Mutex<Vec<String>>,
+    /// The `org.rvm.seccomp` annotation of each booted task's spec.
+    pub(super) seccomp: Mutex<Vec<Option<String>>>,
     pub(super) refuse_boot: Mutex<bool>,
+}
+
+fn seccomp_annotation(spec: &Spec) -> Option<String> {
+    spec.annotations()
+        .as_ref()?
+        .get(rvm_protocol::annotations::SECCOMP)
+        .cloned()
 }
 
 #[async_trait]
@@ -303,6 +317,10 @@ impl Launcher for FakeLauncher {
             .lock()
             .unwrap()
             .push(format!("{} slots={}", request.id, request.disk_slots));
+        self.seccomp
+            .lock()
+            .unwrap()
+            .push(seccomp_annotation(&request.spec));
         if *self.refuse_boot.lock().unwrap() {
             return Err(VmError::NoSlots(request.id.to_owned()).into());
         }
@@ -379,11 +397,17 @@ pub(super) fn ctx() -> TtrpcContext {
 }
 
 pub(super) fn harness() -> Harness {
+    harness_with(Ok(Unprofiled::RuntimeDefault))
+}
+
+/// A harness whose shim is configured with `unprofiled`.
+pub(super) fn harness_with(unprofiled: Result<Unprofiled, seccomp::ConfigError>) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let guest = Arc::new(FakeGuest::new());
     let launcher = Arc::new(FakeLauncher {
         guest: guest.clone(),
         boots: Mutex::new(Vec::new()),
+        seccomp: Mutex::new(Vec::new()),
         refuse_boot: Mutex::new(false),
     });
     let events = Arc::new(FakeEvents::default());
@@ -393,6 +417,7 @@ pub(super) fn harness() -> Harness {
         exit.clone(),
         Layout::new(Some(dir.path().join("state"))),
         launcher.clone(),
+        unprofiled,
     );
     Harness {
         service,

@@ -27,29 +27,32 @@
 //! (empty, `…/pods/<pod uid>/containers/<container name>/<id>`) writable at the container's
 //! `terminationMessagePath` (`/dev/termination-log` by default) and reads its last 4096 bytes
 //! once the container has exited. The rule: a *writable* bind of a regular host file whose
-//! destination is `/dev/termination-log` or whose host path has kubelet's layout above comes
-//! back. The agent returns its last [`MAX_RETURNED_FILE_BYTES`] with the init's exit, and the
+//! host path has kubelet's layout above (whatever its destination, as the path is the
+//! container's choice), with the container's own name as `<container name>` when containerd
+//! names it (`io.kubernetes.cri.container-name`), comes back. Any other file, a hostPath file
+//! bound writable at `/dev/termination-log` among them, stays in the guest like every write. The agent returns its last [`MAX_RETURNED_FILE_BYTES`] with the init's exit, and the
 //! shim writes them into that host file before it reports the exit, so kubelet finds the
 //! message when it learns of the exit. The guest chooses only those bytes: the host file is the
 //! one the spec bound (never created, opened without following a symlink, and only if it is
 //! still the regular file of the same device and inode as at create), so a hostile guest can
 //! write nothing else, and at most that many bytes.
+//!
+//! Every host file and tree is read by descriptor, never by a path looked up twice, with its
+//! size bounded while it is read ([`read`]).
 
-use std::fs;
+mod read;
+
 use std::io::Write;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Mount, MountBuilder, Spec};
-use rvm_protocol::agent::{EntryKind, HostDirectory, HostDirectoryEntry, HostFile};
-use rvm_protocol::limits::{
-    MAX_DIRECTORY_ENTRIES, MAX_FILE_BYTES, MAX_HOST_CONTENT_BYTES, MAX_RETURNED_FILE_BYTES,
-};
+use rvm_protocol::agent::{EntryKind, HostDirectory, HostFile};
+use rvm_protocol::limits::{MAX_FILE_BYTES, MAX_HOST_CONTENT_BYTES, MAX_RETURNED_FILE_BYTES};
 use sha2::{Digest, Sha256};
 
-/// kubelet's default `terminationMessagePath`.
-const TERMINATION_LOG: &str = "/dev/termination-log";
+use read::{Budget, HostPath};
 
 /// The options of a container's /dev/shm bind, as Docker's.
 const SHM_OPTIONS: [&str; 3] = ["nosuid", "noexec", "nodev"];
@@ -104,8 +107,13 @@ pub fn translate(spec: &mut Spec) -> Result<HostContent, String> {
     let Some(mounts) = spec.mounts().clone() else {
         return Ok(HostContent::default());
     };
+    let container_name = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::pod::CONTAINER_NAME))
+        .cloned();
     let mut content = HostContent::default();
-    let mut budget = Budget(MAX_HOST_CONTENT_BYTES);
+    let mut budget = Budget::of_task();
     let mut translated = Vec::with_capacity(mounts.len());
     for mount in mounts {
         if !is_bind(&mount) {
@@ -119,44 +127,39 @@ pub fn translate(spec: &mut Spec) -> Result<HostContent, String> {
             source.display(),
             destination.display()
         );
-        let meta =
-            fs::metadata(&source).map_err(|e| format!("{name}: cannot read the host path: {e}"))?;
-        if meta.is_file() {
-            let mut file = file_of(&source, &destination, &meta)?;
-            budget.take(file.content.len(), &name)?;
-            if !is_read_only(&mount) && is_termination_message(&source, &destination) {
+        let host = HostPath::open(&source).map_err(|e| format!("{name}: {e}"))?;
+        let in_name = |e: String| format!("{name}: {e}");
+        if host.is_file() {
+            let mut file = file_of(&host, &destination).map_err(in_name)?;
+            budget
+                .take(file.content.len(), &source)
+                .map_err(|e| in_name(e.to_string()))?;
+            if !is_read_only(&mount) && is_termination_message(&source, container_name.as_deref()) {
                 file.return_max_bytes = MAX_RETURNED_FILE_BYTES as u32;
                 content.returned.push(ReturnedBind {
                     destination: file.destination.clone(),
                     source: source.clone(),
-                    dev: meta.dev(),
-                    ino: meta.ino(),
+                    dev: host.dev(),
+                    ino: host.ino(),
                 });
             }
             content.files.push(file);
             translated.push(mount);
-        } else if meta.is_dir() && destination == Path::new("/dev/shm") {
-            content.directories.push(shm_directory(&source, &meta));
+        } else if host.is_dir() && destination == Path::new("/dev/shm") {
+            content.directories.push(shm_directory(&host));
             translated.push(shm_mount(mount)?);
-        } else if meta.is_dir() && is_empty_dir_volume(&source) {
-            let directory = empty_dir(&source, &destination, &meta, &mut budget)
-                .map_err(|e| format!("{name}: {e}"))?;
+        } else if host.is_dir() && is_empty_dir_volume(&source) {
+            let directory = empty_dir(&host, &destination, &mut budget).map_err(in_name)?;
             content.directories.push(directory);
             translated.push(mount);
-        } else if let Some((volume, subpath)) =
-            empty_dir_subpath(&source, &meta).map_err(|e| format!("{name}: {e}"))?
-        {
-            let volume_meta = fs::metadata(&volume)
-                .map_err(|e| format!("{name}: cannot read {}: {e}", volume.display()))?;
-            let mut directory = empty_dir(&volume, &destination, &volume_meta, &mut budget)
-                .map_err(|e| format!("{name}: {e}"))?;
+        } else if let Some((volume, subpath)) = empty_dir_subpath(&host).map_err(in_name)? {
+            let mut directory = empty_dir(&volume, &destination, &mut budget).map_err(in_name)?;
             directory.pod_subpath = subpath;
             content.directories.push(directory);
             translated.push(mount);
-        } else if meta.is_dir() && is_read_only(&mount) {
-            let directory = directory_of(&source, &destination, &meta, &mut budget)
-                .map_err(|e| format!("{name}: {e}"))?;
-            if let Ok(generation) = fs::read_link(source.join(DATA_LINK)) {
+        } else if host.is_dir() && is_read_only(&mount) {
+            let directory = directory_of(&host, &destination, &mut budget).map_err(in_name)?;
+            if let Some(generation) = generation_of(&directory) {
                 content.watched.push(WatchedDirectory {
                     destination: directory.destination.clone(),
                     source: source.clone(),
@@ -179,31 +182,27 @@ pub fn translate(spec: &mut Spec) -> Result<HostContent, String> {
 
 /// The watched directory's tree and generation now, when kubelet has moved `..data` since
 /// `watched.generation`; `None` while it has not.
+/// The link and the tree are read through one descriptor of the volume's directory.
 pub fn changed(watched: &WatchedDirectory) -> Result<Option<(HostDirectory, PathBuf)>, String> {
-    let link = watched.source.join(DATA_LINK);
-    let generation =
-        fs::read_link(&link).map_err(|e| format!("cannot read {}: {e}", link.display()))?;
+    let host = HostPath::open(&watched.source).map_err(|e| e.to_string())?;
+    let generation = host.read_link_at(DATA_LINK).map_err(|e| e.to_string())?;
     if generation == watched.generation {
         return Ok(None);
     }
-    let meta = fs::metadata(&watched.source)
-        .map_err(|e| format!("cannot read {}: {e}", watched.source.display()))?;
     let destination = Path::new(&watched.destination);
-    let mut budget = Budget(MAX_HOST_CONTENT_BYTES);
-    let directory = directory_of(&watched.source, destination, &meta, &mut budget)?;
+    let directory = directory_of(&host, destination, &mut Budget::of_task())?;
+    // The generation the tree holds: kubelet may have moved `..data` again meanwhile.
+    let generation = generation_of(&directory).unwrap_or(generation);
     Ok(Some((directory, generation)))
 }
 
-/// What is left of a task's content budget.
-struct Budget(usize);
-
-impl Budget {
-    fn take(&mut self, bytes: usize, what: &str) -> Result<(), String> {
-        self.0 = self.0.checked_sub(bytes).ok_or_else(|| {
-            format!("{what}: the task's host files and directories exceed the {MAX_HOST_CONTENT_BYTES} bytes sent by content")
-        })?;
-        Ok(())
-    }
+/// The target of the tree's top-level `..data` link (kubelet's atomic-writer layout).
+fn generation_of(directory: &HostDirectory) -> Option<PathBuf> {
+    directory
+        .entries
+        .iter()
+        .find(|e| e.path == DATA_LINK && e.kind.enum_value() == Ok(EntryKind::ENTRY_SYMLINK))
+        .map(|e| PathBuf::from(std::ffi::OsStr::from_bytes(&e.content)))
 }
 
 fn is_bind(mount: &Mount) -> bool {
@@ -221,42 +220,40 @@ fn is_read_only(mount: &Mount) -> bool {
         .is_some_and(|options| options.iter().any(|o| o == "ro"))
 }
 
-/// Whether a file bind is kubelet's termination message file: at kubelet's default path, or
-/// a host file in kubelet's layout `…/pods/<pod uid>/containers/<container name>/<id>` (a
-/// custom `terminationMessagePath`).
-fn is_termination_message(source: &Path, destination: &Path) -> bool {
-    if destination == Path::new(TERMINATION_LOG) {
-        return true;
-    }
+/// Whether a file bind is the termination message file kubelet made for this container: a
+/// host file in kubelet's layout `…/pods/<pod uid>/containers/<container name>/<id>`, with
+/// `container` as `<container name>` when it is known.
+fn is_termination_message(source: &Path, container: Option<&str>) -> bool {
     let name = |path: Option<&Path>| path.and_then(Path::file_name).map(|n| n.to_owned());
     let container_dir = source.parent();
     let containers = container_dir.and_then(Path::parent);
     let pod_dir = containers.and_then(Path::parent);
     let pods = pod_dir.and_then(Path::parent);
-    name(containers).is_some_and(|n| n == "containers") && name(pods).is_some_and(|n| n == "pods")
+    let named = container.is_none_or(|c| name(container_dir).is_some_and(|n| n == c));
+    named
+        && name(containers).is_some_and(|n| n == "containers")
+        && name(pods).is_some_and(|n| n == "pods")
 }
 
 /// Writes what the container left in a termination message file (its last
 /// [`MAX_RETURNED_FILE_BYTES`]) into the host file, replacing what it held. Refuses a path
-/// that is no longer the regular file bound at create, and never creates one.
+/// that is no longer the regular file bound at create, and never creates one: the path is
+/// opened `O_PATH | O_NOFOLLOW` (a symlink is not followed, a FIFO or device not opened),
+/// checked by `fstat`, and only that file is then opened for writing, through its descriptor.
 pub fn write_back(bind: &ReturnedBind, content: &[u8]) -> Result<(), String> {
     let what = || format!("termination message file {}", bind.source.display());
     let content = &content[content.len().saturating_sub(MAX_RETURNED_FILE_BYTES)..];
-    // O_NONBLOCK: a FIFO put there must not hang the shim (it is refused below).
-    use rustix::fs::{Mode, OFlags};
-    let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let mut file = rustix::fs::open(&bind.source, flags, Mode::empty())
-        .map(fs::File::from)
+    let host = HostPath::open_no_follow(&bind.source)
         .map_err(|e| format!("{}: cannot open it: {e}", what()))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("{}: cannot stat it: {e}", what()))?;
-    if !meta.is_file() || meta.dev() != bind.dev || meta.ino() != bind.ino {
+    if !host.is_file() || host.dev() != bind.dev || host.ino() != bind.ino {
         return Err(format!(
             "{}: no longer the regular file bound at create",
             what()
         ));
     }
+    let mut file = host
+        .open_for_writing()
+        .map_err(|e| format!("{}: cannot open it: {e}", what()))?;
     file.set_len(0)
         .and_then(|()| file.write_all(content))
         .map_err(|e| format!("{}: cannot write it: {e}", what()))
@@ -272,14 +269,13 @@ fn is_empty_dir_volume(source: &Path) -> bool {
 
 /// The VM's directory of the emptyDir at `volume`, keyed by its host path.
 fn empty_dir(
-    volume: &Path,
+    volume: &HostPath,
     destination: &Path,
-    meta: &fs::Metadata,
     budget: &mut Budget,
 ) -> Result<HostDirectory, String> {
-    let mut directory = directory_of(volume, destination, meta, budget)?;
-    directory.pod_key = pod_key(volume);
-    directory.memory_bytes = memory_medium_bytes(volume, meta);
+    let mut directory = directory_of(volume, destination, budget)?;
+    directory.pod_key = pod_key(volume.path());
+    directory.memory_bytes = memory_medium_bytes(volume);
     Ok(directory)
 }
 
@@ -287,11 +283,8 @@ fn empty_dir(
 /// `…/pods/<uid>/volume-subpaths/<volume>/<container>/<index>`: that emptyDir's directory and
 /// the path inside it of the directory bound, the one of the same device and inode. `None`
 /// for anything else (a subPath of a hostPath, say).
-fn empty_dir_subpath(
-    source: &Path,
-    meta: &fs::Metadata,
-) -> Result<Option<(PathBuf, String)>, String> {
-    let container_dir = source.parent();
+fn empty_dir_subpath(source: &HostPath) -> Result<Option<(HostPath, String)>, String> {
+    let container_dir = source.path().parent();
     let volume_dir = container_dir.and_then(Path::parent);
     let subpaths_dir = volume_dir.and_then(Path::parent);
     let (Some(volume), Some(subpaths)) = (
@@ -304,52 +297,25 @@ fn empty_dir_subpath(
         return Ok(None);
     };
     let empty_dir = pod_dir.join("volumes").join(EMPTY_DIR_PLUGIN).join(volume);
-    if !meta.is_dir() || !fs::symlink_metadata(&empty_dir).is_ok_and(|m| m.is_dir()) {
+    if !source.is_dir() {
         return Ok(None);
     }
-    let Some(inside) = find_directory(&empty_dir, meta.dev(), meta.ino())? else {
+    let Some(empty_dir) = HostPath::open_no_follow(&empty_dir)
+        .ok()
+        .filter(HostPath::is_dir)
+    else {
+        return Ok(None);
+    };
+    let inside = empty_dir
+        .find_directory(source.dev(), source.ino())
+        .map_err(|e| format!("looking for the subPath: {e}"))?;
+    let Some(subpath) = inside else {
         return Err(format!(
             "a subPath of emptyDir {} that is no directory inside it",
-            empty_dir.display()
+            empty_dir.path().display()
         ));
     };
-    let subpath = inside
-        .to_str()
-        .ok_or_else(|| format!("subPath {} is not a UTF-8 name", inside.display()))?
-        .to_owned();
     Ok(Some((empty_dir, subpath)))
-}
-
-/// The path below `root` of the directory with device `dev` and inode `ino`, looked for
-/// breadth first without following symlinks, over at most [`MAX_DIRECTORY_ENTRIES`] entries;
-/// `None` if not found (or `root` itself).
-fn find_directory(root: &Path, dev: u64, ino: u64) -> Result<Option<PathBuf>, String> {
-    let read = |e: std::io::Error, path: &Path| format!("cannot read {}: {e}", path.display());
-    let mut queue = std::collections::VecDeque::from([PathBuf::new()]);
-    let mut seen = 0;
-    while let Some(relative) = queue.pop_front() {
-        let dir = root.join(&relative);
-        for entry in fs::read_dir(&dir).map_err(|e| read(e, &dir))? {
-            let entry = entry.map_err(|e| read(e, &dir))?;
-            seen += 1;
-            if seen > MAX_DIRECTORY_ENTRIES {
-                return Err(format!(
-                    "more than {MAX_DIRECTORY_ENTRIES} entries in {} before the subPath was found",
-                    root.display()
-                ));
-            }
-            let meta = entry.metadata().map_err(|e| read(e, &entry.path()))?;
-            if !meta.is_dir() {
-                continue;
-            }
-            let path = relative.join(entry.file_name());
-            if meta.dev() == dev && meta.ino() == ino {
-                return Ok(Some(path));
-            }
-            queue.push_back(path);
-        }
-    }
-    Ok(None)
 }
 
 /// The VM-wide key of a shared directory: the same host path gives the same key.
@@ -360,15 +326,16 @@ fn pod_key(source: &Path) -> String {
 
 /// The size of the tmpfs kubelet mounted at `source` for an emptyDir of medium Memory; 0 when
 /// `source` is not a tmpfs mount of its own.
-fn memory_medium_bytes(source: &Path, meta: &fs::Metadata) -> u64 {
+fn memory_medium_bytes(source: &HostPath) -> u64 {
     let parent_dev = source
+        .path()
         .parent()
-        .and_then(|parent| fs::metadata(parent).ok())
+        .and_then(|parent| std::fs::metadata(parent).ok())
         .map(|parent| parent.dev());
-    if parent_dev == Some(meta.dev()) {
+    if parent_dev == Some(source.dev()) {
         return 0;
     }
-    match rustix::fs::statfs(source) {
+    match source.statfs() {
         #[allow(clippy::unnecessary_cast)] // the field types differ between targets
         Ok(stat) if stat.f_type as u64 == TMPFS_MAGIC => {
             (stat.f_blocks as u64).saturating_mul(stat.f_bsize as u64)
@@ -377,21 +344,13 @@ fn memory_medium_bytes(source: &Path, meta: &fs::Metadata) -> u64 {
     }
 }
 
-fn file_of(source: &Path, destination: &Path, meta: &fs::Metadata) -> Result<HostFile, String> {
-    let name = || format!("{} -> {}", source.display(), destination.display());
-    if meta.len() > MAX_FILE_BYTES as u64 {
-        return Err(format!(
-            "bind mount {}: the host file holds {} bytes, more than the {MAX_FILE_BYTES} sent by content",
-            name(),
-            meta.len()
-        ));
-    }
-    let content =
-        fs::read(source).map_err(|e| format!("bind mount {}: cannot read it: {e}", name()))?;
+/// A regular file's content, read through its descriptor up to [`MAX_FILE_BYTES`].
+fn file_of(host: &HostPath, destination: &Path) -> Result<HostFile, String> {
+    let content = host.read(MAX_FILE_BYTES).map_err(|e| e.to_string())?;
     Ok(HostFile {
         destination: destination.display().to_string(),
         content,
-        mode: meta.permissions().mode() & 0o7777,
+        mode: host.mode(),
         ..Default::default()
     })
 }
@@ -399,95 +358,27 @@ fn file_of(source: &Path, destination: &Path, meta: &fs::Metadata) -> Result<Hos
 /// The tree below `source` as entries, parents first, in name order; symlinks are kept as
 /// links (never followed), anything but files, directories and symlinks is refused.
 fn directory_of(
-    source: &Path,
+    source: &HostPath,
     destination: &Path,
-    meta: &fs::Metadata,
     budget: &mut Budget,
 ) -> Result<HostDirectory, String> {
-    let mut entries = Vec::new();
-    walk(source, Path::new(""), &mut entries, budget)?;
+    let entries = source.tree(budget).map_err(|e| e.to_string())?;
     Ok(HostDirectory {
         destination: destination.display().to_string(),
-        mode: meta.permissions().mode() & 0o7777,
+        mode: source.mode(),
         entries,
         ..Default::default()
     })
 }
 
-fn walk(
-    root: &Path,
-    relative: &Path,
-    entries: &mut Vec<HostDirectoryEntry>,
-    budget: &mut Budget,
-) -> Result<(), String> {
-    let dir = root.join(relative);
-    let read = |e: std::io::Error, path: &Path| format!("cannot read {}: {e}", path.display());
-    let mut names = fs::read_dir(&dir)
-        .map_err(|e| read(e, &dir))?
-        .map(|entry| entry.map(|entry| entry.file_name()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| read(e, &dir))?;
-    names.sort();
-    for name in names {
-        let path = relative.join(&name);
-        let full = root.join(&path);
-        let meta = fs::symlink_metadata(&full).map_err(|e| read(e, &full))?;
-        if entries.len() >= MAX_DIRECTORY_ENTRIES {
-            return Err(format!(
-                "the directory has more than {MAX_DIRECTORY_ENTRIES} entries to send by content"
-            ));
-        }
-        let file_type = meta.file_type();
-        let (kind, content) = if file_type.is_dir() {
-            (EntryKind::ENTRY_DIRECTORY, Vec::new())
-        } else if file_type.is_symlink() {
-            let target = fs::read_link(&full).map_err(|e| read(e, &full))?;
-            (EntryKind::ENTRY_SYMLINK, target.into_os_string().into_vec())
-        } else if file_type.is_file() {
-            if meta.len() > MAX_FILE_BYTES as u64 {
-                return Err(format!(
-                    "{} holds {} bytes, more than the {MAX_FILE_BYTES} a file sent by content may",
-                    full.display(),
-                    meta.len()
-                ));
-            }
-            (
-                EntryKind::ENTRY_FILE,
-                fs::read(&full).map_err(|e| read(e, &full))?,
-            )
-        } else {
-            return Err(format!(
-                "{} is neither a file, a directory nor a symlink",
-                full.display()
-            ));
-        };
-        let text = path
-            .to_str()
-            .ok_or_else(|| format!("{} is not a UTF-8 name", full.display()))?
-            .to_owned();
-        budget.take(content.len() + text.len(), &full.display().to_string())?;
-        entries.push(HostDirectoryEntry {
-            path: text,
-            kind: kind.into(),
-            mode: meta.permissions().mode() & 0o7777,
-            content,
-            ..Default::default()
-        });
-        if file_type.is_dir() {
-            walk(root, &path, entries, budget)?;
-        }
-    }
-    Ok(())
-}
-
 /// The pod's shm: one tmpfs of the VM per host shm directory (containerd gives every
 /// container of a pod its sandbox's), of the host tmpfs's size.
-fn shm_directory(source: &Path, meta: &fs::Metadata) -> HostDirectory {
-    let size = memory_medium_bytes(source, meta);
+fn shm_directory(source: &HostPath) -> HostDirectory {
+    let size = memory_medium_bytes(source);
     HostDirectory {
         destination: "/dev/shm".to_owned(),
         mode: 0o1777,
-        pod_key: pod_key(source),
+        pod_key: pod_key(source.path()),
         memory_bytes: if size > 0 { size } else { SHM_BYTES },
         ..Default::default()
     }
@@ -518,6 +409,11 @@ pub fn content_at<'a>(files: &'a [HostFile], destination: &str) -> Option<&'a st
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
+    use rustix::fs::{FileType, Mode, CWD};
+    use rvm_protocol::limits::MAX_DIRECTORY_ENTRIES;
+
     use super::*;
 
     fn bind(source: &Path, destination: &str, read_only: bool) -> Mount {
@@ -762,7 +658,7 @@ mod tests {
         // The volume gone (its pod is being deleted): an error naming it, no panic.
         fs::remove_dir_all(&config).unwrap();
         let err = changed(&watched).unwrap_err();
-        assert!(err.contains("..data"), "{err}");
+        assert!(err.contains(&config.display().to_string()), "{err}");
     }
 
     #[test]
@@ -787,29 +683,49 @@ mod tests {
         assert_eq!(back[0].destination, "/dev/termination-log");
         // A custom terminationMessagePath: kubelet's host path tells.
         assert_eq!(returned(bind(&log, "/tmp/why", false)).len(), 1);
-        // Any writable file at kubelet's default path.
-        assert_eq!(
-            returned(bind(&hosts, "/dev/termination-log", false)).len(),
-            1
-        );
-        // Read-only, or another writable file (containerd's /etc/hosts): stays in the guest.
+        // Read-only, or another writable file (containerd's /etc/hosts, a hostPath file even at
+        // kubelet's default path): stays in the guest.
         assert!(returned(bind(&log, "/dev/termination-log", true)).is_empty());
         assert!(returned(bind(&hosts, "/etc/hosts", false)).is_empty());
+        assert!(returned(bind(&hosts, "/dev/termination-log", false)).is_empty());
+        // Another container's file of kubelet's (a hostPath into kubelet's directory): not
+        // this container's when containerd names it.
+        let named = |name: &str| {
+            let mut spec = spec_with(vec![bind(&log, "/dev/termination-log", false)]);
+            spec.set_annotations(Some(
+                [(crate::pod::CONTAINER_NAME.to_owned(), name.to_owned())].into(),
+            ));
+            translate(&mut spec).unwrap().returned
+        };
+        assert_eq!(named("app").len(), 1);
+        assert!(named("other").is_empty());
         assert!(!is_termination_message(
             Path::new("/pods/u/containers/c"),
-            Path::new("/x")
+            None
         ));
         assert!(!is_termination_message(
             Path::new("/pods/u/other/c/1"),
-            Path::new("/x")
+            None
         ));
+        assert!(is_termination_message(
+            Path::new("/var/lib/kubelet/pods/u/containers/c/1"),
+            Some("c")
+        ));
+    }
+
+    /// An empty termination message file where kubelet makes it, with `content`.
+    fn kubelet_file(root: &Path, content: &str) -> PathBuf {
+        let dir = root.join("pods/uid-1/containers/app");
+        fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("0a1b2c3d");
+        fs::write(&log, content).unwrap();
+        log
     }
 
     #[test]
     fn a_termination_message_is_written_back_capped_and_only_to_the_bound_file() {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("0a1b2c3d");
-        fs::write(&log, "old content, longer than the message").unwrap();
+        let log = kubelet_file(dir.path(), "old content, longer than the message");
         let content = translate(&mut spec_with(vec![bind(
             &log,
             "/dev/termination-log",
@@ -849,6 +765,94 @@ mod tests {
         fs::remove_file(&log).unwrap();
         assert!(write_back(&bind, b"evil").is_err());
         assert!(!log.exists());
+    }
+
+    #[test]
+    fn symlinks_in_a_tree_are_sent_as_links_not_what_they_point_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("private.key"), "SECRET").unwrap();
+        let volume = dir.path().join("secret-volume");
+        fs::create_dir(&volume).unwrap();
+        fs::write(volume.join("token"), "mine").unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", volume.join("shadow")).unwrap();
+        std::os::unix::fs::symlink(outside.join("private.key"), volume.join("key")).unwrap();
+        std::os::unix::fs::symlink(&outside, volume.join("dir")).unwrap();
+        let content = translate(&mut spec_with(vec![bind(&volume, "/etc/secret", true)])).unwrap();
+        let entries = &content.directories[0].entries;
+        let shown: Vec<(&str, EntryKind, &[u8])> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.path.as_str(),
+                    e.kind.enum_value().unwrap(),
+                    &e.content[..],
+                )
+            })
+            .collect();
+        let key = outside.join("private.key");
+        assert_eq!(
+            shown,
+            [
+                (
+                    "dir",
+                    EntryKind::ENTRY_SYMLINK,
+                    outside.as_os_str().as_bytes()
+                ),
+                ("key", EntryKind::ENTRY_SYMLINK, key.as_os_str().as_bytes()),
+                ("shadow", EntryKind::ENTRY_SYMLINK, &b"/etc/shadow"[..]),
+                ("token", EntryKind::ENTRY_FILE, &b"mine"[..]),
+            ]
+        );
+    }
+
+    #[test]
+    fn fifos_are_refused_without_hanging_the_shim() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = |path: &Path| {
+            rustix::fs::mknodat(CWD, path, FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap()
+        };
+        // In a tree: refused by name.
+        let tree = dir.path().join("tree");
+        fs::create_dir(&tree).unwrap();
+        fifo(&tree.join("pipe"));
+        let err = translate(&mut spec_with(vec![bind(&tree, "/t", true)])).unwrap_err();
+        assert!(err.contains("pipe") && err.contains("FIFO"), "{err}");
+        // As a bind's source.
+        let pipe = dir.path().join("hosts");
+        fifo(&pipe);
+        let err = translate(&mut spec_with(vec![bind(&pipe, "/etc/hosts", true)])).unwrap_err();
+        assert!(
+            err.contains("/etc/hosts") && err.contains("not shared"),
+            "{err}"
+        );
+        // Put where a termination message file was.
+        let log = kubelet_file(dir.path(), "");
+        let content = translate(&mut spec_with(vec![bind(
+            &log,
+            "/dev/termination-log",
+            false,
+        )]))
+        .unwrap();
+        fs::remove_file(&log).unwrap();
+        fifo(&log);
+        let err = write_back(&content.returned[0], b"evil").unwrap_err();
+        assert!(err.contains("no longer"), "{err}");
+    }
+
+    #[test]
+    fn an_oversized_file_in_a_tree_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir(&tree).unwrap();
+        fs::write(tree.join("small"), "ok").unwrap();
+        fs::write(tree.join("huge"), vec![0u8; MAX_FILE_BYTES + 1]).unwrap();
+        let err = translate(&mut spec_with(vec![bind(&tree, "/t", true)])).unwrap_err();
+        assert!(
+            err.contains("huge") && err.contains(&format!("{MAX_FILE_BYTES} bytes")),
+            "{err}"
+        );
     }
 
     #[test]
