@@ -130,6 +130,8 @@ check "--device: the container reads the marker at /dev/xvdc" grep -qx "rvm-devi
 check "--device :r: the container reads /dev/xvdd" grep -qx "rvm-device-marker-ro" <<<"$out"
 check "--device: /dev/xvdc and /dev/xvdd are block nodes" grep -qx "bb types" <<<"$out"
 check "--device: the container writes /dev/xvdc" grep -qx "wrote xvdc" <<<"$out"
+# The VMM has ended with the container; what it wrote to the loop device reaches the file.
+sync
 check "--device: the write reached the host's device" \
     test "$(head -c 11 "$tmp/rw.img")" = guest-wrote
 check "--device :r: a write to /dev/xvdd fails" eval '! grep -q "^WROTE xvdd" <<<"$out"'
