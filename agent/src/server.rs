@@ -13,6 +13,7 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::engine::command::ExecFailure as EngineExecFailure;
+use crate::engine::device_nodes::{self, DeviceRequest};
 use crate::engine::devices;
 use crate::engine::host_dirs;
 use crate::engine::host_files::HostFile;
@@ -49,9 +50,13 @@ fn engine_status(error: EngineError) -> ttrpc::Error {
         EngineError::Invalid { .. } | EngineError::Setup { .. } | EngineError::Seccomp(_) => {
             Code::INVALID_ARGUMENT
         }
-        EngineError::Devices(devices::DeviceError::Rule { .. }) => Code::INVALID_ARGUMENT,
+        EngineError::Devices(devices::DeviceError::Rule { .. })
+        | EngineError::DeviceNode(device_nodes::NodeError::BadRequest { .. }) => {
+            Code::INVALID_ARGUMENT
+        }
         EngineError::State { .. } => Code::FAILED_PRECONDITION,
         EngineError::Devices(_)
+        | EngineError::DeviceNode(_)
         | EngineError::Disk(_)
         | EngineError::Cgroup(_)
         | EngineError::Volume(_)
@@ -206,6 +211,15 @@ impl Agent for AgentService {
                 .map_err(engine_status)?,
             sandbox_id: r.sandbox_id,
             sandbox_namespaces: r.sandbox_namespaces,
+            devices: r
+                .devices
+                .into_iter()
+                .map(|d| DeviceRequest {
+                    serial: d.serial,
+                    path: d.path,
+                    permissions: d.permissions,
+                })
+                .collect(),
         };
         self.engine.create(request).await.map_err(engine_status)?;
         Ok(Empty::default())

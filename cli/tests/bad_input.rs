@@ -86,6 +86,49 @@ fn bad_run_flags_exit_125_naming_the_value() {
 }
 
 #[test]
+fn bad_devices_exit_125_naming_the_value() {
+    refused(
+        &["run", "--device", "/dev/null", "busybox"],
+        125,
+        &["--device /dev/null", "character device", "VFIO"],
+    );
+    refused(
+        &["run", "--device", "/dev/rvm-missing:/dev/x", "busybox"],
+        125,
+        &["--device /dev/rvm-missing:/dev/x", "cannot stat"],
+    );
+    refused(
+        &["run", "--device", "dev/loop0", "busybox"],
+        125,
+        &["--device dev/loop0", "not an absolute path"],
+    );
+    refused(
+        &["run", "--device", "/dev/loop0:/dev/xvdc:rwx", "busybox"],
+        125,
+        &["--device /dev/loop0:/dev/xvdc:rwx", "\"rwx\""],
+    );
+    refused(
+        &["run", "--device", "/dev/loop0:/dev/xvdc:", "busybox"],
+        125,
+        &["--device /dev/loop0:/dev/xvdc:", "permissions"],
+    );
+    refused(
+        &["create", "--device", "/dev/loop0:/dev/../x", "busybox"],
+        125,
+        &["--device /dev/loop0:/dev/../x", "'..'"],
+    );
+    let root = tempfile::tempdir().unwrap();
+    let regular = root.path().join("disk.img");
+    std::fs::write(&regular, b"x").unwrap();
+    let value = format!("{}:/dev/xvdc", regular.display());
+    refused(
+        &["run", "--device", &value, "busybox"],
+        125,
+        &[&format!("--device {value}"), "not a block device"],
+    );
+}
+
+#[test]
 fn unknown_flag_is_claps_error_with_exit_125() {
     let root = tempfile::tempdir().unwrap();
     let out = rvm(root.path(), &["run", "--bogus", "busybox"]);

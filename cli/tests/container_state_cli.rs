@@ -39,10 +39,16 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
 }
 
-/// A container named `name` in the store at `root`; its ID.
+/// A container named `name` in the store at `root`; its ID. Its config.json is one written
+/// before `--privileged` and `--device` existed.
 fn create(root: &Path, name: &str) -> (Containers, String) {
+    create_with(root, name, json!({}))
+}
+
+/// The same, with the config's fields of `extra` set.
+fn create_with(root: &Path, name: &str, extra: Value) -> (Containers, String) {
     let containers = Containers::open(&Layout::for_root(root)).unwrap();
-    let config: ContainerConfig = serde_json::from_value(json!({
+    let mut config = json!({
         "id": format!("{name:0>64}"),
         "name": name,
         "image": "busybox",
@@ -61,8 +67,11 @@ fn create(root: &Path, name: &str) -> (Containers, String) {
         "open_stdin": false,
         "auto_remove": false,
         "stop_signal": null,
-    }))
-    .unwrap();
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        config[key] = value.clone();
+    }
+    let config: ContainerConfig = serde_json::from_value(config).unwrap();
     let id = containers.create(config).unwrap().id;
     (containers, id)
 }
@@ -174,6 +183,35 @@ fn ps_and_inspect_show_a_paused_container_as_running_and_paused() {
 
     drop(cat.stdin.take());
     cat.wait().unwrap();
+}
+
+#[test]
+fn inspect_shows_privileged_and_devices_as_docker_does() {
+    let root = tempfile::tempdir().unwrap();
+    create(root.path(), "plain");
+    let device = json!({"host_path": "/dev/loop0", "serial": "rvm-dev-0",
+                        "container_path": "/dev/xvdc", "permissions": "r"});
+    create_with(
+        root.path(),
+        "priv",
+        json!({"privileged": true, "devices": [device]}),
+    );
+    let host_config = |name: &str| {
+        let out = output(root.path(), &["inspect", name]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+        all[0]["HostConfig"].clone()
+    };
+    let plain = host_config("plain");
+    assert_eq!(plain["Privileged"], false);
+    assert_eq!(plain["Devices"], json!([]));
+    let privileged = host_config("priv");
+    assert_eq!(privileged["Privileged"], true);
+    assert_eq!(
+        privileged["Devices"],
+        json!([{"PathOnHost": "/dev/loop0", "PathInContainer": "/dev/xvdc",
+                "CgroupPermissions": "r"}])
+    );
 }
 
 #[test]

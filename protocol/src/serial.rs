@@ -25,6 +25,12 @@ pub fn volume_serial(index: usize) -> String {
     format!("rvm-vol-{index}")
 }
 
+/// The serial of the disk that is host block device `index` (`rvm run --device`); fits for any
+/// index below 10^12.
+pub fn device_serial(index: usize) -> String {
+    format!("rvm-dev-{index}")
+}
+
 /// The serial of a layer disk on a pod VM's disk slot: derived from the layer's cache key, so a
 /// layer shared by two containers of the pod has one serial (and one slot); 56 bits of the
 /// key's SHA-256 keep it within [`MAX_SERIAL_LEN`].
@@ -58,6 +64,8 @@ mod tests {
             layer_serial(9_999_999_999),
             volume_serial(0),
             volume_serial(999_999_999_999),
+            device_serial(0),
+            device_serial(999_999_999_999),
             slot_serial(""),
             slot_serial(&"k".repeat(4096)),
         ];
@@ -78,6 +86,8 @@ mod tests {
     #[test]
     fn kinds_of_disk_never_share_a_serial() {
         assert_ne!(layer_serial(0), volume_serial(0));
+        assert_ne!(device_serial(0), volume_serial(0));
+        assert_ne!(device_serial(0), layer_serial(0));
         assert!(!slot_serial("0").starts_with(&layer_serial(0)));
         assert_ne!(layer_serial(0), SCRATCH_SERIAL);
     }

@@ -7,7 +7,7 @@ use crate::generated::agent::{VersionRequest, VersionResponse};
 /// Bumped for changes an older peer cannot understand (removed or re-typed fields or RPCs).
 pub const PROTOCOL_MAJOR: u32 = 1;
 /// Bumped for additions an older peer can ignore (new fields, new RPCs).
-pub const PROTOCOL_MINOR: u32 = 4;
+pub const PROTOCOL_MINOR: u32 = 5;
 
 /// A protocol version as exchanged by the `Version` RPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

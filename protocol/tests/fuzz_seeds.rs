@@ -121,6 +121,12 @@ fn sample_requests() -> Vec<AgentRequest> {
                 read_only: true,
                 ..Default::default()
             }],
+            devices: vec![DeviceDisk {
+                serial: "rvm-dev-0".into(),
+                path: "/dev/xvdc".into(),
+                permissions: "r".into(),
+                ..Default::default()
+            }],
             terminal: true,
             stdin: true,
             ..Default::default()

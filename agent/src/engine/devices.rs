@@ -169,7 +169,7 @@ fn device_number(value: Option<i64>, what: &str) -> Result<Option<u32>, String> 
 }
 
 /// `"rwm"`-style access letters as bits; absent or empty means all three.
-fn access_bits(access: Option<&str>) -> Result<u32, String> {
+pub(crate) fn access_bits(access: Option<&str>) -> Result<u32, String> {
     let Some(access) = access.filter(|a| !a.is_empty()) else {
         return Ok(ALL_ACCESS);
     };

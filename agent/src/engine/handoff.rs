@@ -8,6 +8,7 @@ use oci_spec::runtime::{Process, Spec};
 use serde::{Deserialize, Serialize};
 
 use super::command::ExecFailure;
+use super::device_nodes::DeviceNode;
 use super::seccomp::SeccompPolicy;
 
 /// The argument that turns `rvm-agent` into a helper: `rvm-agent __rvm-helper init|exec CONFIG`.
@@ -25,6 +26,10 @@ pub struct InitConfig {
     pub spec: Spec,
     pub terminal: bool,
     pub seccomp: SeccompPolicy,
+    /// Device nodes made in the container beyond the standard ones (`--device`, and the
+    /// guest's for `--privileged`).
+    #[serde(default)]
+    pub devices: Vec<DeviceNode>,
     /// Namespaces to join before anything else (`/proc/PID/ns/NAME` of the pod's sandbox), by
     /// name ("ipc", "uts"); the helper was cloned without new ones of these kinds. A shared pid
     /// namespace is not here: the helper was created in it.

@@ -507,9 +507,10 @@ fn remove_tree(path: &Path) -> io::Result<()> {
 }
 
 // The tests' shared answer to a missing prerequisite (here: root): fail under CI, skip elsewhere.
+// Also used by `device_nodes`' tests (a second copy is clippy's `duplicate_mod`).
 #[cfg(test)]
 #[path = "../../../tests/fixtures/prerequisite.rs"]
-mod prerequisite;
+pub(crate) mod prerequisite;
 
 #[cfg(test)]
 mod tests {

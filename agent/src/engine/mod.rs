@@ -7,6 +7,7 @@ pub mod capabilities;
 pub mod cgroups;
 pub mod command;
 pub mod container;
+pub mod device_nodes;
 pub mod devices;
 pub mod handoff;
 pub mod host_dirs;
@@ -55,6 +56,8 @@ use seccomp::SeccompPolicy;
 use stdio::{ChildStdio, ProcessStdio};
 
 pub use seccomp::SECCOMP_ANNOTATION;
+/// The guest's devtmpfs, whose nodes a privileged container gets.
+const GUEST_DEV: &str = "/dev";
 /// How long removal waits for a killed container to exit.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -80,6 +83,8 @@ pub enum EngineError {
     Cgroup(#[from] CgroupError),
     #[error("container device filter: {0}")]
     Devices(#[from] devices::DeviceError),
+    #[error("container {0}")]
+    DeviceNode(#[from] device_nodes::NodeError),
     #[error(transparent)]
     Volume(#[from] volumes::VolumeError),
     #[error("container seccomp profile: {0}")]
@@ -168,6 +173,8 @@ pub struct CreateRequest {
     pub sandbox_id: String,
     /// [`SharedNamespace`] names, as on the wire; parsed by the create.
     pub sandbox_namespaces: Vec<String>,
+    /// Host block devices on the VM's disks, each made a node in the container.
+    pub devices: Vec<device_nodes::DeviceRequest>,
 }
 
 /// What StartContainer and ExecProcess report.
@@ -440,6 +447,34 @@ impl Engine {
             .collect()
     }
 
+    /// The nodes a container gets beyond the standard ones: one per `--device` disk (found by
+    /// serial, its rule added to `rules`), then, when the rules allow every device
+    /// (`--privileged`), every node of the guest's /dev.
+    fn device_nodes(
+        &self,
+        requests: &[device_nodes::DeviceRequest],
+        rules: &mut Vec<devices::DeviceRule>,
+    ) -> Result<Vec<device_nodes::DeviceNode>, EngineError> {
+        let mut nodes = Vec::new();
+        for request in requests {
+            if !rvm_protocol::serial::is_valid_serial(&request.serial) {
+                return Err(invalid(
+                    "CreateContainer's devices",
+                    format!("disk serial {:?} is not a valid name", request.serial),
+                ));
+            }
+            let guest = self.disks.find(&request.serial)?;
+            let (node, rule) = device_nodes::disk_node(request, &guest)?;
+            tracing::info!(serial = %request.serial, guest = %guest.display(), path = %node.path.display(), major = node.major, minor = node.minor, permissions = %request.permissions, "host device given to the container");
+            nodes.push(node);
+            rules.push(rule);
+        }
+        if devices::allow_everything(rules) {
+            nodes.extend(device_nodes::guest_nodes(Path::new(GUEST_DEV))?);
+        }
+        Ok(nodes)
+    }
+
     /// Where the mount points of a container's subpaths of pod directories are.
     fn subpaths_of(&self, id: &str) -> PathBuf {
         self.config.run_dir.join("subpaths").join(id)
@@ -507,12 +542,13 @@ impl Engine {
         tracing::info!(container = %request.id, "creating container");
         let mut spec = parse_spec(&request.spec_json)?;
         let seccomp = SeccompPolicy::for_spec(&spec)?;
-        let device_rules = devices::rules_of(
+        let mut device_rules = devices::rules_of(
             spec.linux()
                 .as_ref()
                 .and_then(|l| l.resources().as_ref())
                 .and_then(|r| r.devices().as_deref()),
         )?;
+        let device_nodes = self.device_nodes(&request.devices, &mut device_rules)?;
         let dir = self.config.run_dir.join("containers").join(&request.id);
         fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
         let returned_files = host_files::apply(&mut spec, &request.files, &dir)?;
@@ -564,6 +600,7 @@ impl Engine {
             spec,
             terminal: request.terminal,
             seccomp: seccomp.clone(),
+            devices: device_nodes,
             join: join
                 .iter()
                 .map(|(namespace, path)| (namespace.as_str().to_owned(), path.clone()))

@@ -175,7 +175,8 @@ pub fn mount_one(rootfs: &Path, spec_mount: &Mount) -> Result<(), RootfsError> {
         match result {
             Ok(()) => {}
             // sysfs cannot be mounted in a pid namespace that is not the owner's in some
-            // setups; Docker then binds the guest's /sys read-only instead.
+            // setups; Docker then binds the guest's /sys instead, read-only unless the spec
+            // asks for it read-write (--privileged).
             Err(nix::Error::EPERM) if fstype == "sysfs" => {
                 mount(
                     Some("/sys"),
@@ -185,14 +186,16 @@ pub fn mount_one(rootfs: &Path, spec_mount: &Mount) -> Result<(), RootfsError> {
                     None::<&str>,
                 )
                 .map_err(mount_error("bind /sys", &target))?;
-                mount(
-                    None::<&str>,
-                    &target,
-                    None::<&str>,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                    None::<&str>,
-                )
-                .map_err(mount_error("bind /sys (remount ro)", &target))?;
+                if options.flags.contains(MsFlags::MS_RDONLY) {
+                    mount(
+                        None::<&str>,
+                        &target,
+                        None::<&str>,
+                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                        None::<&str>,
+                    )
+                    .map_err(mount_error("bind /sys (remount ro)", &target))?;
+                }
             }
             Err(source) => return Err(mount_error(what.clone(), &target)(source)),
         }

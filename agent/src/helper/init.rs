@@ -15,7 +15,7 @@ use nix::unistd::sethostname;
 use super::{close_status_on_exec, fail, read_config};
 use crate::engine::command::Command;
 use crate::engine::handoff::{self, HelperMessage, InitConfig, START_FD};
-use crate::engine::{process_setup, rootfs};
+use crate::engine::{device_nodes, process_setup, rootfs};
 
 /// Joins the pod sandbox's namespaces the engine asked for (never the pid namespace, which a
 /// setns here would give only to this helper's children).
@@ -38,6 +38,8 @@ fn build(config: &InitConfig) -> Result<Vec<String>, String> {
         sethostname(hostname).map_err(|e| format!("set hostname {hostname:?}: {e}"))?;
     }
     rootfs::mount_all(&config.rootfs, spec).map_err(|e| e.to_string())?;
+    // Before pivot_root: a node outside /dev binds the guest's own node.
+    device_nodes::create_all(&config.rootfs, &config.devices).map_err(|e| e.to_string())?;
     rootfs::pivot_into(&config.rootfs).map_err(|e| e.to_string())?;
     if let Some(linux) = spec.linux() {
         rootfs::mask_paths(linux.masked_paths().as_deref().unwrap_or_default())

@@ -20,6 +20,7 @@ macro_rules! every_scenario {
         $each!(bad_specs_are_refused);
         $each!(isolation);
         $each!(devices_are_filtered);
+        $each!(privileged_gets_every_device_node);
         $each!(exec_signal_list);
         $each!(sigterm_delivered);
         $each!(pod_shares_pid_namespace);
@@ -247,6 +248,38 @@ pub async fn devices_are_filtered(client: &AgentClient, rootfs: &Rootfs) {
             "reading {node} must be refused by the device filter: {outcome:?}"
         );
     }
+}
+
+/// `--privileged`: a spec whose device rules allow everything gets a copy of every device node
+/// of the machine (the guest's /dev in a VM, the test host's natively) but the console, made by
+/// the agent; a default container gets only the standard nodes.
+pub async fn privileged_gets_every_device_node(client: &AgentClient, rootfs: &Rootfs) {
+    let script = "test -c /dev/kmsg && echo kmsg; test -e /dev/console || echo no-console; \
+                  test -c /dev/null && echo null";
+    let mut privileged = spec(rootfs, &["sh", "-c", script], "", "/", &[]);
+    let allow_all = oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+        .allow(true)
+        .typ(oci_spec::runtime::LinuxDeviceType::A)
+        .access("rwm")
+        .build()
+        .unwrap();
+    let mut linux = privileged.linux().clone().unwrap_or_default();
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    resources.set_devices(Some(vec![allow_all]));
+    linux.set_resources(Some(resources));
+    privileged.set_linux(Some(linux));
+    let outcome = run(client, "privileged", rootfs, &privileged).await;
+    let lines: Vec<&str> = outcome.stdout.lines().collect();
+    assert_eq!(lines, ["kmsg", "no-console", "null"], "{outcome:?}");
+    let outcome = run(
+        client,
+        "unprivileged",
+        rootfs,
+        &spec(rootfs, &["sh", "-c", script], "", "/", &[]),
+    )
+    .await;
+    let lines: Vec<&str> = outcome.stdout.lines().collect();
+    assert_eq!(lines, ["no-console", "null"], "{outcome:?}");
 }
 
 pub async fn exec_signal_list(client: &AgentClient, rootfs: &Rootfs) {

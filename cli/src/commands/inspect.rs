@@ -79,6 +79,8 @@ pub fn describe(layout: &Layout, c: &Container) -> Value {
             "NetworkMode": network_mode(config),
             "PortBindings": port_bindings(config),
             "ReadonlyRootfs": config.spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
+            "Privileged": config.privileged,
+            "Devices": config.devices.iter().map(|d| json!({"PathOnHost": d.host_path, "PathInContainer": d.container_path, "CgroupPermissions": d.permissions})).collect::<Vec<_>>(),
         },
         "Config": {
             "Hostname": config.hostname(),

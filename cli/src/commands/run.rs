@@ -18,7 +18,7 @@ use rvm_runtime::sandbox::security::{CapabilityName, Security};
 use rvm_runtime::sandbox::spec::RunSpec;
 use rvm_runtime::sandbox::state::{Containers, Lifecycle};
 use rvm_runtime::sandbox::units::{self, Cpus};
-use rvm_runtime::sandbox::{env, id};
+use rvm_runtime::sandbox::{devices, env, id};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
@@ -100,6 +100,12 @@ pub struct ContainerFlags {
     /// Security options: seccomp=unconfined, no-new-privileges[=true|false]
     #[arg(long, value_name = "OPTION")]
     security_opt: Vec<String>,
+    /// Give extended privileges to this container: every capability and device of its microVM
+    #[arg(long)]
+    privileged: bool,
+    /// Add a host block device to the container (as a disk of its microVM)
+    #[arg(long, value_name = "HOST_PATH[:CONTAINER_PATH[:PERMISSIONS]]")]
+    device: Vec<String>,
     /// Print help
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -152,6 +158,7 @@ fn security_options(args: &ContainerFlags) -> Result<Security> {
     let mut security = Security {
         cap_add: names("--cap-add", &args.cap_add)?,
         cap_drop: names("--cap-drop", &args.cap_drop)?,
+        privileged: args.privileged,
         ..Default::default()
     };
     for option in &args.security_opt {
@@ -193,6 +200,7 @@ fn create_options(args: &ContainerFlags) -> Result<CreateOptions> {
         .map(|text| prepare::parse_volume(text))
         .collect::<Result<Vec<VolumeSpec>, _>>()?;
     prepare::check_volumes(&volumes)?;
+    let devices = devices::parse_devices(&args.device)?;
     if let Some(hostname) = &args.hostname {
         if hostname.is_empty() || hostname.len() > 64 || hostname.contains(char::is_whitespace) {
             bail!("invalid hostname {hostname:?}");
@@ -219,6 +227,7 @@ fn create_options(args: &ContainerFlags) -> Result<CreateOptions> {
         auto_remove: args.rm,
         network,
         ports,
+        devices,
     })
 }
 

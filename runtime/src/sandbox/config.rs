@@ -26,6 +26,18 @@ pub struct VolumeRef {
     pub read_only: bool,
 }
 
+/// A host block device attached as a disk (`--device`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRef {
+    /// The host's block device.
+    pub host_path: PathBuf,
+    pub serial: String,
+    /// The node's path in the container.
+    pub container_path: String,
+    /// A non-empty subset of `rwm`; without `w` the disk is attached read-only.
+    pub permissions: String,
+}
+
 /// The VM's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmSize {
@@ -72,6 +84,12 @@ pub struct ContainerConfig {
     pub auto_remove: bool,
     /// The image's StopSignal (Docker's default is SIGTERM).
     pub stop_signal: Option<String>,
+    /// `--privileged`: every capability and device of the VM, no seccomp filter.
+    #[serde(default)]
+    pub privileged: bool,
+    /// `--device`: host block devices given to the container.
+    #[serde(default)]
+    pub devices: Vec<DeviceRef>,
 }
 
 impl ContainerConfig {

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod artifacts;
 pub mod attach;
 pub mod config;
+pub mod devices;
 pub mod disks;
 pub mod env;
 pub mod files;

@@ -33,7 +33,7 @@ use super::state::{Containers, Ended, Lifecycle, StateError};
 use super::time;
 use super::vmm::DiskArg;
 use super::volume_check;
-use crate::vm::create::{layer_disk, volume_disk};
+use crate::vm::create::{device_disk, layer_disk, volume_disk};
 use crate::vm::guest::Guest;
 use crate::vm::stdio::OutputSink;
 use crate::vm::{NewContainer, Vm, VmError, VmNetwork, VmSpec};
@@ -215,7 +215,7 @@ async fn run_in<G: Guest>(
     Ok(code)
 }
 
-/// The container's VM: its layers, scratch and volume disks, its size and network.
+/// The container's VM: its layers, scratch, volume and `--device` disks, its size and network.
 pub(crate) fn vm_spec(config: &ContainerConfig) -> VmSpec {
     let layers = config.layers.iter().map(|layer| DiskArg {
         path: layer.path.clone(),
@@ -228,6 +228,11 @@ pub(crate) fn vm_spec(config: &ContainerConfig) -> VmSpec {
         read_only: volume.read_only,
         serial: volume.serial.clone(),
     });
+    let devices = config.devices.iter().map(|device| DiskArg {
+        path: device.host_path.clone(),
+        read_only: !device.permissions.contains('w'),
+        serial: device.serial.clone(),
+    });
     let network = match &config.endpoint {
         Some(endpoint) => VmNetwork::Bridge(endpoint.clone()),
         None => VmNetwork::None,
@@ -238,6 +243,7 @@ pub(crate) fn vm_spec(config: &ContainerConfig) -> VmSpec {
         disks: layers
             .chain(std::iter::once(scratch))
             .chain(volumes)
+            .chain(devices)
             .collect(),
         disk_slots: 0,
         network,
@@ -259,6 +265,11 @@ pub fn new_container(config: &ContainerConfig) -> NewContainer {
             .volumes
             .iter()
             .map(|volume| volume_disk(&volume.serial, &volume.destination, volume.read_only))
+            .collect(),
+        devices: config
+            .devices
+            .iter()
+            .map(|device| device_disk(&device.serial, &device.container_path, &device.permissions))
             .collect(),
         terminal: config.tty,
         stdin: config.open_stdin,

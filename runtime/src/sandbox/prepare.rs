@@ -1,10 +1,11 @@
 //! Creating a container: resolving its image, building the layer disks, checking `-v` volume
 //! specs, building the spec, recording the container and making its sparse scratch disk.
 
-use rvm_protocol::serial::{layer_serial, volume_serial};
+use rvm_protocol::serial::{device_serial, layer_serial, volume_serial};
 use thiserror::Error;
 
-use super::config::{ContainerConfig, LayerDiskRef, NetworkMode, VmSize, VolumeRef};
+use super::config::{ContainerConfig, DeviceRef, LayerDiskRef, NetworkMode, VmSize, VolumeRef};
+use super::devices::{self as host_devices, DeviceError, DeviceSpec};
 use super::disks::{self, DiskError, SCRATCH_SIZE};
 use super::id::{self, IdError};
 use super::layout::Layout;
@@ -56,6 +57,8 @@ pub enum PrepareError {
     Network(#[from] NetworkError),
     #[error("-p {0}: publishing ports needs bridge networking (--network bridge)")]
     PortsWithoutNetwork(String),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
 }
 
 /// A `-v NAME:/path[:ro]` request.
@@ -139,6 +142,8 @@ pub struct CreateOptions {
     pub network: NetworkMode,
     /// `-p`; only with [`NetworkMode::Bridge`].
     pub ports: Vec<PortMapping>,
+    /// `--device`: host block devices.
+    pub devices: Vec<DeviceSpec>,
 }
 
 /// The VM size for a container limit of `memory` bytes and `vcpus` CPUs.
@@ -169,6 +174,11 @@ pub fn create_container(
         }
         other => other?,
     };
+    host_devices::check_unique(&options.devices)?;
+    options
+        .devices
+        .iter()
+        .try_for_each(host_devices::check_host)?;
     let id = id::new_id()?;
     let mut run = options.run.clone();
     if run.hostname.is_empty() {
@@ -237,6 +247,17 @@ fn finish_create(
             read_only: volume.read_only,
         });
     }
+    let devices = options
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(index, device)| DeviceRef {
+            host_path: device.host.clone(),
+            serial: device_serial(index),
+            container_path: device.container.clone(),
+            permissions: device.permissions.clone(),
+        })
+        .collect();
     let vcpus = run.cpus.map_or(1, |cpus| cpus.vcpus());
     let config = ContainerConfig {
         id: id.clone(),
@@ -255,6 +276,8 @@ fn finish_create(
         open_stdin: options.open_stdin,
         auto_remove: options.auto_remove,
         stop_signal: image.config.stop_signal.clone(),
+        privileged: run.security.privileged,
+        devices,
     };
     let containers = Containers::open(layout)?;
     let config = containers.create(config)?;

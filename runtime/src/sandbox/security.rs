@@ -1,5 +1,6 @@
-//! `rvm run --cap-add/--cap-drop/--security-opt`: Docker's capability arithmetic on its default
-//! set, and the security options rvm honours (`seccomp=unconfined`, `no-new-privileges`).
+//! `rvm run --cap-add/--cap-drop/--security-opt/--privileged`: Docker's capability arithmetic on
+//! its default set, the security options rvm honours (`seccomp=unconfined`,
+//! `no-new-privileges`), and `--privileged`'s every capability.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -110,6 +111,9 @@ pub struct Security {
     pub seccomp_unconfined: bool,
     /// `--security-opt no-new-privileges`.
     pub no_new_privileges: bool,
+    /// `--privileged`: every capability (adds and drops ignored, as Docker does) and no
+    /// seccomp filter; the spec adds the rest (devices, paths).
+    pub privileged: bool,
 }
 
 impl Security {
@@ -130,9 +134,13 @@ impl Security {
         Ok(())
     }
 
-    /// Docker's rule: `--cap-add ALL` gives every capability less the named drops; otherwise
-    /// the default set (none with `--cap-drop ALL`) less the drops, plus the adds.
+    /// Docker's rule: `--privileged` gives every capability whatever is added or dropped;
+    /// `--cap-add ALL` every capability less the named drops; otherwise the default set (none
+    /// with `--cap-drop ALL`) less the drops, plus the adds.
     pub fn capability_set(&self) -> Capabilities {
+        if self.privileged {
+            return ALL.into_iter().collect();
+        }
         let adds_all = self.cap_add.contains(&CapabilityName::All);
         let drops_all = self.cap_drop.contains(&CapabilityName::All);
         let dropped = |cap: &Capability| self.cap_drop.contains(&CapabilityName::One(*cap));
@@ -150,6 +158,11 @@ impl Security {
             }));
         }
         set
+    }
+
+    /// Whether the container runs without a seccomp filter.
+    pub fn seccomp_off(&self) -> bool {
+        self.seccomp_unconfined || self.privileged
     }
 
     /// The process's capabilities: the set bounding, effective and permitted, as Docker's are.
@@ -217,6 +230,17 @@ mod tests {
         assert_eq!(all.len(), ALL.len() - 1);
         assert!(!all.contains(&Capability::SysAdmin));
         assert_eq!(ALL.iter().collect::<HashSet<_>>().len(), ALL.len());
+    }
+
+    #[test]
+    fn privileged_has_every_capability_and_no_seccomp() {
+        let privileged = Security {
+            privileged: true,
+            ..security(&[], &["ALL", "SYS_ADMIN"])
+        };
+        assert_eq!(privileged.capability_set().len(), ALL.len());
+        assert!(privileged.seccomp_off());
+        assert!(!Security::default().seccomp_off());
     }
 
     #[test]

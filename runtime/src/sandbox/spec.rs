@@ -1,13 +1,15 @@
 //! The OCI runtime spec the agent receives: the image's defaults (Entrypoint, Cmd, Env,
 //! WorkingDir, User) combined with the `rvm run` options as Docker combines them, plus Docker's
-//! defaults for capabilities, mounts, masked paths, namespaces and rlimits.
+//! defaults for capabilities, mounts, masked paths, namespaces and rlimits, and what
+//! `--privileged` changes in them (inside the container's own VM).
 
 use std::collections::HashMap;
 
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType,
-    Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxBuilder, LinuxCpuBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount,
+    MountBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Process, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use thiserror::Error;
 
@@ -185,6 +187,29 @@ pub fn default_mounts() -> Result<Vec<Mount>, SpecError> {
     ])
 }
 
+/// `--privileged`'s mounts: Docker's, with /sys read-write.
+fn privileged_mounts() -> Result<Vec<Mount>, SpecError> {
+    let mut mounts = default_mounts()?;
+    for mount in &mut mounts {
+        if mount.destination() == std::path::Path::new("/sys") {
+            let options = mount.options().clone().unwrap_or_default();
+            mount.set_options(Some(options.into_iter().filter(|o| o != "ro").collect()));
+        }
+    }
+    Ok(mounts)
+}
+
+/// `--privileged`'s device rule: every device, read, write and mknod. The agent then copies
+/// every device node of the VM into the container's /dev.
+fn allow_all_devices() -> Result<LinuxDeviceCgroup, SpecError> {
+    LinuxDeviceCgroupBuilder::default()
+        .allow(true)
+        .typ(LinuxDeviceType::A)
+        .access("rwm")
+        .build()
+        .map_err(build_err)
+}
+
 const MASKED_PATHS: &[&str] = &[
     "/proc/asound",
     "/proc/acpi",
@@ -271,7 +296,11 @@ pub fn build_spec(image: &ImageConfig, run: &RunSpec) -> Result<Spec, SpecError>
     process.set_capabilities(Some(run.security.linux_capabilities()));
     process.set_no_new_privileges(Some(run.security.no_new_privileges));
 
+    let privileged = run.security.privileged;
     let mut resources = LinuxResourcesBuilder::default();
+    if privileged {
+        resources = resources.devices(vec![allow_all_devices()?]);
+    }
     if let Some(limit) = run.memory {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         resources = resources.memory(
@@ -306,26 +335,24 @@ pub fn build_spec(image: &ImageConfig, run: &RunSpec) -> Result<Spec, SpecError>
             .map_err(build_err)
     })
     .collect::<Result<Vec<_>, _>>()?;
+    // A privileged container sees everything of its VM, as Docker's sees its host.
+    let paths = |paths: &[&str]| -> Vec<String> {
+        if privileged {
+            Vec::new()
+        } else {
+            paths.iter().map(|p| (*p).to_owned()).collect()
+        }
+    };
     let linux = LinuxBuilder::default()
         .resources(resources.build().map_err(build_err)?)
         .namespaces(namespaces)
-        .masked_paths(
-            MASKED_PATHS
-                .iter()
-                .map(|p| (*p).to_owned())
-                .collect::<Vec<_>>(),
-        )
-        .readonly_paths(
-            READONLY_PATHS
-                .iter()
-                .map(|p| (*p).to_owned())
-                .collect::<Vec<_>>(),
-        )
+        .masked_paths(paths(MASKED_PATHS))
+        .readonly_paths(paths(READONLY_PATHS))
         .build()
         .map_err(build_err)?;
 
     let mut annotations: HashMap<String, String> = HashMap::new();
-    if run.security.seccomp_unconfined {
+    if run.security.seccomp_off() {
         annotations.insert(
             rvm_protocol::annotations::SECCOMP.to_owned(),
             "unconfined".to_owned(),
@@ -342,7 +369,11 @@ pub fn build_spec(image: &ImageConfig, run: &RunSpec) -> Result<Spec, SpecError>
         )
         .process(process)
         .hostname(run.hostname.clone())
-        .mounts(default_mounts()?)
+        .mounts(if privileged {
+            privileged_mounts()?
+        } else {
+            default_mounts()?
+        })
         .linux(linux)
         .annotations(annotations)
         .build()
@@ -496,6 +527,77 @@ mod tests {
         let json = serde_json::to_vec(&spec).unwrap();
         let back: Spec = serde_json::from_slice(&json).unwrap();
         assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn privileged_opens_the_vm_to_the_container() {
+        let mut options = run(None, &["sh"]);
+        options.security.privileged = true;
+        let spec = build_spec(&image(&[], &[]), &options).unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        let rules = linux
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .clone()
+            .unwrap();
+        assert_eq!(rules.len(), 1);
+        assert!(rules[0].allow());
+        assert_eq!(rules[0].typ(), Some(LinuxDeviceType::A));
+        assert_eq!((rules[0].major(), rules[0].minor()), (None, None));
+        assert_eq!(rules[0].access().as_deref(), Some("rwm"));
+        assert_eq!(linux.masked_paths().as_deref(), Some(&[][..]));
+        assert_eq!(linux.readonly_paths().as_deref(), Some(&[][..]));
+        let sys = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .find(|m| m.destination().to_str() == Some("/sys"))
+            .unwrap();
+        assert!(!sys.options().as_ref().unwrap().contains(&"ro".to_owned()));
+        let annotations = spec.annotations().clone().unwrap_or_default();
+        assert_eq!(
+            annotations
+                .get(rvm_protocol::annotations::SECCOMP)
+                .map(String::as_str),
+            Some("unconfined")
+        );
+        let caps = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .clone()
+            .unwrap();
+        assert!(caps
+            .bounding()
+            .as_ref()
+            .unwrap()
+            .contains(&Capability::SysAdmin));
+        assert!(caps
+            .effective()
+            .as_ref()
+            .unwrap()
+            .contains(&Capability::SysRawio));
+
+        // Without it: Docker's defaults stay.
+        let spec = build_spec(&image(&[], &[]), &run(None, &["sh"])).unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux.resources().as_ref().unwrap().devices().is_none());
+        assert!(linux
+            .masked_paths()
+            .as_ref()
+            .unwrap()
+            .contains(&"/proc/kcore".to_owned()));
+        assert!(spec.annotations().clone().unwrap_or_default().is_empty());
+        let sys = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .find(|m| m.destination().to_str() == Some("/sys"))
+            .unwrap();
+        assert!(sys.options().as_ref().unwrap().contains(&"ro".to_owned()));
     }
 
     #[test]

@@ -729,6 +729,8 @@ pub(crate) mod fixtures {
             open_stdin: false,
             auto_remove: false,
             stop_signal: None,
+            privileged: false,
+            devices: Vec::new(),
         }
     }
 }

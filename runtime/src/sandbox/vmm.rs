@@ -219,6 +219,8 @@ mod tests {
             open_stdin: false,
             auto_remove: false,
             stop_signal: None,
+            privileged: false,
+            devices: Vec::new(),
         }
     }
 
@@ -264,6 +266,62 @@ mod tests {
             assert!(disk.serial.len() <= 20, "{}", disk.serial);
         }
         assert!(!joined.contains("--disk-slots") && !joined.contains("--api"));
+    }
+
+    #[test]
+    fn host_devices_are_disks_read_only_without_w() {
+        use crate::sandbox::config::DeviceRef;
+        let layout = Layout::new(Some("/r".into()));
+        let device = |host: &str, serial: &str, permissions: &str| DeviceRef {
+            host_path: host.into(),
+            serial: serial.into(),
+            container_path: "/dev/xvdc".into(),
+            permissions: permissions.into(),
+        };
+        let config = ContainerConfig {
+            devices: vec![
+                device("/dev/loop0", "rvm-dev-0", "r"),
+                device("/dev/sdb", "rvm-dev-1", "rwm"),
+                device("/dev/sdc", "rvm-dev-2", "mr"),
+            ],
+            ..config()
+        };
+        let command = command_of(&layout, &config, guest());
+        let joined = command
+            .args()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            joined.contains("--disk /dev/loop0,ro,serial=rvm-dev-0"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("--disk /dev/sdb,serial=rvm-dev-1"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("--disk /dev/sdc,ro,serial=rvm-dev-2"),
+            "{joined}"
+        );
+        let request = crate::sandbox::monitor::new_container(&config)
+            .request(&config.id)
+            .unwrap();
+        let sent: Vec<_> = request
+            .devices
+            .iter()
+            .map(|d| (d.serial.as_str(), d.path.as_str(), d.permissions.as_str()))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("rvm-dev-0", "/dev/xvdc", "r"),
+                ("rvm-dev-1", "/dev/xvdc", "rwm"),
+                ("rvm-dev-2", "/dev/xvdc", "mr")
+            ]
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! the CLI's container and a shim task (standalone or in a pod) differ only in the values.
 
 use oci_spec::runtime::Spec;
-use rvm_protocol::agent::{CreateContainerRequest, HostDirectory, HostFile, LayerDisk, VolumeDisk};
+use rvm_protocol::agent::{
+    CreateContainerRequest, DeviceDisk, HostDirectory, HostFile, LayerDisk, VolumeDisk,
+};
 
 use rvm_protocol::serial::SCRATCH_SERIAL;
 
@@ -15,6 +17,8 @@ pub struct NewContainer {
     pub layers: Vec<LayerDisk>,
     /// Volume disks and where they are mounted.
     pub volumes: Vec<VolumeDisk>,
+    /// Host block devices (`--device`): their disks and the container's nodes for them.
+    pub devices: Vec<DeviceDisk>,
     /// A pty for the init process.
     pub terminal: bool,
     /// A stdin pipe for the init process.
@@ -46,6 +50,17 @@ pub fn volume_disk(serial: &str, destination: &str, read_only: bool) -> VolumeDi
     }
 }
 
+/// The host block device on the VM's disk with virtio serial `serial`, a node at `path` in the
+/// container with `permissions` (a subset of "rwm").
+pub fn device_disk(serial: &str, path: &str, permissions: &str) -> DeviceDisk {
+    DeviceDisk {
+        serial: serial.to_owned(),
+        path: path.to_owned(),
+        permissions: permissions.to_owned(),
+        ..Default::default()
+    }
+}
+
 impl NewContainer {
     /// The CreateContainer request of this container in the VM of sandbox `sandbox_id` (the
     /// container's own id for a VM of its own); its writes go to the VM's scratch disk.
@@ -57,6 +72,7 @@ impl NewContainer {
             layers: self.layers.clone(),
             scratch_disk_serial: SCRATCH_SERIAL.to_owned(),
             volumes: self.volumes.clone(),
+            devices: self.devices.clone(),
             terminal: self.terminal,
             stdin: self.stdin,
             files: self.files.clone(),
@@ -77,6 +93,7 @@ mod tests {
             id: "c1".into(),
             layers: vec![layer_disk("rvm-layer-0", "sha256:a")],
             volumes: vec![volume_disk("rvm-vol-0", "/data", true)],
+            devices: vec![device_disk("rvm-dev-0", "/dev/xvdc", "r")],
             terminal: true,
             stdin: true,
             files: vec![HostFile {
@@ -94,6 +111,9 @@ mod tests {
         assert_eq!(request.layers[0].diff_id, "sha256:a");
         assert_eq!(request.volumes[0].destination, "/data");
         assert!(request.volumes[0].read_only);
+        assert_eq!(request.devices[0].serial, "rvm-dev-0");
+        assert_eq!(request.devices[0].path, "/dev/xvdc");
+        assert_eq!(request.devices[0].permissions, "r");
         assert!(request.terminal && request.stdin);
         assert_eq!(request.files[0].destination, "/etc/hosts");
         assert_eq!(request.sandbox_namespaces, ["ipc"]);

@@ -155,6 +155,45 @@ fn privileged_allows_everything() {
     assert!(!allow_everything(&denied_after));
 }
 
+/// `--device /dev/loop0:/dev/xvdc:r`: Docker's defaults plus the rule `device_nodes` makes for
+/// the guest's disk 254:32.
+#[test]
+fn a_device_rule_allows_exactly_its_disk_with_its_permissions() {
+    let mut rules = default_rules();
+    rules.push(DeviceRule {
+        allow: true,
+        kind: Kind::Block,
+        major: Some(254),
+        minor: Some(32),
+        access: READ,
+    });
+    assert!(allowed(&rules, BLOCK, READ, 254, 32));
+    assert!(
+        !allowed(&rules, BLOCK, WRITE, 254, 32),
+        ":r does not allow writing"
+    );
+    assert!(
+        !allowed(&rules, BLOCK, READ, 254, 0),
+        "not the VM's other disks"
+    );
+    assert!(!allowed(&rules, BLOCK, READ, 254, 16));
+    assert!(
+        !allowed(&rules, CHAR, READ, 254, 32),
+        "a char device of the same numbers"
+    );
+    assert!(!allow_everything(&rules));
+    assert_all_reachable(&program(&rules));
+    // Privileged, with a device too: still everything.
+    let mut privileged = rules_of(Some(&[LinuxDeviceCgroupBuilder::default()
+        .allow(true)
+        .access("rwm")
+        .build()
+        .unwrap()]))
+    .unwrap();
+    privileged.push(rules[rules.len() - 1].clone());
+    assert!(allow_everything(&privileged));
+}
+
 #[test]
 fn the_standard_nodes_stay_usable_under_deny_all() {
     // A pod sandbox's spec from containerd: deny everything, nothing allowed.
