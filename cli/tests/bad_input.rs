@@ -129,6 +129,28 @@ fn bad_devices_exit_125_naming_the_value() {
 }
 
 #[test]
+fn bad_log_options_exit_125_naming_the_value() {
+    for (flags, words) in [
+        (&["--log-opt", "max-size=abc"][..], &["max-size", "abc"][..]),
+        (&["--log-opt", "max-file=0"], &["max-file", "0"]),
+        (&["--log-opt", "compress=true"], &["compress"]),
+        (&["--log-opt", "max-size"], &["max-size", "KEY=VALUE"]),
+        (&["--log-driver", "syslog"], &["--log-driver", "syslog"]),
+        (
+            &["--log-driver", "none", "--log-opt", "max-file=2"],
+            &["max-file=2", "none"],
+        ),
+    ] {
+        for command in ["run", "create"] {
+            let mut args = vec![command];
+            args.extend_from_slice(flags);
+            args.push("busybox");
+            refused(&args, 125, words);
+        }
+    }
+}
+
+#[test]
 fn unknown_flag_is_claps_error_with_exit_125() {
     let root = tempfile::tempdir().unwrap();
     let out = rvm(root.path(), &["run", "--bogus", "busybox"]);

@@ -11,8 +11,10 @@
 #     `nosuchcmd` exits 127 with Docker's "executable file not found" message;
 #   - -e, -w and -u reach the container; --cap-add, --cap-drop and --security-opt
 #     (seccomp=unconfined, no-new-privileges) shape its capabilities and filters;
-#   - `run -d --name x`: `ps` shows it, `logs x` has its output, `exec x hostname` prints its
-#     hostname (the short ID), `top x` its processes, `stats --no-stream x` its usage, `pause x`
+#   - `run -d --name x --log-opt max-size=64k --log-opt max-file=2`: `ps` shows it, `logs x`
+#     has its output, `exec x hostname` prints its hostname (the short ID), `top x` its
+#     processes, `inspect x` its log options, 3000 lines on its stdout are rotated into two files
+#     of at most 64k that `logs x` reads in order, `stats --no-stream x` its usage, `pause x`
 #     freezes it (ps, inspect, exec refused) until `unpause x`, `stop x` of a paused x thaws it
 #     and ends it with SIGTERM (exit 0 from its trap, not 137), `rm x` leaves no process, socket
 #     or file behind;
@@ -65,7 +67,7 @@ check "--cap-add/--cap-drop/--security-opt: Docker's default less CHOWN plus NET
     test "$(echo $out)" = "CapEff: 00000000a80435fa NoNewPrivs: 1 Seccomp: 0"
 
 # --- a detached container -----------------------------------------------------------------------
-r run -d --name x busybox sh -c 'trap "echo got TERM; exit 0" TERM; echo started; while :; do sleep 1; done'
+r run -d --name x --log-opt max-size=64k --log-opt max-file=2 busybox sh -c 'trap "echo got TERM; exit 0" TERM; echo started; while :; do sleep 1; done'
 id=$out
 check "run -d prints the container ID" test "$status" -eq 0 -a "${#id}" -eq 64
 short=${id:0:12}
@@ -85,6 +87,28 @@ check "exec x hostname prints the short ID" test "$status" -eq 0 -a "$out" = "$s
 
 r top x
 check "top x lists its shell and its sleep" eval '[ "$status" -eq 0 ] && [[ "$out" == "UID"*"PID"*"CMD"*"sh -c"*"sleep 1"* ]]'
+
+# x's log is rotated as Docker's json-file driver rotates (max-size=64k, max-file=2): 3000 lines
+# written to x's own stdout from an exec (about 250 kB of log) go through several rotations.
+r inspect x
+check "inspect x shows its log options" eval '[[ "$out" == *"\"LogConfig\""*"\"max-file\": \"2\""* ]] && [[ "$out" == *"\"max-size\": \"64k\""* ]]'
+r exec x sh -c 'i=0; while [ $i -lt 3000 ]; do echo "filler $i"; i=$((i+1)); done >/proc/1/fd/1'
+check "exec x writes 3000 lines to x's stdout" test "$status" -eq 0
+for _ in $(seq 1 150); do
+    r logs -n 1 x
+    [ "$out" = "filler 2999" ] && break
+    sleep 0.2
+done
+check "logs -n 1 x shows the last line, past the rotations" test "$out" = "filler 2999"
+log=$root/containers/$id/$id-json.log
+check "x's log is its current file and one rotated file, each at most 64k" eval \
+    '[ -s "$log.1" ] && [ ! -e "$log.2" ] && [ "$(stat -c %s "$log.1")" -le 64000 ] && [ "$(stat -c %s "$log")" -le 64000 ]'
+r logs x
+first=$(grep -m1 '^filler ' <<<"$out" | cut -d' ' -f2)
+count=$(grep -c '^filler ' <<<"$out")
+check "logs x reads the rotated file then the current one, without a gap" \
+    test -n "$first" -a "$((first + count - 1))" -eq 2999 -a "$count" -gt 700
+
 r stats --no-stream x
 row=$(grep " x " <<<"$out")
 check "stats --no-stream x: a row with CPU %, memory against the VM's and pids" \

@@ -1,8 +1,11 @@
 //! `rvm inspect CONTAINER...`: a JSON array shaped like Docker's container inspect output.
 
+use std::path::PathBuf;
+
 use clap::Args;
 use rvm_runtime::sandbox::config::{ContainerConfig, NetworkMode};
 use rvm_runtime::sandbox::layout::Layout;
+use rvm_runtime::sandbox::log::LogDriver;
 use rvm_runtime::sandbox::state::{Container, Status};
 use serde_json::{json, Value};
 
@@ -69,7 +72,10 @@ pub fn describe(layout: &Layout, c: &Container) -> Value {
             "FinishedAt": ended.and_then(|e| e.finished_at.clone()).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
         },
         "Image": config.image_id,
-        "LogPath": layout.log_path(&config.id),
+        "LogPath": match config.log.driver {
+            LogDriver::JsonFile => layout.log_path(&config.id),
+            LogDriver::None => PathBuf::new(),
+        },
         "Name": format!("/{}", config.name),
         "Driver": "rvm-microvm",
         "HostConfig": {
@@ -81,6 +87,7 @@ pub fn describe(layout: &Layout, c: &Container) -> Value {
             "ReadonlyRootfs": config.spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
             "Privileged": config.privileged,
             "Devices": config.devices.iter().map(|d| json!({"PathOnHost": d.host_path, "PathInContainer": d.container_path, "CgroupPermissions": d.permissions})).collect::<Vec<_>>(),
+            "LogConfig": config.log.docker_view(),
         },
         "Config": {
             "Hostname": config.hostname(),

@@ -1,6 +1,7 @@
 //! `rvm logs [-f] [-t] [-n N] [--since T] [--until T] CONTAINER`: replays the json-file log,
 //! stdout to stdout and stderr to stderr; `--since`/`--until` keep the entries written in that
-//! window, `-n` the last N of them; `-f` follows the log until the container stops.
+//! window, `-n` the last N of them; `-f` follows the log until the container stops. The log is
+//! read across its rotated files, oldest first, and followed through rotations.
 
 use std::io::Write;
 use std::thread::sleep;
@@ -9,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Result};
 use clap::Args;
 use rvm_runtime::sandbox::layout::Layout;
-use rvm_runtime::sandbox::log::{self, LogEntry, Stream};
+use rvm_runtime::sandbox::log::{self, LogDriver, LogEntry, Stream};
 use rvm_runtime::sandbox::state::Status;
 use rvm_runtime::sandbox::time;
 
@@ -100,9 +101,12 @@ pub fn main(layout: &Layout, args: LogsArgs) -> i32 {
 fn run(layout: &Layout, args: &LogsArgs) -> Result<()> {
     let selection = Selection::parse(args, SystemTime::now())?;
     let containers = container::open(layout)?;
-    let id = container::find(&containers, &args.container)?.config.id;
-    let path = layout.log_path(&id);
-    let (entries, mut offset) = log::read_entries(&path, 0)?;
+    let config = container::find(&containers, &args.container)?.config;
+    if config.log.driver == LogDriver::None {
+        bail!("configured logging driver does not support reading");
+    }
+    let id = config.id;
+    let (entries, mut follower) = log::Follower::open(&layout.log_path(&id), config.log.max_file)?;
     show(&selection.pick(&entries), args.timestamps)?;
     // What is written from now on is new: no tail applies to it.
     let window = Selection {
@@ -113,8 +117,7 @@ fn run(layout: &Layout, args: &LogsArgs) -> Result<()> {
         return Ok(());
     }
     loop {
-        let (entries, next) = log::read_entries(&path, offset)?;
-        offset = next;
+        let entries = follower.poll()?;
         show(&window.pick(&entries), args.timestamps)?;
         if !entries.is_empty() {
             continue;
@@ -125,7 +128,7 @@ fn run(layout: &Layout, args: &LogsArgs) -> Result<()> {
         };
         if !running {
             // One last read: output written just before the exit.
-            let (rest, _) = log::read_entries(&path, offset)?;
+            let rest = follower.poll()?;
             return show(&window.pick(&rest), args.timestamps);
         }
         sleep(Duration::from_millis(100));

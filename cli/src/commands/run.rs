@@ -13,6 +13,7 @@ use rvm_runtime::network::PortMapping;
 use rvm_runtime::sandbox::attach::{self, Frame};
 use rvm_runtime::sandbox::config::NetworkMode;
 use rvm_runtime::sandbox::layout::Layout;
+use rvm_runtime::sandbox::log::LogConfig;
 use rvm_runtime::sandbox::prepare::{self, CreateOptions, VolumeSpec};
 use rvm_runtime::sandbox::security::{CapabilityName, Security};
 use rvm_runtime::sandbox::spec::RunSpec;
@@ -106,6 +107,12 @@ pub struct ContainerFlags {
     /// Add a host block device to the container (as a disk of its microVM)
     #[arg(long, value_name = "HOST_PATH[:CONTAINER_PATH[:PERMISSIONS]]")]
     device: Vec<String>,
+    /// Logging driver for the container: json-file (default) or none
+    #[arg(long, value_name = "DRIVER")]
+    log_driver: Option<String>,
+    /// Log driver options: max-size=SIZE (default 20m), max-file=N (default 5)
+    #[arg(long, value_name = "KEY=VALUE")]
+    log_opt: Vec<String>,
     /// Print help
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -228,6 +235,7 @@ fn create_options(args: &ContainerFlags) -> Result<CreateOptions> {
         network,
         ports,
         devices,
+        log: LogConfig::parse(args.log_driver.as_deref(), &args.log_opt)?,
     })
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
+use super::log::LogConfig;
 use crate::network::Endpoint;
 
 /// A read-only erofs layer disk.
@@ -90,6 +91,10 @@ pub struct ContainerConfig {
     /// `--device`: host block devices given to the container.
     #[serde(default)]
     pub devices: Vec<DeviceRef>,
+    /// `--log-driver` and `--log-opt`; a container created before they were kept has the
+    /// bounded defaults.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 impl ContainerConfig {

@@ -86,13 +86,21 @@ struct LogSink {
     stream: Stream,
     log: Arc<Mutex<LogWriter>>,
     outbox: Outbox,
+    /// A write failed and was reported: the next failures are not (a full disk would otherwise
+    /// fill the monitor's own log with one line per line of output).
+    failing: bool,
 }
 
 impl OutputSink for LogSink {
     async fn write(&mut self, data: Vec<u8>) -> io::Result<()> {
         if let Ok(mut log) = self.log.lock() {
-            if let Err(err) = log.write(self.stream, &data) {
-                tracing::warn!(%err, "cannot write the container log");
+            match log.write(self.stream, &data) {
+                Ok(()) => self.failing = false,
+                Err(err) if !self.failing => {
+                    self.failing = true;
+                    tracing::warn!(%err, "cannot write the container log (reported once until a write succeeds)");
+                }
+                Err(_) => {}
             }
         }
         self.outbox.send(match self.stream {
@@ -140,7 +148,7 @@ async fn run_in<G: Guest>(
 
     let (outbox, attach_in, writer) = split_attach(attach);
     let log_path = layout.log_path(id);
-    let log = Arc::new(Mutex::new(LogWriter::open(&log_path).map_err(
+    let log = Arc::new(Mutex::new(LogWriter::open(&log_path, config.log).map_err(
         |source| MonitorError::Io {
             action: "open log",
             path: log_path.clone(),
@@ -184,6 +192,7 @@ async fn run_in<G: Guest>(
             stream,
             log: log.clone(),
             outbox: outbox.clone(),
+            failing: false,
         };
         vm.spawn_output(id, stream, sink)
     });

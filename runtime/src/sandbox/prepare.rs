@@ -9,6 +9,7 @@ use super::devices::{self as host_devices, DeviceError, DeviceSpec};
 use super::disks::{self, DiskError, SCRATCH_SIZE};
 use super::id::{self, IdError};
 use super::layout::Layout;
+use super::log::LogConfig;
 use super::spec::{self, RunSpec, SpecError};
 use super::state::{Containers, StateError};
 use super::time;
@@ -144,6 +145,8 @@ pub struct CreateOptions {
     pub ports: Vec<PortMapping>,
     /// `--device`: host block devices.
     pub devices: Vec<DeviceSpec>,
+    /// `--log-driver`, `--log-opt`.
+    pub log: LogConfig,
 }
 
 /// The VM size for a container limit of `memory` bytes and `vcpus` CPUs.
@@ -278,6 +281,7 @@ fn finish_create(
         stop_signal: image.config.stop_signal.clone(),
         privileged: run.security.privileged,
         devices,
+        log: options.log,
     };
     let containers = Containers::open(layout)?;
     let config = containers.create(config)?;

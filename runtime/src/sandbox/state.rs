@@ -731,6 +731,7 @@ pub(crate) mod fixtures {
             stop_signal: None,
             privileged: false,
             devices: Vec::new(),
+            log: Default::default(),
         }
     }
 }

@@ -221,6 +221,7 @@ mod tests {
             stop_signal: None,
             privileged: false,
             devices: Vec::new(),
+            log: Default::default(),
         }
     }
 
