@@ -6,7 +6,8 @@
 //! loads the kernel ([`loader`], boot tables in [`arch::x86_64`]) or raw code, and runs the
 //! vCPU threads ([`vstate::vcpu`]) under the [`event_loop`] until the guest stops, with the
 //! process confined by its [`seccomp`] filter from then on. The host fills and empties the
-//! VM's disk slots while it runs through the [`api`] socket.
+//! VM's disk slots while it runs through the [`api`] socket. What a guest can make it write on
+//! the host (console, diagnostics) is bounded by [`logging`].
 
 pub mod api;
 pub mod arch;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod event_loop;
 pub mod jail;
 pub mod loader;
+pub mod logging;
 pub mod machine;
 pub mod seccomp;
 pub mod uds;

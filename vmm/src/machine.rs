@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::devices::Devices;
 use crate::event_loop::{EventLoop, EventLoopError, StopSignals, Token};
 use crate::loader::{self, BootFiles, LoadError};
+use crate::logging::bounded::{self, BoundedFile};
 use crate::seccomp::{self, SeccompError, SeccompMode};
 use crate::vstate::memory::{self, MemoryError};
 use crate::vstate::vcpu::{self, Vcpu, VcpuError, VcpuReport, VcpuShared, VcpuStop};
@@ -107,21 +109,28 @@ pub struct RunOutcome {
     pub run_time: Duration,
 }
 
-/// Console sinks for `config`: stdout, a log file (appended), both or none.
+/// Console sinks for `config`: stdout, a log file (continued, and kept under
+/// [`bounded::CONSOLE`]'s size), both or none.
 pub fn open_console(config: &ConsoleConfig) -> Result<ConsoleOutput, ConfigError> {
     let mut sinks: Vec<Box<dyn Write + Send>> = Vec::new();
     if config.stdout {
         sinks.push(Box::new(FlushingStdout));
     }
     if let Some(path) = &config.log {
+        let failed = |source| ConfigError::ConsoleLog {
+            path: path.clone(),
+            source,
+        };
         let file = std::fs::OpenOptions::new()
             .create(true)
-            .append(true)
+            .read(true)
+            .write(true)
+            // Continued: an earlier boot's output stays, within the bound.
+            .truncate(false)
+            .mode(0o600)
             .open(path)
-            .map_err(|source| ConfigError::ConsoleLog {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(failed)?;
+        let file = BoundedFile::new(file, bounded::CONSOLE).map_err(failed)?;
         sinks.push(Box::new(file));
     }
     Ok(ConsoleOutput::new(sinks))
@@ -398,5 +407,38 @@ fn log_other_reports(reports: &Receiver<VcpuReport>) {
             Ok(stop) => tracing::debug!("vCPU {index} also stopped: {stop:?}"),
             Err(e) => tracing::warn!("vCPU {index} also failed: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConsoleConfig;
+
+    #[test]
+    fn a_guest_flooding_the_console_log_keeps_it_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        std::fs::write(&path, b"earlier boot\n").unwrap();
+        let config = ConsoleConfig {
+            stdout: false,
+            log: Some(path.clone()),
+        };
+        let mut console = open_console(&config).unwrap();
+        let line = [b'x'; 1023];
+        let total = bounded::CONSOLE.max() + (4 << 20);
+        for _ in 0..total / 1024 {
+            console.write_all(&line).unwrap();
+            console.write_all(b"\n").unwrap();
+        }
+        console.write_all(b"the last words\n").unwrap();
+        let text = std::fs::read(&path).unwrap();
+        assert!(
+            text.len() as u64 <= bounded::CONSOLE.max() + 200,
+            "{}",
+            text.len()
+        );
+        assert!(text.starts_with(b"earlier boot\nxxx"));
+        assert!(text.ends_with(b"xxx\nthe last words\n"));
     }
 }

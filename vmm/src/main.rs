@@ -4,12 +4,10 @@
 //! `panic=-1` is a reset too; it is logged as a warning); 2 for invalid input; 1 for a VMM or
 //! KVM failure; 128 + N when stopped by signal N (130 for SIGINT, 143 for SIGTERM).
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use rvm_vmm::config::{self, Args};
 use rvm_vmm::event_loop::StopSignals;
@@ -18,8 +16,8 @@ use rvm_vmm::machine::{self, ExitReason, Machine, RunOutcome, StopSources};
 
 fn main() -> ExitCode {
     rvm_vmm::seccomp::single_malloc_arena();
-    init_logging();
     let args = Args::parse();
+    rvm_vmm::logging::init(args.bounded_stderr);
     match run(&args) {
         Ok(outcome) => exit_code(&outcome),
         Err(e) => {
@@ -46,15 +44,6 @@ fn describe(error: &anyhow::Error) -> String {
         text.push_str(&message);
     }
     text
-}
-
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }
 
 fn run(args: &Args) -> anyhow::Result<RunOutcome> {

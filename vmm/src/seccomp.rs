@@ -9,7 +9,8 @@
 //!
 //! - the allowlist ([`rules`]): memory, threads, signals, time, I/O on descriptors opened
 //!   before the filter (console, disks, TAP, eventfds, epoll, the listening sockets and the
-//!   connections accepted on them, images received over the API), timerfds, getrandom. Some
+//!   connections accepted on them, images received over the API; `ftruncate` for the console
+//!   and stderr logs kept to size), timerfds, getrandom. Some
 //!   calls only with given arguments:
 //!   - `clone` only with the flags glibc's `pthread_create` passes (a thread, never a process);
 //!   - `tgkill` only to this process (the vCPU kick, `raise`);
@@ -263,6 +264,9 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_fsync,
     libc::SYS_fdatasync,
     libc::SYS_fallocate,
+    // The bounded log files are cut to size (`logging/bounded.rs`). No power that `fallocate`
+    // (discard, write-zeroes) does not already give over the same descriptors.
+    libc::SYS_ftruncate,
     libc::SYS_fstat,
     libc::SYS_statx,
     libc::SYS_newfstatat,
@@ -491,6 +495,19 @@ mod tests {
         if std::env::var_os("RVM_SECCOMP_CHILD_ONE_ARENA").is_some() {
             single_malloc_arena();
         }
+        // A log file is opened before the filter, as `main` opens the console log.
+        let bounded_log = std::env::var_os("RVM_SECCOMP_CHILD_FILE").map(|path| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .unwrap();
+            let limits = crate::logging::bounded::Limits {
+                head: 100,
+                tail: 1000,
+            };
+            crate::logging::bounded::BoundedFile::new(file, limits).unwrap()
+        });
         install(mode.parse().unwrap()).unwrap();
         // Allowed calls keep working under the filter: threads (that start threads), joined.
         let thread = std::thread::spawn(|| {
@@ -562,6 +579,14 @@ mod tests {
                     total
                 });
                 eprintln!("HEAP {}", worker.join().unwrap());
+            }
+            "bounded-log" => {
+                use std::io::Write;
+                let mut log = bounded_log.unwrap();
+                for n in 0..1000 {
+                    writeln!(log, "console line {n:04}").unwrap();
+                }
+                eprintln!("LOGGED");
             }
             other => panic!("unknown action {other}"),
         }
@@ -695,6 +720,25 @@ mod tests {
     fn the_handler_dies_by_a_call_the_filter_traps() {
         let rules = rules(std::process::id()).unwrap();
         assert!(!rules.contains_key(&DEATH_CALL));
+    }
+
+    #[test]
+    fn a_bounded_log_is_cut_under_the_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        std::fs::write(&path, b"").unwrap();
+        let output = child_doing(
+            "enforce",
+            "bounded-log",
+            &[("RVM_SECCOMP_CHILD_FILE", path.to_str().unwrap())],
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert!(stderr.contains("LOGGED"), "{stderr}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.len() < 2100 + 200, "{} bytes", text.len());
+        assert!(text.contains("bytes of output cut here"), "{text}");
+        assert!(text.ends_with("console line 0999\n"), "{text}");
     }
 
     #[test]

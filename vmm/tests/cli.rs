@@ -2,7 +2,7 @@
 //! rendered by `config::Args` is read as rendered; tiny ELF "kernels" built here boot through
 //! the 64-bit and the PVH entry, print, reset and exit 0; SIGTERM
 //! stops a spinning guest with status 143; the `--api` socket fills disk slots while a guest
-//! runs under `--seccomp enforce`. KVM tests skip, saying why, without /dev/kvm.
+//! runs under `--seccomp enforce`; `--bounded-stderr` keeps a log file to a size. KVM tests skip, saying why, without /dev/kvm.
 
 // Test helpers panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used)]
@@ -128,6 +128,45 @@ fn missing_kernel_exits_2_naming_the_file() {
     let out = run_vmm(&["--kernel", "/nonexistent"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("/nonexistent"), "{}", stderr(&out));
+}
+
+#[test]
+fn bounded_stderr_keeps_a_log_file_to_a_size_only_when_asked() {
+    let dir = scratch_dir("bounded-stderr");
+    let path = dir.join("vmm.log");
+    let earlier = "an earlier line\n".repeat(300_000);
+    for bounded in [false, true] {
+        std::fs::write(&path, &earlier).unwrap();
+        // Write-only and appending, as a shell's `2>>vmm.log`.
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let mut command = vmm();
+        command
+            .args(["--kernel", "/nonexistent/vmlinux"])
+            .stderr(log);
+        if bounded {
+            command.arg("--bounded-stderr");
+        }
+        assert_eq!(command.status().unwrap().code(), Some(2));
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The error, written after the cut, is the last line either way.
+        let last = text.lines().last().unwrap();
+        assert!(last.contains("/nonexistent/vmlinux"), "{last}");
+        if bounded {
+            assert!(
+                text.len() <= (256 << 10) + (2 << 20) + 300,
+                "{}",
+                text.len()
+            );
+            assert!(text.contains("bytes of output cut here"));
+            assert!(text.starts_with("an earlier line\n"));
+        } else {
+            assert!(text.starts_with(&earlier), "a harness's log is kept whole");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -83,6 +83,8 @@ impl VmmCommand {
             }),
             net: self.net.as_deref().map(parse_net).transpose()?,
             console_log: Some(self.console_log.clone()),
+            // Its stderr is vmm.log, which nothing else rotates.
+            bounded_stderr: true,
             ..VmmArgs::new(self.guest.kernel.clone())
         })
     }
@@ -147,9 +149,11 @@ impl VmmCommand {
             path: self.vmm.clone(),
             reason,
         })?;
+        // Readable too: the VMM keeps it to a size by cutting it (rvm_vmm::logging::bounded).
         let log_file = OpenOptions::new()
             .create(true)
             .truncate(true)
+            .read(true)
             .write(true)
             .mode(0o600)
             .open(log)
@@ -262,7 +266,7 @@ mod tests {
         assert!(joined.contains("--disk /c/scratch.ext4,serial=rvm-scratch"));
         assert!(joined.contains("--disk /v/data.ext4,ro,serial=rvm-vol-0"));
         assert!(joined.contains("--vsock cid=3,uds=/r/run/abc/vsock"));
-        assert!(joined.ends_with("--console-log /r/containers/abc/console.log"));
+        assert!(joined.ends_with("--console-log /r/containers/abc/console.log --bounded-stderr"));
         for disk in &command.disks {
             assert!(disk.serial.len() <= 20, "{}", disk.serial);
         }

@@ -71,9 +71,15 @@ pub struct Args {
     /// Copy the guest's serial console to stdout.
     #[arg(long)]
     pub console: bool,
-    /// Also append the guest's serial console to this file.
+    /// Also write the guest's serial console to this file (continued, kept under 9 MiB: its first
+    /// MiB and its last 4 to 8)
     #[arg(long, value_name = "PATH")]
     pub console_log: Option<PathBuf>,
+    /// Keep stderr, when it is a regular file, under 2.25 MiB (its first 256 KiB, a line saying
+    /// how much was cut, its last 1 to 2 MiB): for a log nobody else rotates, such as the
+    /// runtime's vmm.log. Not the default: a harness's own log inherited as stderr stays whole.
+    #[arg(long)]
+    pub bounded_stderr: bool,
     /// Enter an ELF kernel in 64-bit mode even if it has a PVH entry point.
     #[arg(long)]
     pub no_pvh: bool,
@@ -105,6 +111,7 @@ impl Args {
             api: None,
             console: false,
             console_log: None,
+            bounded_stderr: false,
             no_pvh: false,
             seccomp: SeccompMode::Enforce,
             jail: None,
@@ -153,6 +160,7 @@ impl Args {
             argv.path("--console-log", log)?;
         }
         argv.switch("--console", self.console);
+        argv.switch("--bounded-stderr", self.bounded_stderr);
         argv.switch("--no-pvh", self.no_pvh);
         if let Some(jail) = &self.jail {
             argv.value("--jail", jail.to_arg()?);
@@ -274,6 +282,7 @@ mod tests {
             api: Some("/r/run/abc/api.sock".into()),
             console: true,
             console_log: Some("/r/containers/abc/console.log".into()),
+            bounded_stderr: true,
             no_pvh: true,
             seccomp: SeccompMode::Off,
             jail: Some(JailSpec {
@@ -317,7 +326,7 @@ mod tests {
              --disk /v/plain.img --disk /v/ro.img,ro --disk-slots 8 \
              --api /r/run/abc/api.sock --vsock cid=3,uds=/r/run/abc/vsock \
              --net tap=rvmabcdef012345,mac=02:ab:cd:ef:01:23 \
-             --console-log /r/containers/abc/console.log --console --no-pvh \
+             --console-log /r/containers/abc/console.log --console --bounded-stderr --no-pvh \
              --jail uid=200001,gid=200001,root=/r/run/abc/jail --seccomp off"
         );
     }
@@ -340,6 +349,7 @@ mod tests {
             |a| a.api = None,
             |a| a.console = false,
             |a| a.console_log = None,
+            |a| a.bounded_stderr = false,
             |a| a.no_pvh = false,
             |a| a.seccomp = SeccompMode::Log,
             |a| a.seccomp = SeccompMode::Enforce,

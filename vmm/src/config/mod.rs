@@ -125,7 +125,7 @@ pub enum KernelFormat {
 pub struct ConsoleConfig {
     /// Copy to stdout.
     pub stdout: bool,
-    /// Append to this file.
+    /// Continue this file, kept to a bounded size (`logging::bounded::CONSOLE`).
     pub log: Option<PathBuf>,
 }
 

@@ -139,7 +139,7 @@ impl Vcpu {
                 // The event loop only reads the channel after the event; report first.
                 let _ = shared.reports.send((index, result));
                 if let Err(e) = shared.report_event.write(1) {
-                    tracing::error!("vCPU {index}: cannot wake the event loop: {e}");
+                    crate::error_limited!("vCPU {index}: cannot wake the event loop: {e}");
                 }
             })
             .map_err(|source| VcpuError::Spawn { index, source })

@@ -266,7 +266,7 @@ impl MmioTransport {
         match notifier {
             Some(notifier) if self.active => {
                 if let Err(e) = notifier.write(1) {
-                    tracing::error!("{}: cannot forward a notification: {e}", self.name());
+                    crate::error_limited!("{}: cannot forward a notification: {e}", self.name());
                 }
             }
             _ => tracing::debug!("{}: notification of queue {value} ignored", self.name()),
@@ -333,7 +333,7 @@ impl MmioTransport {
             }
         }
         if added & VIRTIO_CONFIG_S_FAILED != 0 {
-            tracing::warn!("{}: the driver gave up on the device", self.name());
+            crate::warn_limited!("{}: the driver gave up on the device", self.name());
         }
         let known = VIRTIO_CONFIG_S_ACKNOWLEDGE
             | VIRTIO_CONFIG_S_DRIVER
@@ -347,14 +347,14 @@ impl MmioTransport {
         let offered = self.device.device_features();
         let extra = self.driver_features & !offered;
         if extra != 0 {
-            tracing::warn!(
+            crate::warn_limited!(
                 "{}: driver accepted features {extra:#x} that were not offered",
                 self.name()
             );
             return false;
         }
         if self.driver_features & VIRTIO_F_VERSION_1 == 0 {
-            tracing::warn!(
+            crate::warn_limited!(
                 "{}: legacy driver (no VIRTIO_F_VERSION_1) refused",
                 self.name()
             );
@@ -368,7 +368,7 @@ impl MmioTransport {
         let event_idx = self.driver_features & VIRTIO_RING_F_EVENT_IDX != 0;
         for (index, queue) in self.queues.iter_mut().enumerate() {
             if queue.ready() && !queue.is_valid(&self.mem) {
-                tracing::warn!(
+                crate::warn_limited!(
                     "{}: queue {index} is invalid (size or rings outside guest memory)",
                     self.device.name()
                 );
@@ -379,7 +379,7 @@ impl MmioTransport {
         let notifiers = match self.notifiers.iter().map(EventFd::try_clone).collect() {
             Ok(notifiers) => notifiers,
             Err(e) => {
-                tracing::error!("{}: cannot clone a queue notifier: {e}", self.name());
+                crate::error_limited!("{}: cannot clone a queue notifier: {e}", self.name());
                 return false;
             }
         };
@@ -398,7 +398,7 @@ impl MmioTransport {
                 true
             }
             Err(e) => {
-                tracing::error!("{e}");
+                crate::error_limited!("{e}");
                 self.interrupt.mark_broken(self.device.name(), &e);
                 false
             }
@@ -413,7 +413,7 @@ impl MmioTransport {
         match new_queues(self.device.as_ref()) {
             Ok(queues) => self.queues = queues,
             // Sizes that worked at creation cannot fail now; keep the device unusable if so.
-            Err(e) => tracing::error!("{e}"),
+            Err(e) => crate::error_limited!("{e}"),
         }
         self.interrupt.reset();
         self.device_features_select = 0;

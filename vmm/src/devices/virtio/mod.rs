@@ -132,7 +132,7 @@ impl Interrupt {
             return;
         }
         if let Err(e) = self.irqfd.write(1) {
-            tracing::error!("cannot raise a virtio interrupt: {e}");
+            crate::error_limited!("cannot raise a virtio interrupt: {e}");
         }
     }
 
@@ -149,7 +149,7 @@ impl Interrupt {
     /// The device met a guest error it cannot recover from (a corrupt ring): it stops, shows
     /// DEVICE_NEEDS_RESET in its status and tells the driver.
     pub fn mark_broken(&self, device: &str, reason: &dyn std::fmt::Display) {
-        tracing::warn!("{device}: needs a reset: {reason}");
+        crate::warn_limited!("{device}: needs a reset: {reason}");
         self.broken.store(true, Ordering::SeqCst);
         self.signal_config_change();
     }

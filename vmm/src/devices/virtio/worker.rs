@@ -103,11 +103,11 @@ impl Worker {
             return;
         };
         if let Err(e) = self.stop.write(1) {
-            tracing::error!("cannot stop a device worker: {e}");
+            crate::error_limited!("cannot stop a device worker: {e}");
             return;
         }
         if thread.join().is_err() {
-            tracing::error!("a device worker thread panicked");
+            crate::error_limited!("a device worker thread panicked");
         }
     }
 }
@@ -125,7 +125,7 @@ fn run<H: QueueHandler>(poller: &Poller, handler: &mut H, notifiers: &[EventFd],
             Ok(count) => count,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                tracing::error!("device worker: epoll failed, stopping: {e}");
+                crate::error_limited!("device worker: epoll failed, stopping: {e}");
                 return;
             }
         };

@@ -81,7 +81,7 @@ pub fn execute(backend: &Backend<'_>, request: &Request<'_>) -> Completion {
     match result {
         Ok(written) => Completion::ok(written),
         Err(e) => {
-            tracing::warn!("block: {:?} failed: {e}", request.kind);
+            crate::warn_limited!("block: {:?} failed: {e}", request.kind);
             Completion::failed()
         }
     }

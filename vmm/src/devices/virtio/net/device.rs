@@ -145,7 +145,7 @@ impl VirtioDevice for Net {
     fn reset(&mut self) {
         self.worker = None;
         if let Err(e) = self.tap.set_offload(0) {
-            tracing::warn!("{e}");
+            crate::warn_limited!("{e}");
         }
     }
 }
@@ -226,7 +226,9 @@ impl NetHandler {
             tx_unsignalled: 0,
             tx_timer: TimerFd::new()
                 .map_err(|e| {
-                    tracing::warn!("net: no transmit timer ({e}); completions signalled at once")
+                    crate::warn_limited!(
+                        "net: no transmit timer ({e}); completions signalled at once"
+                    )
                 })
                 .ok(),
             tx_timer_armed: false,
@@ -273,7 +275,7 @@ impl NetHandler {
                 true
             }
             Err(e) => {
-                tracing::warn!("net: cannot arm the transmit timer: {e}");
+                crate::warn_limited!("net: cannot arm the transmit timer: {e}");
                 false
             }
         }
@@ -305,7 +307,7 @@ impl NetHandler {
         self.tx_timer_armed = false;
         if let Some(timer) = self.tx_timer.as_mut() {
             if let Err(e) = timer.wait() {
-                tracing::warn!("net: reading the transmit timer: {e}");
+                crate::warn_limited!("net: reading the transmit timer: {e}");
             }
         }
         if self.tx_unsignalled > 0 && !self.interrupt.is_broken() {
@@ -361,7 +363,7 @@ impl NetHandler {
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
                     Err(e) => {
-                        tracing::warn!("net: reading TAP {}: {e}", self.tap.name());
+                        crate::warn_limited!("net: reading TAP {}: {e}", self.tap.name());
                         return Ok(true);
                     }
                 },
@@ -402,7 +404,7 @@ impl NetHandler {
         };
         match result {
             Ok(()) => self.tap_watched = watch,
-            Err(e) => tracing::error!("net: cannot change the TAP's epoll registration: {e}"),
+            Err(e) => crate::error_limited!("net: cannot change the TAP's epoll registration: {e}"),
         }
     }
 
@@ -447,7 +449,7 @@ impl QueueHandler for NetHandler {
     fn start(&mut self, poller: &Poller) {
         if let Some(timer) = &self.tx_timer {
             if let Err(e) = poller.add(timer.as_raw_fd(), EventSet::IN, TX_TIMER_TOKEN) {
-                tracing::warn!(
+                crate::warn_limited!(
                     "net: cannot watch the transmit timer ({e}); completions signalled at once"
                 );
                 self.tx_timer = None;
@@ -474,7 +476,7 @@ impl QueueHandler for NetHandler {
             return;
         }
         if events.intersects(EventSet::ERROR | EventSet::HANG_UP) {
-            tracing::error!("net: TAP {} failed; receiving stops", self.tap.name());
+            crate::error_limited!("net: TAP {} failed; receiving stops", self.tap.name());
             self.tap_failed = true;
             self.update_tap_watch(poller, false);
             return;

@@ -133,7 +133,7 @@ fn fill_request(
     let len = writer.available_bytes().min(MAX_REQUEST_BYTES);
     let mut bytes = vec![0u8; len];
     if let Err(e) = getrandom::fill(&mut bytes) {
-        tracing::error!("rng: getrandom failed: {e}");
+        crate::error_limited!("rng: getrandom failed: {e}");
         return 0;
     }
     match writer.write_all(&bytes) {

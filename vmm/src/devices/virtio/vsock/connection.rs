@@ -240,7 +240,7 @@ impl Connection {
         }
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         if let Err(e) = self.credit.received(len) {
-            tracing::warn!("{e} (connection {:?})", self.key);
+            crate::warn_limited!("{e} (connection {:?})", self.key);
             return Err(RST);
         }
         if self.to_stream.is_empty() {
@@ -404,7 +404,7 @@ fn emit(writer: &mut Writer<'_>, mut header: Header, payload: &[u8]) -> Result<u
     match written {
         Ok(()) => u32::try_from(HEADER_LEN + payload.len()).map_err(|_| RST),
         Err(e) => {
-            tracing::warn!("vsock: cannot write an RX packet into guest memory: {e}");
+            crate::warn_limited!("vsock: cannot write an RX packet into guest memory: {e}");
             Err(RST)
         }
     }

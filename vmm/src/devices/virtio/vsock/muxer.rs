@@ -107,10 +107,10 @@ impl Muxer {
     /// Registers the listener and the timer.
     pub fn start(&mut self, poller: &Poller) {
         if let Err(e) = poller.add(self.listener.as_raw_fd(), EventSet::IN, LISTENER_TOKEN) {
-            tracing::error!("vsock: cannot watch {}: {e}", self.uds.display());
+            crate::error_limited!("vsock: cannot watch {}: {e}", self.uds.display());
         }
         if let Err(e) = poller.add(self.timer.as_raw_fd(), EventSet::IN, TIMER_TOKEN) {
-            tracing::error!("vsock: cannot watch its timer: {e}");
+            crate::error_limited!("vsock: cannot watch its timer: {e}");
         }
     }
 
@@ -181,7 +181,7 @@ impl Muxer {
                 return Some(match writer.write_all(&header.to_bytes()) {
                     Ok(()) => HEADER_LEN as u32,
                     Err(e) => {
-                        tracing::warn!("vsock: cannot write a reset into guest memory: {e}");
+                        crate::warn_limited!("vsock: cannot write a reset into guest memory: {e}");
                         0
                     }
                 });
@@ -216,7 +216,7 @@ impl Muxer {
         }
         match self.timer.reset(TICK, Some(TICK)) {
             Ok(()) => self.timer_armed = true,
-            Err(e) => tracing::error!("vsock: cannot arm its timer: {e}"),
+            Err(e) => crate::error_limited!("vsock: cannot arm its timer: {e}"),
         }
     }
 
@@ -237,7 +237,7 @@ impl Muxer {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    tracing::warn!("vsock: accept on {} failed: {e}", self.uds.display());
+                    crate::warn_limited!("vsock: accept on {} failed: {e}", self.uds.display());
                     return;
                 }
             };
@@ -245,18 +245,18 @@ impl Muxer {
                 continue;
             }
             if self.at_limit() {
-                tracing::warn!(
+                crate::warn_limited!(
                     "vsock: {MAX_CONNECTIONS} connections already, refusing a host client"
                 );
                 continue;
             }
             if let Err(e) = stream.set_nonblocking(true) {
-                tracing::warn!("vsock: cannot make a host client non-blocking: {e}");
+                crate::warn_limited!("vsock: cannot make a host client non-blocking: {e}");
                 continue;
             }
             let token = self.next_token();
             if let Err(e) = poller.add(stream.as_raw_fd(), EventSet::IN, token) {
-                tracing::warn!("vsock: cannot watch a host client: {e}");
+                crate::warn_limited!("vsock: cannot watch a host client: {e}");
                 continue;
             }
             let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
@@ -413,7 +413,7 @@ impl Muxer {
         if !waiting {
             match self.timer.clear() {
                 Ok(()) => self.timer_armed = false,
-                Err(e) => tracing::error!("vsock: cannot stop its timer: {e}"),
+                Err(e) => crate::error_limited!("vsock: cannot stop its timer: {e}"),
             }
         }
     }
@@ -449,7 +449,7 @@ impl Muxer {
         match result {
             Ok(()) => entry.registered = wanted,
             Err(e) => {
-                tracing::warn!("vsock: cannot watch the stream of {key:?}: {e}");
+                crate::warn_limited!("vsock: cannot watch the stream of {key:?}: {e}");
                 self.close(poller, key, Close { rst: true });
             }
         }
