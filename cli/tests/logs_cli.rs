@@ -1,7 +1,7 @@
 //! `rvm logs`, `inspect` and `ps` of the real `rvm` binary on containers whose log and state are
 //! written as the monitor writes them (the runtime's own `LogWriter`), in a temporary --root, no
 //! VM needed: the log is read across its rotated files and followed through rotations, its
-//! limits shown as Docker shows them.
+//! limits shown as Docker shows them, and text from the image escaped in `ps`.
 
 // Test helpers panic on broken fixtures, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -211,4 +211,17 @@ fn log_settings_show_in_inspect_and_none_cannot_be_read() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not support reading"), "{err}");
+}
+
+#[test]
+fn ps_escapes_control_characters_from_the_image() {
+    let root = tempfile::tempdir().unwrap();
+    create(root.path(), "t", &["sh", "-c", "\u{1b}]0;pwned\u{7}"], None);
+    let out = output(root.path(), &["ps", "-a"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(text.contains("\"sh -c \\x1b]0;pwned\\x07\""), "{text}");
 }

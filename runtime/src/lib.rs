@@ -1,5 +1,6 @@
 //! Host side of rvm shared by the `rvm` command line and the containerd shim.
 
+pub mod escape;
 pub mod host;
 pub mod image;
 pub mod jail;

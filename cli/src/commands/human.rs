@@ -2,8 +2,20 @@
 
 use std::time::Duration;
 
+use rvm_runtime::escape;
+
 /// Columns padded to their widest cell plus three spaces, as Docker's tabwriter does.
+/// Cells are shown with their control characters escaped: they hold text from images and guests
+/// (`ps`'s COMMAND, `top`'s processes).
 pub fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let rows: Vec<[String; N]> = rows
+        .iter()
+        .map(|row| {
+            row.clone()
+                .map(|cell| escape::controls_in_line(&cell).into_owned())
+        })
+        .collect();
+    let rows = rows.as_slice();
     let mut widths = header.map(|h| h.chars().count());
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -98,6 +110,13 @@ mod tests {
         let rows = [["abc".to_owned(), "x".to_owned()]];
         let text = table(&["ID", "NAME"], &rows);
         assert_eq!(text, "ID    NAME\nabc   x\n");
+    }
+
+    #[test]
+    fn table_cells_are_escaped_and_padded_as_shown() {
+        let rows = [["sh -c \u{1b}[2J".to_owned(), "x".to_owned()]];
+        let text = table(&["COMMAND", "NAME"], &rows);
+        assert_eq!(text, "COMMAND         NAME\nsh -c \\x1b[2J   x\n");
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub mod wait;
 use std::process::ExitCode;
 
 use rvm_protocol::exit;
+use rvm_runtime::escape;
 
 /// Prints `err` the way Docker prints an engine error and returns exit status 125.
 pub fn fail(err: &anyhow::Error) -> ExitCode {
@@ -55,6 +56,11 @@ pub fn exit_code(code: i32) -> ExitCode {
 /// The error and its causes on one line, `a: b: c`, skipping a cause whose text the message
 /// already carries (our library errors include their source in their own message).
 pub fn message(err: &anyhow::Error) -> String {
+    escape::controls(&chain(err)).into_owned()
+}
+
+/// The error's causes on one line, each once.
+fn chain(err: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in err.chain() {
         let cause = cause.to_string();
@@ -67,4 +73,19 @@ pub fn message(err: &anyhow::Error) -> String {
         text.push_str(&cause);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_from_a_guest_are_escaped_once_each() {
+        let agent = anyhow::anyhow!("exec failed: \u{1b}[2J\u{1b}]0;title\u{7}\u{9b}31m");
+        let err = agent.context("cannot start the container");
+        assert_eq!(
+            message(&err),
+            "cannot start the container: exec failed: \\x1b[2J\\x1b]0;title\\x07\\u009b31m"
+        );
+    }
 }

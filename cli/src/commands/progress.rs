@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rvm_runtime::escape;
 use rvm_runtime::image::registry::{Progress, RegistryError};
 use rvm_runtime::image::Digest;
 
@@ -136,6 +137,7 @@ impl Progress for Display {
 
     fn retrying(&self, what: &str, attempt: u32, error: &RegistryError) {
         if !self.quiet {
+            let error = escape::controls(&error.to_string()).into_owned();
             eprintln!("rvm: {what} failed (attempt {attempt}), retrying: {error}");
         }
     }

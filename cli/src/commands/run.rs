@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use rvm_protocol::exit;
+use rvm_runtime::escape;
 use rvm_runtime::image::{Reference, Store};
 use rvm_runtime::network::PortMapping;
 use rvm_runtime::sandbox::attach::{self, Frame};
@@ -306,7 +307,10 @@ fn run_detached(containers: &Containers, id: &str) -> Result<i32> {
             Ok(0)
         }
         Started::Failed { code, message } => {
-            eprintln!("rvm: Error response from the container's microVM: {message}");
+            eprintln!(
+                "rvm: Error response from the container's microVM: {}",
+                escape::controls(&message)
+            );
             Ok(code)
         }
     }
@@ -367,7 +371,10 @@ async fn attach(
         Some(Ok(code)) => Ok(code),
         Some(Err((code, message))) => {
             let _ = std::io::stdout().flush();
-            eprintln!("rvm: Error response from the container's microVM: {message}");
+            eprintln!(
+                "rvm: Error response from the container's microVM: {}",
+                escape::controls(&message)
+            );
             Ok(code)
         }
         None => lost_monitor(containers, id),

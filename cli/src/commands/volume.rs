@@ -2,6 +2,7 @@
 //! disks), with Docker's output and exit codes (1 when a volume cannot be found or removed).
 
 use clap::{Args, Subcommand};
+use rvm_runtime::escape;
 use rvm_runtime::sandbox::layout::Layout;
 use rvm_runtime::sandbox::volumes::{Volume, Volumes};
 use serde_json::json;
@@ -104,7 +105,10 @@ pub fn main(layout: &Layout, command: VolumeCommand) -> i32 {
 }
 
 fn fail(err: &dyn std::error::Error) -> i32 {
-    eprintln!("rvm: Error response from daemon: {err}");
+    eprintln!(
+        "rvm: Error response from daemon: {}",
+        escape::controls(&err.to_string())
+    );
     EXIT_FAILED
 }
 
