@@ -113,7 +113,9 @@ fn joins_the_pod_interface_to_a_tap_and_undoes_it() {
     );
     let tap = ns.exec(&["ip", "-o", "link", "show", POD_TAP]);
     assert!(tap.contains("mtu 1450") && tap.contains("UP"), "{tap}");
-    // Both directions redirect everything (protocol all) to the other device.
+    // The pod's interface redirects everything (protocol all) to the TAP; the TAP only what
+    // carries the pod's MAC and address (10.99.0.5 is 0a630005), and its namespace routes on
+    // nothing else.
     let from_eth0 = ns.exec(&["tc", "filter", "show", "dev", "eth0", "ingress"]);
     assert!(from_eth0.contains("protocol all"), "{from_eth0}");
     assert!(
@@ -125,6 +127,24 @@ fn joins_the_pod_interface_to_a_tap_and_undoes_it() {
         from_tap.contains("Egress Redirect to device eth0"),
         "{from_tap}"
     );
+    assert!(
+        from_tap.contains("match 0a630005/ffffffff at 12"),
+        "{from_tap}"
+    );
+    assert!(
+        from_tap.contains("match 0a580a63/ffffffff at -8"),
+        "{from_tap}"
+    );
+    let forwarding = ns.exec(&[
+        "cat",
+        &format!("/proc/sys/net/ipv4/conf/{POD_TAP}/forwarding"),
+    ]);
+    assert_eq!(forwarding.trim(), "0");
+    let rp_filter = ns.exec(&[
+        "cat",
+        &format!("/proc/sys/net/ipv4/conf/{POD_TAP}/rp_filter"),
+    ]);
+    assert_eq!(rp_filter.trim(), "1");
 
     podnet::disconnect(&ns.path());
     let links = ns.exec(&["ip", "-o", "link", "show"]);

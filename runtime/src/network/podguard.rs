@@ -13,10 +13,10 @@
 //! or redirect, which hosts take only from link-local sources); a last filter that matches
 //! everything drops the rest. Each passing filter redirects to the pod's interface (mirred), as
 //! the unguarded match-all redirect did. The `tc` binary (iproute2) applies them in one batch:
-//! its command line is u32's documented interface. The kernel needs u32, mirred and gact
-//! (`CONFIG_NET_CLS_U32`, `NET_ACT_MIRRED`, `NET_ACT_GACT`: modules of every distribution's
-//! kernel); without them the pod does not start, naming tc's complaint. shim/tests/lab-cri.sh
-//! spoofs from a pod container with NET_ADMIN against them.
+//! its command line is u32's documented interface. The kernel needs u32 and mirred; without
+//! them the pod does not start, naming tc's complaint. What no filter redirects is never routed
+//! on by the pod's namespace either (see [`apply`]). shim/tests/lab-cri.sh spoofs from a pod
+//! container with NET_ADMIN against them; runtime/tests/podnet.rs checks they are in place.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -34,9 +34,14 @@ pub enum PodGuardError {
     BadAddress(String),
     #[error("the pod's MAC {0:?} is not six hex bytes separated by ':'")]
     BadMac(String),
+    #[error("cannot set {path}: {source}")]
+    Sysctl {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
-/// The `tc -batch` commands that guard `tap` and redirect what passes to `interface`, for a pod
+/// The `tc -batch` commands that pass what carries the pod's identity from `tap` and redirect what passes to `interface`, for a pod
 /// with MAC `mac` and addresses `addresses` (CIDRs as CNI set them).
 pub fn batch(
     tap: &str,
@@ -101,8 +106,12 @@ pub fn batch(
             ));
         }
     }
-    lines.push(format!("{} match u32 0 0 action drop", filter(9, "all")));
     Ok(lines.join("\n") + "\n")
+}
+
+/// The `tc` command (without `tc`) of the last filter: whatever no filter passed is dropped.
+pub fn drop_rest(tap: &str) -> String {
+    format!("filter add dev {tap} parent ffff: prio 9 protocol all u32 match u32 0 0 action drop")
 }
 
 /// A MAC's first four bytes and last two, as u32 matches them.
@@ -120,14 +129,46 @@ fn mac_words(mac: &str) -> Result<(u32, u16), PodGuardError> {
     ))
 }
 
-/// Applies [`batch`] with `tc`, in the calling thread's network namespace.
+/// Guards `tap`, in the calling thread's network namespace: the pod's own frames are
+/// redirected to `interface` ([`batch`]), the rest dropped ([`drop_rest`]). A frame that no filter
+/// redirects stays in the pod's namespace, whose stack must not route it on: the TAP gets
+/// forwarding 0 and strict reverse-path filtering, and no IPv6. Those settings are what holds
+/// where the kernel lacks gact (the drop action; some minimal host kernels), which is warned.
 pub fn apply(
     tap: &str,
     interface: &str,
     mac: &str,
     addresses: &[String],
 ) -> Result<(), PodGuardError> {
-    let script = batch(tap, interface, mac, addresses)?;
+    confine_stack(tap)?;
+    tc(tap, &batch(tap, interface, mac, addresses)?)?;
+    if let Err(err) = tc(tap, &drop_rest(tap)) {
+        tracing::warn!(%err, "frames of the pod's VM that carry another identity stay in the pod's namespace instead of being dropped by tc");
+    }
+    Ok(())
+}
+
+/// The sysctls of [`apply`] on `tap`, in the calling thread's namespace (`/proc/sys/net` is the
+/// opener's namespace).
+fn confine_stack(tap: &str) -> Result<(), PodGuardError> {
+    let settings = [
+        (format!("/proc/sys/net/ipv4/conf/{tap}/forwarding"), "0"),
+        (format!("/proc/sys/net/ipv4/conf/{tap}/rp_filter"), "1"),
+        (format!("/proc/sys/net/ipv6/conf/{tap}/disable_ipv6"), "1"),
+    ];
+    for (path, value) in settings {
+        match std::fs::write(&path, value) {
+            Ok(()) => {}
+            // A kernel without IPv6 has no such file, and no IPv6 to route.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && path.contains("ipv6") => {}
+            Err(source) => return Err(PodGuardError::Sysctl { path, source }),
+        }
+    }
+    Ok(())
+}
+
+/// Runs `tc -batch -` on `script`.
+fn tc(tap: &str, script: &str) -> Result<(), PodGuardError> {
     let mut child = Command::new("tc")
         .args(["-batch", "-"])
         .stdin(Stdio::piped())
@@ -180,7 +221,7 @@ mod tests {
         );
         assert!(lines[2].contains("match u16 0x0a63 0xffff at 14 match u16 0x0005 0xffff at 16"));
         assert_eq!(
-            *lines.last().unwrap(),
+            drop_rest("tap0_rvm"),
             "filter add dev tap0_rvm parent ffff: prio 9 protocol all u32 match u32 0 0 action drop"
         );
         assert!(!script.contains("ipv6"), "no IPv6 for an IPv4-only pod");
