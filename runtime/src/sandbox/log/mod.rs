@@ -6,6 +6,8 @@
 
 mod options;
 mod reader;
+#[cfg(test)]
+mod test_lines;
 mod writer;
 
 use serde::{Deserialize, Serialize};

@@ -168,7 +168,8 @@ fn rotated_after(path: &Path, max_file: u32, id: (u64, u64)) -> io::Result<Vec<O
 
 #[cfg(test)]
 mod tests {
-    use super::super::{LogConfig, LogDriver, LogWriter, Stream};
+    use super::super::test_lines::{numbers, write_lines};
+    use super::super::{LogConfig, LogDriver, LogWriter};
     use super::*;
 
     #[test]
@@ -197,24 +198,6 @@ mod tests {
         LogWriter::open(path, config).unwrap()
     }
 
-    fn line(log: &mut LogWriter, n: usize) {
-        log.write(Stream::Stdout, format!("line {n:05}\n").as_bytes())
-            .unwrap();
-    }
-
-    fn numbers(entries: &[LogEntry]) -> Vec<usize> {
-        entries
-            .iter()
-            .map(|e| {
-                e.log
-                    .trim_end()
-                    .trim_start_matches("line ")
-                    .parse()
-                    .unwrap()
-            })
-            .collect()
-    }
-
     #[test]
     fn a_follower_goes_on_through_rotations() {
         for max_file in [1, 2, 4] {
@@ -227,11 +210,11 @@ mod tests {
             // A poll after every line, then after every few lines (one rotation between two
             // polls at most: a file holds about 13 lines).
             for n in 0..100 {
-                line(&mut log, n);
+                write_lines(&mut log, n..n + 1);
                 seen.extend(numbers(&follower.poll().unwrap()));
             }
             for n in 100..300 {
-                line(&mut log, n);
+                write_lines(&mut log, n..n + 1);
                 if n % 10 == 0 {
                     seen.extend(numbers(&follower.poll().unwrap()));
                 }
@@ -247,13 +230,13 @@ mod tests {
         let path = dir.path().join("c-json.log");
         let mut log = writer(&path, 4);
         for n in 0..5 {
-            line(&mut log, n);
+            write_lines(&mut log, n..n + 1);
         }
         let (first, mut follower) = Follower::open(&path, 4).unwrap();
         assert_eq!(numbers(&first), [0, 1, 2, 3, 4]);
         // Two rotations before the next poll: the file followed is now `.2`.
         for n in 5..30 {
-            line(&mut log, n);
+            write_lines(&mut log, n..n + 1);
         }
         assert!(rotated_path(&path, 2).exists());
         assert_eq!(
@@ -269,7 +252,7 @@ mod tests {
         let path = dir.path().join("c-json.log");
         let mut log = writer(&path, 3);
         for n in 0..20 {
-            line(&mut log, n);
+            write_lines(&mut log, n..n + 1);
         }
         // As if the current file were rotated between the reader's opening it and `.1`.
         std::fs::hard_link(&path, rotated_path(&path, 2)).unwrap();

@@ -141,6 +141,7 @@ impl LogWriter {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_lines::{numbers, write_lines};
     use super::super::{read_entries, read_log, LogDriver};
     use super::*;
 
@@ -176,27 +177,6 @@ mod tests {
         let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(first["stream"], "stderr");
         assert!(first["time"].as_str().unwrap().ends_with('Z'));
-    }
-
-    /// Writes lines `first..last` of about 80 bytes each as stdout.
-    fn write_lines(log: &mut LogWriter, lines: std::ops::Range<usize>) {
-        for n in lines {
-            log.write(Stream::Stdout, format!("line {n:05}\n").as_bytes())
-                .unwrap();
-        }
-    }
-
-    fn numbers(entries: &[LogEntry]) -> Vec<usize> {
-        entries
-            .iter()
-            .map(|e| {
-                e.log
-                    .trim_end()
-                    .trim_start_matches("line ")
-                    .parse()
-                    .unwrap()
-            })
-            .collect()
     }
 
     #[test]
