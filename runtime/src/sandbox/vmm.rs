@@ -230,6 +230,16 @@ mod tests {
     }
 
     /// The command `Vm::boot` makes of the container's VM spec (as the monitor builds it).
+    /// The command's arguments as strings.
+    fn args_of(command: &VmmCommand) -> Vec<String> {
+        command
+            .args()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
     fn command_of(layout: &Layout, config: &ContainerConfig, guest: GuestArtifacts) -> VmmCommand {
         let spec = crate::sandbox::monitor::vm_spec(config);
         VmmCommand {
@@ -252,12 +262,7 @@ mod tests {
     fn command_line_has_every_disk_and_the_vsock() {
         let layout = Layout::new(Some("/r".into()));
         let command = command_of(&layout, &config(), guest());
-        let args: Vec<String> = command
-            .args()
-            .unwrap()
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect();
+        let args = args_of(&command);
         let joined = args.join(" ");
         assert!(joined.starts_with("--kernel /g/vmlinux --initrd /g/initramfs.img --cmdline"));
         assert!(args.contains(&KERNEL_CMDLINE.to_owned()));
@@ -292,13 +297,7 @@ mod tests {
             ..config()
         };
         let command = command_of(&layout, &config, guest());
-        let joined = command
-            .args()
-            .unwrap()
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let joined = args_of(&command).join(" ");
         assert!(
             joined.contains("--disk /dev/loop0,ro,serial=rvm-dev-0"),
             "{joined}"
@@ -335,13 +334,7 @@ mod tests {
         let mut command = command_of(&layout, &config(), guest());
         command.disk_slots = 8;
         command.api = Some("/r/run/abc/api.sock".into());
-        let joined = command
-            .args()
-            .unwrap()
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let joined = args_of(&command).join(" ");
         assert!(joined.contains("--disk-slots 8 --api /r/run/abc/api.sock"));
     }
 

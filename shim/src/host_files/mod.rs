@@ -416,6 +416,20 @@ mod tests {
 
     use super::*;
 
+    /// A tree's entries as (path, kind, content), for comparing with what is expected.
+    fn shown(entries: &[rvm_protocol::agent::HostDirectoryEntry]) -> Vec<(&str, EntryKind, &[u8])> {
+        entries
+            .iter()
+            .map(|e| {
+                (
+                    e.path.as_str(),
+                    e.kind.enum_value().unwrap(),
+                    &e.content[..],
+                )
+            })
+            .collect()
+    }
+
     fn bind(source: &Path, destination: &str, read_only: bool) -> Mount {
         let mut options = vec!["rbind".to_owned()];
         options.push(if read_only { "ro" } else { "rw" }.to_owned());
@@ -492,17 +506,7 @@ mod tests {
         let directory = &content.directories[0];
         assert_eq!(directory.destination, "/etc/config");
         assert!(directory.pod_key.is_empty());
-        let shown: Vec<(&str, EntryKind, &[u8])> = directory
-            .entries
-            .iter()
-            .map(|e| {
-                (
-                    e.path.as_str(),
-                    e.kind.enum_value().unwrap(),
-                    &e.content[..],
-                )
-            })
-            .collect();
+        let shown = shown(&directory.entries);
         assert_eq!(
             shown,
             [
@@ -781,16 +785,7 @@ mod tests {
         std::os::unix::fs::symlink(&outside, volume.join("dir")).unwrap();
         let content = translate(&mut spec_with(vec![bind(&volume, "/etc/secret", true)])).unwrap();
         let entries = &content.directories[0].entries;
-        let shown: Vec<(&str, EntryKind, &[u8])> = entries
-            .iter()
-            .map(|e| {
-                (
-                    e.path.as_str(),
-                    e.kind.enum_value().unwrap(),
-                    &e.content[..],
-                )
-            })
-            .collect();
+        let shown = shown(entries);
         let key = outside.join("private.key");
         assert_eq!(
             shown,
