@@ -101,7 +101,8 @@ pub fn vet(name: &str, image: &Path, user: &str) -> Result<(), VolumeCheckError>
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(image)
         .map_err(io_error(name, "open", image))?;
-    // A VM holding it writable now: its VMM refuses the second user with the reason.
+    // Held by a running VM: if writable, that VMM's lock makes this one's refuse it (with the
+    // reason); if read-only, it was checked when that VM took it and nobody can write it since.
     if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
         return Ok(());
     }
