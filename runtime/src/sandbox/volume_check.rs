@@ -3,8 +3,9 @@
 //! mounts the volume later. So each volume remembers the container whose VM last had it
 //! writable (`<name>.writer` beside `<name>.ext4`), and before a VM of any *other* container
 //! mounts it, read-only or not, `e2fsck -f -p` checks it (replaying a journal a killed VM left,
-//! fixing what preen mode may fix): an image with errors it cannot fix is refused, naming the
-//! volume and its last writer. A volume no VM has written yet (just made by mkfs on the host)
+//! fixing what preen mode may fix; `-n`, changing nothing, while other VMs have it mounted
+//! read-only): an image with errors it cannot fix is refused, naming the volume and its last
+//! writer. A volume no VM has written yet (just made by mkfs on the host)
 //! has no record and needs no check.
 //!
 //! e2fsck parses hostile input too, so it runs as an unprivileged user ID leased from the VMMs'
@@ -54,7 +55,7 @@ pub enum VolumeCheckError {
     NoFsck { name: String, writer: String },
     #[error("volume {name:?}: no unprivileged ID to run e2fsck as: {source}")]
     Id { name: String, source: IdError },
-    #[error("volume {name:?} was last written by container {writer} and its ext4 image has errors e2fsck -p cannot fix (exit {code}): {output}; nothing mounts it until it is repaired (`e2fsck -f {}`) or removed", path.display())]
+    #[error("volume {name:?} was last written by container {writer} and its ext4 image has errors e2fsck cannot fix (exit {code}): {output}; nothing mounts it until it is repaired (`e2fsck -f {}`) or removed", path.display())]
     Damaged {
         name: String,
         writer: String,
@@ -101,13 +102,18 @@ pub fn vet(name: &str, image: &Path, user: &str) -> Result<(), VolumeCheckError>
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(image)
         .map_err(io_error(name, "open", image))?;
-    // Held by a running VM: if writable, that VMM's lock makes this one's refuse it (with the
-    // reason); if read-only, it was checked when that VM took it and nobody can write it since.
-    if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+    // Held by no VM: checked and repaired (-p). Held read-only by running VMs (a shared lock
+    // is still possible): checked without a change (-n), since their kernels have it mounted.
+    // Held writable: that VMM's lock makes this one's refuse it, with the reason.
+    let mode = if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
+        "-p"
+    } else if flock(&file, FlockOperation::NonBlockingLockShared).is_ok() {
+        "-n"
+    } else {
         return Ok(());
-    }
+    };
     let started = std::time::Instant::now();
-    let result = fsck(name, image, &writer, &file);
+    let result = fsck(name, image, &writer, &file, mode);
     tracing::info!(volume = name, %writer, elapsed_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "checked a volume another VM wrote");
     result
 }
@@ -161,8 +167,15 @@ fn record_writer(name: &str, image: &Path, user: &str) -> Result<(), VolumeCheck
     })
 }
 
-/// Runs e2fsck on the image open as `file`, as a leased unprivileged ID.
-fn fsck(name: &str, image: &Path, writer: &str, file: &File) -> Result<(), VolumeCheckError> {
+/// Runs e2fsck on the image open as `file`, as a leased unprivileged ID; `mode` is `-p`
+/// (repair what is safe) or `-n` (change nothing).
+fn fsck(
+    name: &str,
+    image: &Path,
+    writer: &str,
+    file: &File,
+    mode: &str,
+) -> Result<(), VolumeCheckError> {
     let Some(program) = E2FSCK.iter().map(Path::new).find(|path| path.exists()) else {
         return Err(VolumeCheckError::NoFsck {
             name: name.to_owned(),
@@ -178,7 +191,7 @@ fn fsck(name: &str, image: &Path, writer: &str, file: &File) -> Result<(), Volum
     let owner =
         |id: u32| fchown(file, Some(id), Some(id)).map_err(io_error(name, "hand over", image));
     owner(lease.id)?;
-    let output = run_e2fsck(program, file, lease.id);
+    let output = run_e2fsck(program, file, lease.id, mode);
     owner(0)?;
     let output = output.map_err(io_error(name, "run e2fsck on", image))?;
     let text = String::from_utf8_lossy(&output.stdout)
@@ -201,12 +214,17 @@ fn fsck(name: &str, image: &Path, writer: &str, file: &File) -> Result<(), Volum
     }
 }
 
-/// `e2fsck -f -p /proc/self/fd/3` as `id`, with `file` as fd 3, its output collected.
-fn run_e2fsck(program: &Path, file: &File, id: u32) -> io::Result<std::process::Output> {
+/// `e2fsck -f MODE /proc/self/fd/3` as `id`, with `file` as fd 3, its output collected.
+fn run_e2fsck(
+    program: &Path,
+    file: &File,
+    id: u32,
+    mode: &str,
+) -> io::Result<std::process::Output> {
     let image = file.try_clone()?;
     let mut command = Command::new(program);
     command
-        .args(["-f", "-p", "/proc/self/fd/3"])
+        .args(["-f", mode, "/proc/self/fd/3"])
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::null())
@@ -379,6 +397,15 @@ mod tests {
         file.write_all(&[0xa5; 4096]).unwrap();
         drop(file);
         fs::write(record_path(&path), "tenant-a").unwrap();
+        // While another VM has it mounted read-only (a shared lock), the check changes nothing
+        // and still refuses it.
+        let reader = File::open(&path).unwrap();
+        flock(&reader, FlockOperation::NonBlockingLockShared).unwrap();
+        assert!(matches!(
+            vet("data", &path, "tenant-b"),
+            Err(VolumeCheckError::Damaged { .. })
+        ));
+        drop(reader);
         let err = vet("data", &path, "tenant-b").unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, VolumeCheckError::Damaged { .. }), "{text}");
